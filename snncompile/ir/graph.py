@@ -1,0 +1,188 @@
+"""The IR graph: a networkx DiGraph of typed nodes, with shapes checked on every edge.
+
+Each networkx node ``name`` carries ``node=<Node dataclass>`` and, after
+:meth:`Graph.infer_shapes`, ``shape=<output shape>``. Each edge carries ``index`` (the
+position of the input at its consumer, so an Add keeps its operand order) and
+``shape``. Passes are plain functions ``Graph -> Graph`` that work on a copy.
+"""
+from __future__ import annotations
+
+import copy as _copy
+from typing import Iterable, Iterator, Optional
+
+import networkx as nx
+import numpy as np
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir.nodes import Input, Node, Output, Shape
+
+
+class Graph:
+    """A spiking network as a DAG of IR nodes with exactly one Input and one Output."""
+
+    def __init__(self, name: str = "snn", timesteps: Optional[int] = None):
+        self.name = name
+        #: Number of steps the model was exported for (the default for running it).
+        self.timesteps = timesteps
+        #: Free-form metadata carried through ONNX (framework, source file, quantization...).
+        self.meta: dict[str, str] = {}
+        self.nx = nx.DiGraph()
+
+    # -- building -------------------------------------------------------------
+    def add(self, node: Node, inputs: Iterable[str] = ()) -> str:
+        """Add ``node`` fed by the nodes named in ``inputs`` (in operand order)."""
+        if node.name in self.nx:
+            raise SnnCompileError(f"duplicate node name '{node.name}'")
+        inputs = list(inputs)
+        for src in inputs:
+            if src not in self.nx:
+                raise SnnCompileError(f"node '{node.name}' ({node.kind}): unknown input '{src}'")
+        self.nx.add_node(node.name, node=node)
+        for i, src in enumerate(inputs):
+            self.nx.add_edge(src, node.name, index=i)
+        return node.name
+
+    def remove(self, name: str) -> None:
+        self.nx.remove_node(name)
+
+    def replace(self, name: str, node: Node) -> None:
+        """Swap the node object stored under ``name`` (same name, same edges)."""
+        if node.name != name:
+            raise ValueError("replace keeps the node name")
+        self.nx.nodes[name]["node"] = node
+
+    def bypass(self, name: str) -> None:
+        """Remove a single-input node, wiring its input straight to its consumers."""
+        (src,) = self.inputs_of(name)
+        for dst in list(self.nx.successors(name)):
+            idx = self.nx.edges[name, dst]["index"]
+            self.nx.add_edge(src, dst, index=idx)
+        self.nx.remove_node(name)
+
+    def set_inputs(self, name: str, inputs: list[str]) -> None:
+        for src in list(self.nx.predecessors(name)):
+            self.nx.remove_edge(src, name)
+        for i, src in enumerate(inputs):
+            self.nx.add_edge(src, name, index=i)
+
+    def copy(self) -> "Graph":
+        return _copy.deepcopy(self)
+
+    # -- reading --------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        return self.nx.nodes[name]["node"]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.nx
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def inputs_of(self, name: str) -> list[str]:
+        preds = [(self.nx.edges[p, name]["index"], p) for p in self.nx.predecessors(name)]
+        return [p for _, p in sorted(preds)]
+
+    def consumers(self, name: str) -> list[str]:
+        return sorted(self.nx.successors(name))
+
+    def order(self) -> list[str]:
+        """Node names in a deterministic topological order."""
+        rank = {n: f"{i:09d}" for i, n in enumerate(self.nx.nodes)}
+        try:
+            return list(nx.lexicographical_topological_sort(self.nx, key=rank.__getitem__))
+        except nx.NetworkXUnfeasible:
+            cycle = nx.find_cycle(self.nx)
+            raise SnnCompileError(f"graph '{self.name}' has a cycle through {cycle}") from None
+
+    def __iter__(self) -> Iterator[Node]:
+        for name in self.order():
+            yield self.node(name)
+
+    @property
+    def input(self) -> Input:
+        found = [n for n in self.nx.nodes if isinstance(self.node(n), Input)]
+        if len(found) != 1:
+            raise SnnCompileError(f"graph '{self.name}' must have exactly one Input, has {len(found)}")
+        return self.node(found[0])
+
+    @property
+    def output(self) -> Output:
+        found = [n for n in self.nx.nodes if isinstance(self.node(n), Output)]
+        if len(found) != 1:
+            raise SnnCompileError(f"graph '{self.name}' must have exactly one Output, has {len(found)}")
+        return self.node(found[0])
+
+    def shape(self, name: str) -> Shape:
+        if "shape" not in self.nx.nodes[name]:
+            self.infer_shapes()
+        return self.nx.nodes[name]["shape"]
+
+    # -- checking -------------------------------------------------------------
+    def infer_shapes(self) -> "Graph":
+        """Compute every node's output shape; raise naming the node on any mismatch."""
+        for name in self.order():
+            node = self.node(name)
+            ins = self.inputs_of(name)
+            if node.arity is not None and len(ins) != node.arity:
+                raise SnnCompileError(
+                    f"node '{name}' ({node.kind}): expects {node.arity} input(s), has {len(ins)}")
+            in_shapes = [self.nx.nodes[i]["shape"] for i in ins]
+            shape = tuple(int(s) for s in node.out_shape(in_shapes))
+            self.nx.nodes[name]["shape"] = shape
+            for i in ins:
+                self.nx.edges[i, name]["shape"] = self.nx.nodes[i]["shape"]
+        return self
+
+    def validate(self) -> "Graph":
+        """Shapes, one Input and one Output, finite parameters. Returns self."""
+        _ = self.input, self.output
+        for node in self:
+            for key, arr in node.arrays().items():
+                if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+                    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+                    raise SnnCompileError(
+                        f"node '{node.name}' ({node.kind}): parameter '{key}' has {bad} NaN/Inf value(s)")
+        self.infer_shapes()
+        for name in self.nx.nodes:
+            if not isinstance(self.node(name), Output) and not list(self.nx.successors(name)):
+                raise SnnCompileError(f"node '{name}' ({self.node(name).kind}) leads nowhere: "
+                                      f"its output is not used by the Output")
+        return self
+
+    def __repr__(self) -> str:
+        return f"Graph({self.name!r}, {len(self)} nodes, T={self.timesteps})"
+
+
+def graphs_equal(a: Graph, b: Graph) -> bool:
+    """Same nodes, kinds, attributes, edges (with operand order) and bit-identical arrays."""
+    return not graph_differences(a, b)
+
+
+def graph_differences(a: Graph, b: Graph) -> list[str]:
+    """Human-readable list of differences (empty when equal); for tests and round trips."""
+    diffs = []
+    if set(a.nx.nodes) != set(b.nx.nodes):
+        diffs.append(f"node sets differ: {sorted(set(a.nx.nodes) ^ set(b.nx.nodes))}")
+        return diffs
+    if a.timesteps != b.timesteps:
+        diffs.append(f"timesteps {a.timesteps} != {b.timesteps}")
+    for name in a.nx.nodes:
+        na, nb = a.node(name), b.node(name)
+        if type(na) is not type(nb):
+            diffs.append(f"{name}: kind {na.kind} != {nb.kind}")
+            continue
+        if a.inputs_of(name) != b.inputs_of(name):
+            diffs.append(f"{name}: inputs {a.inputs_of(name)} != {b.inputs_of(name)}")
+        if na.attributes() != nb.attributes():
+            diffs.append(f"{name}: attributes {na.attributes()} != {nb.attributes()}")
+        arrs_a, arrs_b = na.arrays(), nb.arrays()
+        if set(arrs_a) != set(arrs_b):
+            diffs.append(f"{name}: array fields {sorted(arrs_a)} != {sorted(arrs_b)}")
+            continue
+        for key in arrs_a:
+            x, y = arrs_a[key], arrs_b[key]
+            if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
+                diffs.append(f"{name}.{key}: arrays differ ({x.dtype}{x.shape} vs {y.dtype}{y.shape})")
+        if getattr(na, "fixed", None) != getattr(nb, "fixed", None):
+            diffs.append(f"{name}: fixed-point parameters differ")
+    return diffs

@@ -1,0 +1,292 @@
+"""IR node types: one small dataclass per kind, parameters as numpy arrays.
+
+Time is discrete and *eager*: at step t a synapse turns its input at step t into a
+current at step t (no synaptic delay); a neuron integrates it and spikes at step t.
+Shapes are per sample, without batch or time: ``(C, H, W)`` for images, ``(F,)`` for
+vectors. Every node knows how to compute its output shape from its input shapes, so
+the graph can check shapes on every edge.
+
+Neuron semantics (float, per step t, input current ``x`` summed over incoming edges)::
+
+    u = u * (1 - du) + x                      # synaptic current
+    v = v * (1 - dv) + u + bias               # membrane
+    s = v > threshold        (compare ">")    # or v >= threshold (compare ">=")
+    reset "zero":     v = where(s, reset_value, v)
+    reset "subtract": v = v - reset_amount * s
+    reset "none":     v unchanged
+
+This is Lava's LIF (``du``, ``dv`` as in ``lava.proc.lif``) extended with what the
+PyTorch libraries need. Library-specific forms (SpikingJelly ``decay_input``,
+``v_reset`` shifts, snnTorch ``reset_delay``, Norse ``v_leak``) are normalised into
+these fields by the frontend and ``snncompile.passes``.
+
+Fixed point: a quantized graph carries integer parameters in ``fixed`` (see
+``snncompile.ir.fixed``); float parameters are kept alongside for reports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from snncompile.errors import SnnCompileError
+
+Shape = tuple[int, ...]
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"expected a pair, got {v!r}")
+        return (int(v[0]), int(v[1]))
+    return (int(v), int(v))
+
+
+def _conv_out(size: int, k: int, s: int, p: int, d: int = 1) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@dataclass(eq=False)
+class Node:
+    """Base of all IR nodes. ``name`` is unique in its graph (usually the torch module path)."""
+
+    name: str
+    kind: ClassVar[str] = "Node"
+    #: How many inputs the node takes: an int, or None for "one or more" (Add).
+    arity: ClassVar[Optional[int]] = 1
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        raise NotImplementedError
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The node's array parameters by field name (for ONNX, equality, validation)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+
+    def attributes(self) -> dict[str, Any]:
+        """The node's non-array parameters by field name."""
+        return {
+            k: v for k, v in vars(self).items()
+            if k != "name" and not isinstance(v, np.ndarray) and k != "fixed"
+        }
+
+    def _fail(self, why: str) -> SnnCompileError:
+        return SnnCompileError(f"node '{self.name}' ({self.kind}): {why}")
+
+
+@dataclass(eq=False)
+class Input(Node):
+    """Graph input: a static value presented every step, or a spike/current train."""
+
+    shape: Shape = ()
+    kind: ClassVar[str] = "Input"
+    arity: ClassVar[Optional[int]] = 0
+
+    def __post_init__(self):
+        self.shape = tuple(int(s) for s in self.shape)
+
+    def out_shape(self, in_shapes):
+        return self.shape
+
+
+@dataclass(eq=False)
+class Linear(Node):
+    """y = x @ weight.T + bias on a flat (F,) input. weight: (out, in)."""
+
+    weight: np.ndarray = None
+    bias: Optional[np.ndarray] = None
+    fixed: Any = None
+    kind: ClassVar[str] = "Linear"
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        if len(s) != 1 or s[0] != self.weight.shape[1]:
+            raise self._fail(f"expects input shape ({self.weight.shape[1]},), got {s}")
+        return (int(self.weight.shape[0]),)
+
+
+@dataclass(eq=False)
+class Conv2d(Node):
+    """PyTorch Conv2d (cross-correlation). weight: (C_out, C_in/groups, kH, kW)."""
+
+    weight: np.ndarray = None
+    bias: Optional[np.ndarray] = None
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    fixed: Any = None
+    kind: ClassVar[str] = "Conv2d"
+
+    def __post_init__(self):
+        self.stride, self.padding, self.dilation = map(_pair, (self.stride, self.padding, self.dilation))
+        self.groups = int(self.groups)
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        co, ci_g, kh, kw = self.weight.shape
+        if len(s) != 3 or s[0] != ci_g * self.groups:
+            raise self._fail(f"expects input (C={ci_g * self.groups}, H, W), got {s}")
+        h = _conv_out(s[1], kh, self.stride[0], self.padding[0], self.dilation[0])
+        w = _conv_out(s[2], kw, self.stride[1], self.padding[1], self.dilation[1])
+        if h <= 0 or w <= 0:
+            raise self._fail(f"input {s} too small for kernel {(kh, kw)}")
+        return (int(co), h, w)
+
+
+@dataclass(eq=False)
+class _Pool2d(Node):
+    kernel_size: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self):
+        self.kernel_size, self.stride, self.padding = map(_pair, (self.kernel_size, self.stride, self.padding))
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        if len(s) != 3:
+            raise self._fail(f"expects a (C, H, W) input, got {s}")
+        h = _conv_out(s[1], self.kernel_size[0], self.stride[0], self.padding[0])
+        w = _conv_out(s[2], self.kernel_size[1], self.stride[1], self.padding[1])
+        if h <= 0 or w <= 0:
+            raise self._fail(f"input {s} too small for kernel {self.kernel_size}")
+        return (s[0], h, w)
+
+
+@dataclass(eq=False)
+class SumPool2d(_Pool2d):
+    """Sum over each window (zero padding). A synapse with all weights 1."""
+
+    kind: ClassVar[str] = "SumPool2d"
+
+
+@dataclass(eq=False)
+class AvgPool2d(_Pool2d):
+    """Mean over each window, zero padding counted (PyTorch count_include_pad=True)."""
+
+    kind: ClassVar[str] = "AvgPool2d"
+
+
+@dataclass(eq=False)
+class MaxPool2d(_Pool2d):
+    """Max over each window (padding never wins). On binary spikes: an OR of the window."""
+
+    kind: ClassVar[str] = "MaxPool2d"
+
+
+@dataclass(eq=False)
+class Flatten(Node):
+    """(C, H, W) -> (C*H*W,) in PyTorch (C-major) order."""
+
+    kind: ClassVar[str] = "Flatten"
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        return (int(np.prod(s)),)
+
+
+@dataclass(eq=False)
+class Add(Node):
+    """Elementwise sum of all inputs (equal shapes): residual joins of spikes or currents."""
+
+    kind: ClassVar[str] = "Add"
+    arity: ClassVar[Optional[int]] = None
+
+    def out_shape(self, in_shapes):
+        if len(in_shapes) < 2:
+            raise self._fail(f"needs at least two inputs, got {len(in_shapes)}")
+        if len(set(in_shapes)) != 1:
+            raise self._fail(f"inputs have different shapes {in_shapes}")
+        return in_shapes[0]
+
+
+RESET_MODES = ("zero", "subtract", "none")
+COMPARES = (">", ">=")
+
+
+@dataclass(eq=False)
+class Neuron(Node):
+    """LIF-family neuron population (equations in the module docstring).
+
+    Array parameters (``du``, ``dv``, ``threshold``, ``bias``, ``reset_value``,
+    ``reset_amount``, ``u_init``, ``v_init``) are float64 arrays broadcastable to the
+    population shape: shape ``()`` for one value for all, ``(C, 1, 1)`` per channel of a
+    (C, H, W) population, or the full shape per neuron.
+    """
+
+    shape: Shape = ()
+    du: np.ndarray = None
+    dv: np.ndarray = None
+    threshold: np.ndarray = None
+    bias: np.ndarray = None
+    reset_mode: str = "zero"
+    reset_value: np.ndarray = None
+    reset_amount: np.ndarray = None
+    compare: str = ">"
+    u_init: np.ndarray = None
+    v_init: np.ndarray = None
+    #: Where the neuron came from (e.g. "spikingjelly.IFNode"); informational.
+    source: str = ""
+    fixed: Any = None
+    kind: ClassVar[str] = "Neuron"
+
+    _DEFAULTS: ClassVar[dict] = {"du": 1.0, "dv": 0.0, "threshold": 1.0, "bias": 0.0,
+                                 "reset_value": 0.0, "u_init": 0.0, "v_init": 0.0}
+
+    def __post_init__(self):
+        self.shape = tuple(int(s) for s in self.shape)
+        for key, default in self._DEFAULTS.items():
+            val = getattr(self, key)
+            setattr(self, key, np.asarray(default if val is None else val, dtype=np.float64))
+        self.reset_amount = (np.array(self.threshold, copy=True) if self.reset_amount is None
+                             else np.asarray(self.reset_amount, dtype=np.float64))
+        if self.reset_mode not in RESET_MODES:
+            raise self._fail(f"reset_mode must be one of {RESET_MODES}, got {self.reset_mode!r}")
+        if self.compare not in COMPARES:
+            raise self._fail(f"compare must be one of {COMPARES}, got {self.compare!r}")
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        if self.shape and tuple(s) != self.shape:
+            raise self._fail(f"population shape {self.shape} does not match its input {s}")
+        for key in ("du", "dv", "threshold", "bias", "reset_value", "reset_amount", "u_init", "v_init"):
+            arr = getattr(self, key)
+            try:
+                np.broadcast_to(arr, s)
+            except ValueError:
+                raise self._fail(f"parameter '{key}' of shape {arr.shape} does not broadcast to {s}") from None
+        return tuple(s)
+
+    def param(self, key: str) -> np.ndarray:
+        """A parameter broadcast to the full population shape (read-only view)."""
+        return np.broadcast_to(getattr(self, key), self.shape)
+
+
+READOUTS = ("spikes", "potential")
+
+
+@dataclass(eq=False)
+class Output(Node):
+    """The readout. ``spikes``: the input's spikes (counts summed over time).
+    ``potential``: the input is a current (a final layer without a neuron, as in many
+    SpikingJelly classifiers); per step it is the value itself and ``counts`` is its sum
+    over time (the accumulated potential of a non-leaky, non-spiking integrator)."""
+
+    mode: str = "spikes"
+    kind: ClassVar[str] = "Output"
+
+    def __post_init__(self):
+        if self.mode not in READOUTS:
+            raise self._fail(f"mode must be one of {READOUTS}, got {self.mode!r}")
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        return tuple(s)
+
+
+NODE_TYPES: dict[str, type[Node]] = {
+    cls.kind: cls
+    for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, Flatten, Add, Neuron, Output)
+}
+SYNAPSES = (Linear, Conv2d, SumPool2d, AvgPool2d)

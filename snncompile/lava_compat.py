@@ -1,0 +1,103 @@
+"""Make lava-nc 0.10.0 importable on Python 3.11, without touching site-packages.
+
+lava-nc declares Python <3.11 and has exactly one 3.11 incompatibility:
+``lava/magma/compiler/var_model.py`` uses instances of the non-frozen dataclass
+``ByteEncoder`` as field defaults, which Python 3.11 rejects (bpo-44674) with
+``ValueError: mutable default``. Making ``ByteEncoder`` frozen fixes it.
+
+Instead of asking users to edit the installed file, :func:`install` puts an import
+hook in front of the normal finder that loads that one module from its original
+source with the decorator rewritten in memory. The hook is installed by
+``snncompile.targets.lava`` before anything of Lava is imported; Lava's runtime
+forks its workers, so they inherit the patched module.
+
+``python -m snncompile.lava_compat`` checks the installation and says what is wrong.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+
+from snncompile.errors import SnnCompileError
+
+TARGET_MODULE = "lava.magma.compiler.var_model"
+_BROKEN = "@dataclass\nclass ByteEncoder:"
+_FIXED = "@dataclass(frozen=True)\nclass ByteEncoder:"
+
+
+def needs_fix() -> bool:
+    return sys.version_info >= (3, 11)
+
+
+class _PatchedSourceLoader(importlib.machinery.SourceFileLoader):
+    """Loads var_model.py with ByteEncoder made frozen (hashable)."""
+
+    def get_code(self, fullname):
+        source = self.get_data(self.path).decode("utf-8")
+        if _BROKEN in source:
+            source = source.replace(_BROKEN, _FIXED, 1)
+        elif _FIXED not in source:
+            raise SnnCompileError(
+                f"snncompile cannot make lava-nc importable on Python "
+                f"{sys.version_info.major}.{sys.version_info.minor}: {self.path} no longer "
+                f"contains the 'ByteEncoder' dataclass this fix expects. Install lava-nc==0.10.0 "
+                f"(pip install --ignore-requires-python lava-nc==0.10.0 -c constraints.txt)."
+            )
+        return compile(source, self.path, "exec", dont_inherit=True)
+
+
+class _LavaVarModelFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != TARGET_MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.origin is None:
+            return None
+        spec.loader = _PatchedSourceLoader(fullname, spec.origin)
+        return spec
+
+
+def install() -> None:
+    """Install the import hook (idempotent). Call before importing any ``lava`` module."""
+    if not needs_fix():
+        return
+    if any(isinstance(f, _LavaVarModelFinder) for f in sys.meta_path):
+        return
+    loaded = sys.modules.get(TARGET_MODULE)
+    if loaded is not None and not getattr(loaded, "__snncompile_checked__", False):
+        # Imported before the hook: it only got this far if it works as it is.
+        loaded.__snncompile_checked__ = True
+    sys.meta_path.insert(0, _LavaVarModelFinder())
+
+
+def check() -> str:
+    """Import Lava's LIF process through the hook; return a one-line status or raise."""
+    install()
+    if importlib.util.find_spec("lava") is None:
+        raise SnnCompileError(
+            "lava-nc is not installed. Run `make install` (it installs lava-nc==0.10.0 with "
+            "--ignore-requires-python and the constraints in constraints.txt)."
+        )
+    try:
+        import lava.magma.compiler.var_model  # noqa: F401
+        import lava.proc.lif.process  # noqa: F401
+    except ValueError as exc:  # the 3.11 dataclass error, if the hook did not apply
+        raise SnnCompileError(
+            f"lava-nc failed to import on Python {sys.version.split()[0]}: {exc}. The snncompile "
+            f"import hook (snncompile.lava_compat) did not apply; was lava imported before "
+            f"snncompile.targets.lava?"
+        ) from exc
+    from importlib.metadata import version
+
+    how = "ByteEncoder made frozen in memory" if needs_fix() else "no fix needed"
+    return f"lava-nc {version('lava-nc')} importable on Python {sys.version.split()[0]} ({how})"
+
+
+if __name__ == "__main__":
+    try:
+        print(check())
+    except SnnCompileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,93 @@
+"""What every backend shares: input normalisation, the result type, dispatch by name."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from snncompile.errors import SnnCompileError
+
+BACKENDS = ("reference", "emulator", "lava")
+PRECISIONS = ("float", "fixed")
+
+
+@dataclass
+class RunResult:
+    """Results on the model's own time axis (step t of the result = step t of PyTorch).
+
+    ``outputs``: (N, T, n_out) output spikes for a spike readout, or the per-step input
+    current of the readout for a potential readout. ``counts``: (N, n_out) sum of
+    ``outputs`` over time (spike counts, or the accumulated potential).
+    ``layer_counts``: optional, node name -> (N, *node_shape) sum over time of that node's
+    output (spikes, or spike sums for an Add of spikes); ``layer_steps``: node name -> (N, T)
+    sum over the node's elements per step. Filled when the run was asked to ``record``.
+    """
+
+    outputs: np.ndarray
+    readout: str
+    backend: str
+    precision: str = "float"
+    layer_counts: dict[str, np.ndarray] = field(default_factory=dict)
+    layer_steps: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.outputs.sum(axis=1)
+
+    @property
+    def pred(self) -> np.ndarray:
+        return np.argmax(self.counts, axis=1)
+
+    @property
+    def spikes(self) -> Optional[np.ndarray]:
+        return self.outputs if self.readout == "spikes" else None
+
+    def accuracy(self, labels: np.ndarray) -> float:
+        labels = np.asarray(labels).reshape(-1)
+        return float(np.mean(self.pred == labels))
+
+
+def prepare_inputs(graph, x, steps: Optional[int] = None) -> tuple[np.ndarray, int]:
+    """Normalise ``x`` to (N, T, *input_shape) float64 and return it with T.
+
+    ``x`` may be (N, T, *shape) (a spike or current train) or (N, *shape) (a static input
+    presented at every step; then ``steps`` or the graph's ``timesteps`` gives T).
+    """
+    shape = tuple(graph.input.shape)
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise SnnCompileError(f"input has dtype {x.dtype}; expected numbers")
+    if x.shape[1:] == shape:
+        T = steps or graph.timesteps
+        if not T:
+            raise SnnCompileError("static input needs a number of steps (--steps), the graph has none")
+        x = np.broadcast_to(x[:, None], (x.shape[0], T) + shape)
+    elif x.shape[2:] == shape and x.ndim == len(shape) + 2:
+        T = x.shape[1]
+        if steps is not None and steps != T:
+            if steps > T:
+                raise SnnCompileError(f"input has {T} time steps, {steps} were asked for")
+            x, T = x[:, :steps], steps
+    else:
+        raise SnnCompileError(
+            f"input of shape {x.shape} does not fit graph '{graph.name}' with input shape {shape}: "
+            f"expected (N, T, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape))})")
+    if not np.all(np.isfinite(x)):
+        raise SnnCompileError("input contains NaN or Inf values")
+    return np.ascontiguousarray(x, dtype=np.float64), int(T)
+
+
+def get_backend(name: str):
+    """The module of backend ``name``; it has ``run(graph, x, steps=None, precision=..., record=...)``."""
+    if name not in BACKENDS:
+        raise SnnCompileError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+    return importlib.import_module(f"snncompile.targets.{name}")
+
+
+def run(graph, x, steps: Optional[int] = None, backend: str = "reference",
+        precision: str = "float", record: bool = False) -> RunResult:
+    if precision not in PRECISIONS:
+        raise SnnCompileError(f"unknown precision '{precision}'; choose float or fixed")
+    return get_backend(backend).run(graph, x, steps=steps, precision=precision, record=record)
