@@ -68,3 +68,35 @@ def test_nan_weight_is_refused():
     g.node("fc").weight = np.array([[np.nan]])
     with pytest.raises(SnnCompileError, match=r"node 'fc' \(Linear\): parameter 'weight' has 1 NaN/Inf"):
         g.validate()
+
+
+def test_recurrent_edge_delivers_previous_step():
+    # in -> fc -> add(fc, rec) -> lif ; lif -> rec (Linear 1x1, weight 2) --delay--> add
+    g = Graph("rec", timesteps=4)
+    g.add(Input("in", shape=(1,)))
+    g.add(Linear("fc", weight=np.array([[1.0]])), ["in"])
+    g.add(Neuron("lif", shape=(1,), threshold=0.5, reset_mode="zero"), ["fc"])
+    g.add(Linear("rec", weight=np.array([[0.7]])), ["lif"])
+    g.add(Output("out"), ["lif"])
+    # make the neuron's input an Add of fc and the delayed recurrent current
+    from snncompile.ir import Add
+    g.remove("lif"); g.remove("rec"); g.remove("out")
+    g.add(Add("sum"), ["fc"])
+    g.add(Neuron("lif", shape=(1,), threshold=0.5, reset_mode="zero"), ["sum"])
+    g.add(Linear("rec", weight=np.array([[0.7]])), ["lif"])
+    g.add_edge("rec", "sum", delay=1)
+    g.add(Output("out"), ["lif"])
+    assert g.is_recurrent and g.order().index("sum") < g.order().index("lif")
+    x = np.array([[[0.6], [0.0], [0.0], [0.0]]])
+    res = run(g, x)
+    # t0: v=.6 spike; t1: input .7 (recurrent) -> spike; t2: .7 -> spike ...
+    assert res.outputs[0, :, 0].tolist() == [1, 1, 1, 1]
+    x2 = np.array([[[0.4], [0.0], [0.0], [0.0]]])
+    assert run(g, x2).outputs[0, :, 0].tolist() == [0, 0, 0, 0]
+
+
+def test_cycle_without_delay_is_refused():
+    g = _single_neuron_graph()
+    g.add_edge("lif", "fc")
+    with pytest.raises(SnnCompileError, match="cycle without a delayed"):
+        g.order()

@@ -2,8 +2,13 @@
 
 Each networkx node ``name`` carries ``node=<Node dataclass>`` and, after
 :meth:`Graph.infer_shapes`, ``shape=<output shape>``. Each edge carries ``index`` (the
-position of the input at its consumer, so an Add keeps its operand order) and
-``shape``. Passes are plain functions ``Graph -> Graph`` that work on a copy.
+position of the input at its consumer, so an Add keeps its operand order), ``shape``
+and ``delay`` (0 or 1). Passes are plain functions ``Graph -> Graph`` that work on a copy.
+
+Recurrence: an edge with ``delay=1`` delivers the producer's output of the *previous*
+step (zeros at step 0), e.g. a neuron population feeding itself through a synapse
+(``Neuron -> Linear --delay 1--> Add/Neuron``). Delayed edges are left out of the
+topological order, so the graph without them must be acyclic.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import networkx as nx
 import numpy as np
 
 from snncompile.errors import SnnCompileError
-from snncompile.ir.nodes import Input, Node, Output, Shape
+from snncompile.ir.nodes import Add, Input, Node, Output, Shape
 
 
 class Graph:
@@ -29,19 +34,40 @@ class Graph:
         self.nx = nx.DiGraph()
 
     # -- building -------------------------------------------------------------
-    def add(self, node: Node, inputs: Iterable[str] = ()) -> str:
-        """Add ``node`` fed by the nodes named in ``inputs`` (in operand order)."""
+    def add(self, node: Node, inputs: Iterable[str] = (), delayed: Iterable[str] = ()) -> str:
+        """Add ``node`` fed by the nodes named in ``inputs`` (in operand order).
+
+        Names listed in ``delayed`` (a subset of ``inputs``) are recurrent inputs: their
+        edge has ``delay=1``. A recurrent source may be added later with :meth:`add_edge`.
+        """
         if node.name in self.nx:
             raise SnnCompileError(f"duplicate node name '{node.name}'")
         inputs = list(inputs)
         for src in inputs:
             if src not in self.nx:
                 raise SnnCompileError(f"node '{node.name}' ({node.kind}): unknown input '{src}'")
+        delayed = set(delayed)
         self.nx.add_node(node.name, node=node)
         for i, src in enumerate(inputs):
-            self.nx.add_edge(src, node.name, index=i)
+            self.nx.add_edge(src, node.name, index=i, delay=int(src in delayed))
         return node.name
 
+    def add_edge(self, src: str, dst: str, delay: int = 0) -> None:
+        """Append ``src`` as the last input of ``dst`` (use ``delay=1`` for a recurrent edge)."""
+        for name in (src, dst):
+            if name not in self.nx:
+                raise SnnCompileError(f"unknown node '{name}'")
+        if delay not in (0, 1):
+            raise SnnCompileError(f"edge {src} -> {dst}: delay must be 0 or 1, got {delay}")
+        self.nx.add_edge(src, dst, index=len(self.inputs_of(dst)), delay=int(delay))
+
+    def delay(self, src: str, dst: str) -> int:
+        """1 if the edge ``src -> dst`` is recurrent (previous step's value), else 0."""
+        return int(self.nx.edges[src, dst].get("delay", 0))
+
+    @property
+    def is_recurrent(self) -> bool:
+        return any(d.get("delay", 0) for _, _, d in self.nx.edges(data=True))
     def remove(self, name: str) -> None:
         self.nx.remove_node(name)
 
@@ -55,15 +81,17 @@ class Graph:
         """Remove a single-input node, wiring its input straight to its consumers."""
         (src,) = self.inputs_of(name)
         for dst in list(self.nx.successors(name)):
-            idx = self.nx.edges[name, dst]["index"]
-            self.nx.add_edge(src, dst, index=idx)
+            data = dict(self.nx.edges[name, dst])
+            data["delay"] = max(data.get("delay", 0), self.delay(src, name))
+            data.pop("shape", None)
+            self.nx.add_edge(src, dst, **data)
         self.nx.remove_node(name)
 
     def set_inputs(self, name: str, inputs: list[str]) -> None:
         for src in list(self.nx.predecessors(name)):
             self.nx.remove_edge(src, name)
         for i, src in enumerate(inputs):
-            self.nx.add_edge(src, name, index=i)
+            self.nx.add_edge(src, name, index=i, delay=0)
 
     def copy(self) -> "Graph":
         return _copy.deepcopy(self)
@@ -88,11 +116,15 @@ class Graph:
     def order(self) -> list[str]:
         """Node names in a deterministic topological order."""
         rank = {n: f"{i:09d}" for i, n in enumerate(self.nx.nodes)}
+        forward = nx.DiGraph()
+        forward.add_nodes_from(self.nx.nodes)
+        forward.add_edges_from((a, b) for a, b, d in self.nx.edges(data=True) if not d.get("delay", 0))
         try:
-            return list(nx.lexicographical_topological_sort(self.nx, key=rank.__getitem__))
+            return list(nx.lexicographical_topological_sort(forward, key=rank.__getitem__))
         except nx.NetworkXUnfeasible:
-            cycle = nx.find_cycle(self.nx)
-            raise SnnCompileError(f"graph '{self.name}' has a cycle through {cycle}") from None
+            cycle = nx.find_cycle(forward)
+            raise SnnCompileError(f"graph '{self.name}' has a cycle without a delayed (recurrent) "
+                                  f"edge through {cycle}") from None
 
     def __iter__(self) -> Iterator[Node]:
         for name in self.order():
@@ -120,18 +152,32 @@ class Graph:
     # -- checking -------------------------------------------------------------
     def infer_shapes(self) -> "Graph":
         """Compute every node's output shape; raise naming the node on any mismatch."""
-        for name in self.order():
+        order = self.order()
+        for name in order:
+            self.nx.nodes[name].pop("shape", None)
+        for _ in range(2 if self.is_recurrent else 1):
+            self._infer_pass(order)
+        return self
+
+    def _infer_pass(self, order: list[str]) -> None:
+        for name in order:
             node = self.node(name)
             ins = self.inputs_of(name)
             if node.arity is not None and len(ins) != node.arity:
                 raise SnnCompileError(
                     f"node '{name}' ({node.kind}): expects {node.arity} input(s), has {len(ins)}")
+            known = [self.nx.nodes[i]["shape"] for i in ins if "shape" in self.nx.nodes[i]]
+            if len(known) < len(ins):
+                # A recurrent input not reached yet: an Add takes the shape of its other
+                # operands for now; the second pass checks every edge.
+                if isinstance(node, Add) and known:
+                    self.nx.nodes[name]["shape"] = known[0]
+                continue
             in_shapes = [self.nx.nodes[i]["shape"] for i in ins]
             shape = tuple(int(s) for s in node.out_shape(in_shapes))
             self.nx.nodes[name]["shape"] = shape
             for i in ins:
                 self.nx.edges[i, name]["shape"] = self.nx.nodes[i]["shape"]
-        return self
 
     def validate(self) -> "Graph":
         """Shapes, one Input and one Output, finite parameters. Returns self."""
@@ -173,6 +219,8 @@ def graph_differences(a: Graph, b: Graph) -> list[str]:
             continue
         if a.inputs_of(name) != b.inputs_of(name):
             diffs.append(f"{name}: inputs {a.inputs_of(name)} != {b.inputs_of(name)}")
+        elif [a.delay(i, name) for i in a.inputs_of(name)] != [b.delay(i, name) for i in b.inputs_of(name)]:
+            diffs.append(f"{name}: input delays differ")
         if na.attributes() != nb.attributes():
             diffs.append(f"{name}: attributes {na.attributes()} != {nb.attributes()}")
         arrs_a, arrs_b = na.arrays(), nb.arrays()

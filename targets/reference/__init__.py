@@ -79,6 +79,9 @@ class Simulator:
         self.graph = graph
         self.order = graph.order()
         self.inputs = {n: graph.inputs_of(n) for n in self.order}
+        #: (src, dst) of recurrent edges: dst reads src's value of the previous step.
+        self.delayed = {(s, d) for d in self.order for s in self.inputs[d] if graph.delay(s, d)}
+        self.previous: dict[str, torch.Tensor] = {}
         self.neurons = {n: NeuronState(graph.node(n), batch) for n in self.order
                         if isinstance(graph.node(n), ir.Neuron)}
         self.cache: dict = {}
@@ -91,7 +94,7 @@ class Simulator:
         out = None
         for name in self.order:
             node = self.graph.node(name)
-            ins = [values[i] for i in self.inputs[name]]
+            ins = [self._read(values, i, name) for i in self.inputs[name]]
             if isinstance(node, ir.Input):
                 val = x_t
             elif isinstance(node, ir.Neuron):
@@ -109,7 +112,17 @@ class Simulator:
             values[name] = val
             if self.record and not isinstance(node, ir.Output):
                 self._record(name, val)
+        if self.delayed:
+            self.previous = {s: values[s] for s, _ in self.delayed}
         return out
+
+    def _read(self, values: dict, src: str, dst: str) -> torch.Tensor:
+        if (src, dst) not in self.delayed:
+            return values[src]
+        if src in self.previous:
+            return self.previous[src]
+        batch = next(iter(values.values())).shape[0]
+        return torch.zeros((batch,) + tuple(self.graph.shape(src)), dtype=DTYPE)
 
     def _record(self, name: str, val: torch.Tensor) -> None:
         if name in self.layer_counts:
