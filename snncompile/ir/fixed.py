@@ -1,6 +1,264 @@
-"""Loihi fixed-point parameters attached to IR nodes by the quantization pass.
+"""Loihi fixed-point parameters attached to IR nodes (``node.fixed``), and their exact integer meaning.
 
-Owned by the quantization work (issue: Loihi fixed-point quantization). A quantized graph
-keeps its float parameters (for reports and SQNR) and carries, on each synapse and neuron
-node, a ``fixed`` dataclass with the integers Lava's ``fixed_pt`` models receive.
+A quantized graph keeps its float parameters (for reports and SQNR) and carries, on its
+Input, every synapse, every Neuron and the Output, one of the dataclasses below with
+the integers Lava's ``fixed_pt`` models receive. This docstring is THE written source of
+truth for the integer semantics: the emulator (``snncompile.targets.emulator``) implements
+it literally and the Lava fixed-point mapping (``snncompile.targets.lava``) must build
+Lava processes that compute exactly this. Every equation was checked against the
+installed lava-nc 0.10.0 source (``lava/proc/{lif,dense,conv}/models.py``,
+``lava/proc/conv/utils.py``, ``lava/utils/weightutils.py``) and is re-checked by
+``tests/test_emulator_lava.py`` against Lava's stock processes.
+
+Notation: all values are Python/numpy integers (the emulator holds them in int64).
+``wrap32(x)`` = x reduced to int32 two's complement (what numpy int32 arithmetic and
+Lava's int32 ports do); ``wrap24(x) = ((x + 2**23) mod 2**24) - 2**23`` (Lava Conv's
+``signed_clamp``); ``rtz(x) = sign(x) * (|x| >> 12)`` (rounds toward zero);
+``x >> k`` is an arithmetic (floor) shift; ``shift(x, e)`` = ``x << e`` if ``e > 0`` else
+``x >> -e``. Time is *eager* (step t of the model, as the float IR): a synapse has no
+delay here; Lava's one step of latency per synapse stage is the Lava target's business.
+A recurrent (``delay=1``) edge delivers the producer's integer value of the previous step
+(zeros at step 0).
+
+Value domains on edges: the Input emits integer messages, a Neuron emits spikes 0/1,
+a synapse emits integer activations ``a`` (units of a neuron's ``u`` before the 6-bit
+MSB alignment), MaxPool/Flatten pass their input's domain through, Add sums.
+
+Input (``InputFixed``)::
+
+    num_message_bits == 0:  m = (x != 0)                       # binary spikes
+    num_message_bits == b:  m = clip(rint(x * scale), -2**(b-1), 2**(b-1) - 1)
+                            # rint = round half to even (numpy.rint)
+
+Synapses (``SynapseFixed``). The message ``m`` received is first made binary when the
+synapse's ``num_message_bits == 0`` (``m = (m != 0)``, Lava's ``astype(bool)``); with
+``num_message_bits > 0`` it is used as is (graded)::
+
+    Linear (Lava Dense, fixed_pt):
+        W = lava_dense_weights(weight, num_weight_bits)   # Lava's clip + truncate, below
+        acc = W @ m                     # binary messages: summed in int64 (numpy sum)
+        acc = wrap32(W @ m)             # graded messages: an int32 dot product wraps
+        a = wrap32(shift(acc, weight_exp))                # sent through an int32 port
+    Conv2d (Lava Conv, fixed_pt; weight_exp and num_weight_bits are IGNORED by Lava,
+    weights are neither clipped nor truncated):
+        a = wrap24(conv2d(m, weight))      # PyTorch cross-correlation semantics and
+                                           # layout (C_out, C_in/groups, kH, kW), exact integers
+    SumPool2d / AvgPool2d (a Conv whose kernel is the scalar mantissa ``weight`` in
+    every tap of its own channel, zero padding; AvgPool's 1/k^2 lives in the scales):
+        a = wrap24(weight * window_sum(m))
+
+``lava_dense_weights`` (``lava.utils.weightutils``): sign mode from the weights
+(all >= 0: excitatory, all <= 0: inhibitory, else mixed); clip to [0, 255]
+(excitatory), [-255, 0] (inhibitory) or [-256, 255] (mixed); then drop
+``k = 8 - num_weight_bits + (1 if mixed else 0)`` LSBs: ``W = (W >> k) << k``
+(inhibitory: ``W = -((-W >> k) << k)``). So mixed-sign 8-bit weights lose their LSB.
+The quantizer stores weights that this leaves unchanged; netx-imported ones may not be.
+
+MaxPool2d: max over each window of the integer input (padding never wins).
+Flatten: reshape in PyTorch (C-major) order. Add: ``wrap32(sum of inputs)`` (Lava's
+InPort adds the int32 arrays of all connected OutPorts).
+
+Neuron (``NeuronFixed``; Lava ``PyLifModelBitAcc`` extended with our own process for
+``>=``, ``reset_value``, subtractive reset). Per step, with ``a`` the summed input::
+
+    u' = rtz(u * (4096 - (du + 1))) + wrap32(wrap32(a) << 6)       # note du + 1
+    u' = wrap32(u')
+    u  = u' - 2**24 if u' > 2**23 else (u' + 2**24 if u' <= -2**23 else u')
+                                    # 24-bit wrap exactly as Lava codes it (one fold)
+    v' = wrap32(rtz(v * (4096 - dv)) + u + shift(bias_mant, bias_exp))
+    v  = clip(v', -(2**23 - 1), 2**23 - 1)                           # saturates
+    s  = v > (vth << 6)            (compare ">", stock LIF)   or   v >= (vth << 6)
+    reset "zero":     v = where(s, reset_value, v)           (stock LIF: reset_value 0)
+    reset "subtract": v = clip(v - reset_amount * s, -(2**23 - 1), 2**23 - 1)
+    reset "none":     v unchanged
+    (u is never reset.) Initial state: u = u_init, v = v_init.
+
+``du``/``dv`` are Lava's 12-bit values (``du = 4095``: current forgotten each step,
+``du = -1``: non-leaky current, ``dv = 0``: non-leaky voltage); ``vth`` a mantissa of at
+most 17 bits; ``bias_mant`` 13-bit signed; ``reset_value``/``reset_amount``/``u_init``/
+``v_init`` are in full (already shifted) 24-bit state units. All are arrays
+broadcastable to the population shape (shape ``()`` = one per population, as Lava's LIF
+needs for ``du``, ``dv``, ``vth``).
+
+Output (``ReadoutFixed``): ``spikes``: the spikes themselves. ``potential``: our
+integrator readout: per step the value is ``wrap32(a) + bias`` (its input activation plus
+the readout's own bias mantissa), accumulated exactly (int64, no wrap) over time; the
+run's ``outputs`` hold the per-step integers and ``counts`` their sum. Divide by
+``ReadoutFixed.scale`` to get back float units.
+
+Scales (``scale`` fields, informational for the integer semantics, used by reports and
+to convert back): an integer value equals the float value times ``scale``; for a
+neuron, ``v_int = v_float * scale`` and ``u_int = u_float * scale``; its input
+activation ``a_int = a_float * scale / 64``.
 """
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import numpy as np
+
+#: Loihi register widths used by Lava's fixed_pt models.
+STATE_BITS = 24
+STATE_MAX = 2 ** (STATE_BITS - 1)          # u wraps above this, v saturates at STATE_MAX - 1
+DECAY_SHIFT = 12
+DECAY_UNITY = 2 ** DECAY_SHIFT
+ACT_SHIFT = 6                              # a_in << 6 before adding to u
+VTH_SHIFT = 6                              # vth << 6 before comparing with v
+VTH_MAX = 2 ** 17 - 1                      # 17-bit threshold mantissa
+BIAS_MANT_MIN, BIAS_MANT_MAX = -(2 ** 12), 2 ** 12 - 1   # 13-bit signed
+BIAS_EXP_MIN, BIAS_EXP_MAX = 0, 7
+WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = -8, 7     # Loihi's weight exponent range
+DU_MIN, DU_MAX = -1, 4095                  # -1: non-leaky current (du + 1 == 0)
+DV_MIN, DV_MAX = 0, 4095
+
+
+def _int_array(value) -> np.ndarray:
+    return np.asarray(value, dtype=np.int64)
+
+
+class _FixedBase:
+    """Equality by field, arrays compared bit for bit (ONNX round trips compare these)."""
+
+    def __eq__(self, other):
+        if type(self) is not type(other):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                a, b = np.asarray(a), np.asarray(b)
+                if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None
+
+
+@dataclass(eq=False)
+class InputFixed(_FixedBase):
+    """How the Input's float values become integer messages (see module docstring)."""
+
+    scale: float = 1.0
+    num_message_bits: int = 0          # 0: binary spikes (x != 0)
+
+    def __post_init__(self):
+        self.scale = float(self.scale)
+        self.num_message_bits = int(self.num_message_bits)
+
+
+@dataclass(eq=False)
+class SynapseFixed(_FixedBase):
+    """Integer synapse of a Linear (Lava Dense), Conv2d (Lava Conv) or pooling node.
+
+    ``weight``: the mantissas as Lava receives them, in the IR node's layout (Linear
+    ``(out, in)``, Conv ``(C_out, C_in/groups, kH, kW)`` PyTorch cross-correlation order;
+    the Lava mapping flips/transposes for Lava's WHC true convolution); shape ``()``
+    for pooling (the mantissa of every tap). ``weight_exp`` only acts on Linear.
+    """
+
+    weight: np.ndarray = None
+    weight_exp: int = 0
+    num_weight_bits: int = 8
+    num_message_bits: int = 0          # of the messages it receives; 0: binary spikes
+    scale: float = 1.0                 # a_int = a_float * scale
+    in_scale: float = 1.0              # message_int = message_float * in_scale
+
+    def __post_init__(self):
+        self.weight = _int_array(self.weight)
+        self.weight_exp = int(self.weight_exp)
+        self.num_weight_bits = int(self.num_weight_bits)
+        self.num_message_bits = int(self.num_message_bits)
+        self.scale = float(self.scale)
+        self.in_scale = float(self.in_scale)
+
+
+@dataclass(eq=False)
+class NeuronFixed(_FixedBase):
+    """Integer LIF parameters (Lava's units; equations in the module docstring)."""
+
+    du: np.ndarray = None
+    dv: np.ndarray = None
+    vth: np.ndarray = None
+    bias_mant: np.ndarray = None
+    bias_exp: np.ndarray = None
+    reset_mode: str = "zero"
+    reset_value: np.ndarray = None
+    reset_amount: np.ndarray = None
+    compare: str = ">"
+    u_init: np.ndarray = None
+    v_init: np.ndarray = None
+    scale: float = 1.0                 # v_int = v_float * scale
+
+    def __post_init__(self):
+        defaults = {"du": 4095, "dv": 0, "vth": 1, "bias_mant": 0, "bias_exp": 0,
+                    "reset_value": 0, "u_init": 0, "v_init": 0}
+        for key, default in defaults.items():
+            val = getattr(self, key)
+            setattr(self, key, _int_array(default if val is None else val))
+        self.reset_amount = (np.left_shift(self.vth, VTH_SHIFT) if self.reset_amount is None
+                             else _int_array(self.reset_amount))
+        self.reset_mode = str(self.reset_mode)
+        self.compare = str(self.compare)
+        self.scale = float(self.scale)
+
+    def effective_bias(self) -> np.ndarray:
+        """``bias_mant << bias_exp`` (right shift for a negative exponent), as Lava's scale_bias."""
+        return np.where(self.bias_exp >= 0, np.left_shift(self.bias_mant, np.maximum(self.bias_exp, 0)),
+                        np.right_shift(self.bias_mant, np.maximum(-self.bias_exp, 0)))
+
+
+@dataclass(eq=False)
+class ReadoutFixed(_FixedBase):
+    """Integer readout of the Output node (integrator for a potential readout)."""
+
+    mode: str = "spikes"
+    bias: np.ndarray = None            # added per step to the activation (potential readout)
+    scale: float = 1.0                 # value_int = value_float * scale
+
+    def __post_init__(self):
+        self.mode = str(self.mode)
+        self.bias = _int_array(0 if self.bias is None else self.bias)
+        self.scale = float(self.scale)
+
+
+FIXED_TYPES = {cls.__name__: cls for cls in (InputFixed, SynapseFixed, NeuronFixed, ReadoutFixed)}
+
+
+# -- small integer helpers shared by the emulator, the quantizer and the Lava mapping --------
+
+def wrap32(x: np.ndarray) -> np.ndarray:
+    """Reduce int64 values to int32 two's complement (kept in int64)."""
+    return ((np.asarray(x, dtype=np.int64) + 2 ** 31) % 2 ** 32) - 2 ** 31
+
+
+def wrap24(x: np.ndarray) -> np.ndarray:
+    """Lava Conv's ``signed_clamp(x, bits=24)``: wrap into [-2**23, 2**23)."""
+    return ((np.asarray(x, dtype=np.int64) + 2 ** 23) % 2 ** 24) - 2 ** 23
+
+
+def dense_sign_mode(weight: np.ndarray) -> str:
+    """Lava's ``determine_sign_mode``: 'excitatory', 'inhibitory' or 'mixed'."""
+    w = np.asarray(weight)
+    if w.size == 0 or w.min() >= 0:
+        return "excitatory"
+    if w.max() <= 0:
+        return "inhibitory"
+    return "mixed"
+
+
+def lava_dense_weights(weight: np.ndarray, num_weight_bits: int = 8, sign_mode: Optional[str] = None
+                       ) -> np.ndarray:
+    """The weights Lava's fixed-point Dense actually uses: clip to 8 bits, truncate LSBs."""
+    w = np.asarray(weight, dtype=np.int64)
+    mode = sign_mode or dense_sign_mode(w)
+    if mode == "inhibitory":
+        w = -w
+    mixed = int(mode == "mixed")
+    w = np.clip(w, -256 * mixed, 255)
+    k = 8 - int(num_weight_bits) + mixed
+    w = (w >> k) << k
+    if mode == "inhibitory":
+        w = -w
+    return w
