@@ -1,0 +1,487 @@
+"""The on-disk format: an IR :class:`Graph` as an ONNX model, and back, losslessly.
+
+What the ONNX graph means: **one time step**. Tensors have a leading batch dimension
+``N``; every Neuron keeps its state (u, v) from one step to the next, so running the
+model T times, one step of the input each time, is the network in time. This is said in
+the model's ``doc_string`` too.
+
+Mapping (one IR node -> one ONNX node whose output tensor is named like the IR node):
+
+==============  ==================================================================
+IR node         ONNX
+==============  ==================================================================
+Input           the graph input, shape (N, *shape), float64
+Linear          Gemm(x, W, b) with transB=1 (W: (out, in))
+Conv2d          Conv (strides, pads, dilations, group)
+AvgPool2d       AveragePool, count_include_pad=1
+MaxPool2d       MaxPool
+SumPool2d       ai.snncompile::SumPool (no standard op sums a window; a ones-weight
+                depthwise Conv could not be told apart from a real Conv on reading)
+Flatten         Flatten(axis=1)
+Add             Sum (operands in order)
+Neuron          ai.snncompile::Neuron(x, du, dv, threshold, bias, reset_value,
+                reset_amount, u_init, v_init), attributes reset_mode, compare, shape, source
+Output          ai.snncompile::Output (mode), the graph output
+==============  ==================================================================
+
+- Parameters are initializers named ``<node>::<field>`` holding the array's raw bytes in
+  its own dtype (bit-identical). Activations are float64; a parameter stored in another
+  dtype is fed through a ``Cast(to=DOUBLE)`` node, which the reader looks through.
+- Recurrent edges (``delay=1``): the consumer reads ``<source>::prev``, the output of an
+  ``ai.snncompile::Delay(source=<source>)`` node with no inputs, so ONNX stays a DAG.
+- Graph name, time steps, ``graph.meta`` (JSON) and the format version are model
+  ``metadata_props``. A node's ``fixed`` dataclass (set by quantization) is stored
+  generically: model metadata ``snncompile.fixed:<node>`` holds JSON with the class name
+  and its fields; array fields are initializers ``<node>::fixed.<path>`` that no op
+  consumes. Reading looks the class up in :mod:`snncompile.ir.fixed` only (no other
+  import is ever driven by a file).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir import nodes as ir
+from snncompile.ir.graph import Graph
+from snncompile.ir.onnx_schemas import DOMAIN, NEURON_PARAMS, OPS, VERSION, register
+
+FORMAT_VERSION = "1"
+OPSET = 17
+IR_VERSION = 8
+PRODUCER = "snncompile"
+_META_PREFIX = "snncompile."
+_FIXED_PREFIX = "snncompile.fixed:"
+
+DOC = (
+    "snncompile spiking network, per-step form. This ONNX graph is ONE time step of the "
+    "network, with a leading batch dimension N. ai.snncompile::Neuron ops are stateful: "
+    "their state (u, v) carries over from one step to the next, starting from u_init/v_init. "
+    "Run it T times (metadata 'snncompile.timesteps'), feeding step t of the input each time. "
+    "ai.snncompile::Delay reads a tensor's value of the previous step (zeros at step 0): the "
+    "recurrent edges. Synapses are standard ONNX ops; read with snncompile.ir.onnx_format.load_onnx."
+)
+
+_ATTRIBUTE_FIELDS = {  # IR attribute fields each kind writes (guards against new, unsaved fields)
+    "Input": {"shape"}, "Linear": set(), "Conv2d": {"stride", "padding", "dilation", "groups"},
+    "SumPool2d": {"kernel_size", "stride", "padding"}, "AvgPool2d": {"kernel_size", "stride", "padding"},
+    "MaxPool2d": {"kernel_size", "stride", "padding"}, "Flatten": set(), "Add": set(),
+    "Neuron": {"shape", "reset_mode", "compare", "source"}, "Output": {"mode"},
+}
+_ARRAY_FIELDS = {"Linear": {"weight", "bias"}, "Conv2d": {"weight", "bias"}, "Neuron": set(NEURON_PARAMS)}
+
+
+# ----------------------------------------------------------------------------- writing
+class _Writer:
+    """Accumulates ONNX nodes, initializers and names for one graph."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.value_info: list[onnx.ValueInfoProto] = []
+        self.metadata: dict[str, str] = {}
+        self.delays: dict[str, str] = {}  # source node -> tensor holding its previous-step value
+        self.names: set[str] = set()
+
+    def _claim(self, name: str) -> str:
+        if name in self.names:
+            raise SnnCompileError(f"graph '{self.graph.name}': name '{name}' is used twice "
+                                  f"(node names may not contain '::')")
+        self.names.add(name)
+        return name
+
+    def tensor(self, name: str, array: np.ndarray) -> str:
+        """An initializer with ``array``'s exact bytes and dtype."""
+        array = np.asarray(array)
+        try:
+            proto = numpy_helper.from_array(np.array(array, order="C"), self._claim(name))
+        except Exception as exc:
+            raise SnnCompileError(f"array '{name}' of dtype {array.dtype} cannot be stored in ONNX ({exc})") from None
+        self.initializers.append(proto)
+        return name
+
+    def param(self, node: ir.Node, field: str, array: np.ndarray) -> str:
+        """An operator input holding ``array`` as float64 (a Cast when stored otherwise)."""
+        name = self.tensor(f"{node.name}::{field}", array)
+        if np.asarray(array).dtype == np.float64:
+            return name
+        cast = self._claim(f"{name}::double")
+        self.nodes.append(helper.make_node("Cast", [name], [cast], name=cast, to=TensorProto.DOUBLE))
+        return cast
+
+    def activation(self, src: str, dst: str) -> str:
+        if not self.graph.delay(src, dst):
+            return src
+        if src not in self.delays:
+            out = self._claim(f"{src}::prev")
+            self.nodes.append(_make_node("Delay", [], out, DOMAIN,
+                                         {"source": src, "shape": _ints("shape", self.graph.shape(src))}))
+            self.delays[src] = out
+        return self.delays[src]
+
+    def add_node(self, node: ir.Node) -> None:
+        _check_fields_known(node)
+        name = node.name
+        ins = [self.activation(src, name) for src in self.graph.inputs_of(name)]
+        if isinstance(node, ir.Input):
+            return
+        self._claim(name)
+        op, inputs, attrs, domain = _encode(self, node, ins)
+        self.nodes.append(_make_node(op, inputs, name, domain, attrs))
+        if not isinstance(node, ir.Output):
+            self.value_info.append(_value_info(name, self.graph.shape(name)))
+        fixed = getattr(node, "fixed", None)
+        if fixed is not None:
+            spec = _encode_value(fixed, self, f"{name}::fixed")
+            self.metadata[_FIXED_PREFIX + name] = json.dumps(spec, allow_nan=True)
+
+
+def _check_fields_known(node: ir.Node) -> None:
+    known_arrays = _ARRAY_FIELDS.get(node.kind, set())  # an optional array left None is an "attribute"
+    attrs = set(node.attributes()) - _ATTRIBUTE_FIELDS.get(node.kind, set()) - known_arrays
+    arrays = set(node.arrays()) - known_arrays
+    if node.kind not in _ATTRIBUTE_FIELDS or attrs or arrays:
+        raise SnnCompileError(f"node '{node.name}' ({node.kind}): field(s) {sorted(attrs | arrays)} have no "
+                              f"ONNX encoding; extend snncompile/ir/onnx_format.py")
+
+
+def _make_node(op: str, inputs: list[str], output: str, domain: str, attrs: dict) -> onnx.NodeProto:
+    """A node named like its one output; AttributeProto values (e.g. empty INTS) go in as they are."""
+    node = helper.make_node(op, inputs, [output], name=output, domain=domain,
+                            **{k: v for k, v in attrs.items() if not isinstance(v, onnx.AttributeProto)})
+    node.attribute.extend(v for v in attrs.values() if isinstance(v, onnx.AttributeProto))
+    return node
+
+
+def _ints(attr_name: str, values) -> onnx.AttributeProto:
+    return helper.make_attribute(attr_name, [int(v) for v in values], attr_type=onnx.AttributeProto.INTS)
+
+
+def _pool_attrs(node) -> dict:
+    ph, pw = node.padding
+    return {"kernel_shape": list(node.kernel_size), "strides": list(node.stride), "pads": [ph, pw, ph, pw]}
+
+
+def _encode(w: _Writer, node: ir.Node, ins: list[str]) -> tuple[str, list[str], dict, str]:
+    """(op_type, inputs, attributes, domain) of the ONNX node for IR ``node``."""
+    if isinstance(node, ir.Linear):
+        inputs = ins + [w.param(node, "weight", node.weight)]
+        if node.bias is not None:
+            inputs.append(w.param(node, "bias", node.bias))
+        return "Gemm", inputs, {"transB": 1}, ""
+    if isinstance(node, ir.Conv2d):
+        inputs = ins + [w.param(node, "weight", node.weight)]
+        if node.bias is not None:
+            inputs.append(w.param(node, "bias", node.bias))
+        ph, pw = node.padding
+        attrs = {"kernel_shape": list(node.weight.shape[2:]), "strides": list(node.stride),
+                 "pads": [ph, pw, ph, pw], "dilations": list(node.dilation), "group": node.groups}
+        return "Conv", inputs, attrs, ""
+    if isinstance(node, ir.SumPool2d):
+        return "SumPool", ins, _pool_attrs(node), DOMAIN
+    if isinstance(node, ir.AvgPool2d):
+        return "AveragePool", ins, dict(_pool_attrs(node), count_include_pad=1), ""
+    if isinstance(node, ir.MaxPool2d):
+        return "MaxPool", ins, _pool_attrs(node), ""
+    if isinstance(node, ir.Flatten):
+        return "Flatten", ins, {"axis": 1}, ""
+    if isinstance(node, ir.Add):
+        return "Sum", ins, {}, ""
+    if isinstance(node, ir.Neuron):
+        inputs = ins + [w.param(node, p, getattr(node, p)) for p in NEURON_PARAMS]
+        attrs = {"reset_mode": node.reset_mode, "compare": node.compare,
+                 "shape": _ints("shape", node.shape), "source": node.source}
+        return "Neuron", inputs, attrs, DOMAIN
+    if isinstance(node, ir.Output):
+        return "Output", ins, {"mode": node.mode}, DOMAIN
+    raise SnnCompileError(f"node '{node.name}': kind {node.kind} has no ONNX encoding")
+
+
+def _value_info(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.DOUBLE, ["N"] + [int(s) for s in shape])
+
+
+def _encode_value(value: Any, w: _Writer, path: str) -> Any:
+    """JSON-able description of a ``fixed`` value; arrays go to initializers named by ``path``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: _encode_value(getattr(value, f.name), w, f"{path}.{f.name}")
+                  for f in dataclasses.fields(value)}
+        return {"dataclass": type(value).__name__, "fields": fields}
+    if isinstance(value, np.ndarray):
+        return {"array": w.tensor(path, value)}
+    if isinstance(value, np.generic):
+        return {"scalar": w.tensor(path, np.asarray(value))}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value, "type": type(value).__name__}
+    if isinstance(value, (list, tuple)):
+        return {type(value).__name__: [_encode_value(v, w, f"{path}.{i}") for i, v in enumerate(value)]}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"dict": {k: _encode_value(v, w, f"{path}.{k}") for k, v in value.items()}}
+    raise SnnCompileError(f"'{path}': a fixed-point field of type {type(value).__name__} cannot be stored "
+                          f"(use numpy arrays, numbers, strings, lists, dicts or dataclasses)")
+
+
+def to_model(graph: Graph) -> onnx.ModelProto:
+    """The ONNX model of ``graph`` (shapes inferred on the way)."""
+    register()
+    graph.infer_shapes()
+    inp, out = graph.input, graph.output
+    w = _Writer(graph)
+    for node in graph:
+        w.add_node(node)
+    onnx_graph = helper.make_graph(
+        w.nodes, graph.name,
+        inputs=[_value_info(inp.name, inp.shape)],
+        outputs=[_value_info(out.name, graph.shape(out.name))],
+        initializer=w.initializers, value_info=w.value_info)
+    model = helper.make_model(
+        onnx_graph, producer_name=PRODUCER, ir_version=IR_VERSION, doc_string=DOC,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, VERSION)])
+    try:
+        meta_json = json.dumps(graph.meta, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise SnnCompileError(f"graph '{graph.name}': graph.meta cannot be stored as JSON ({exc})") from None
+    meta = {"snncompile.format_version": FORMAT_VERSION, "snncompile.graph_name": graph.name,
+            "snncompile.meta": meta_json}
+    if graph.timesteps is not None:
+        meta["snncompile.timesteps"] = str(int(graph.timesteps))
+    meta.update(w.metadata)
+    helper.set_model_props(model, meta)
+    return model
+
+
+def save_onnx(graph: Graph, path) -> Path:
+    """Write ``graph`` to ``path`` (all or nothing: a failure leaves no file)."""
+    from snncompile.commands._common import atomic_output
+
+    model = to_model(graph)
+    _check(model, str(path))
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- reading
+def load_onnx(path) -> Graph:
+    """Read a graph written by :func:`save_onnx`; every failure is a SnnCompileError naming ``path``."""
+    register()
+    path = Path(path)
+    if not path.exists():
+        raise SnnCompileError(f"graph file '{path}' does not exist")
+    if path.is_dir():
+        raise SnnCompileError(f"graph file '{path}' is a folder, not an ONNX file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, OSError...
+        raise SnnCompileError(f"'{path}' is not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+    return from_model(model, str(path))
+
+
+def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
+    """The IR graph of an snncompile ONNX model; ``source`` names it in error messages."""
+    register()
+    meta = {p.key: p.value for p in model.metadata_props}
+    opsets = {o.domain: o.version for o in model.opset_import}
+    if DOMAIN not in opsets or "snncompile.format_version" not in meta:
+        raise SnnCompileError(f"'{source}' is an ONNX model but not an snncompile graph "
+                              f"(no '{DOMAIN}' opset or snncompile metadata)")
+    if meta["snncompile.format_version"] != FORMAT_VERSION:
+        raise SnnCompileError(f"'{source}': snncompile format version {meta['snncompile.format_version']!r} "
+                              f"is not supported (this snncompile reads version {FORMAT_VERSION})")
+    for node in model.graph.node:
+        if (node.domain or "") not in ("", DOMAIN) or (node.op_type, node.domain or "") not in _READERS:
+            raise SnnCompileError(f"'{source}': node '{node.name}' uses op '{node.op_type}' of domain "
+                                  f"'{node.domain or 'ai.onnx'}', which is not part of the snncompile format")
+    _check(model, source)
+    try:
+        return _Reader(model, meta, source).graph()
+    except SnnCompileError as exc:
+        raise SnnCompileError(f"'{source}': {exc}") from None
+
+
+def _check(model: onnx.ModelProto, source: str) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SnnCompileError(f"'{source}' fails the ONNX checker: {first}") from None
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _symmetric_pads(node, attrs) -> tuple[int, int]:
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    if len(pads) != 4 or pads[:2] != pads[2:]:
+        raise SnnCompileError(f"node '{node.name}' ({node.op_type}): pads {pads} are not symmetric")
+    if _str(attrs.get("auto_pad", "NOTSET")) != "NOTSET" or attrs.get("ceil_mode", 0):
+        raise SnnCompileError(f"node '{node.name}' ({node.op_type}): auto_pad/ceil_mode are not supported")
+    return tuple(pads[:2])
+
+
+def _pool(cls):
+    def read(r: "_Reader", node, attrs, params):
+        if "dilations" in attrs and list(attrs["dilations"]) != [1, 1]:
+            raise SnnCompileError(f"node '{node.name}' ({node.op_type}): dilated pooling is not supported")
+        if node.op_type == "AveragePool" and attrs.get("count_include_pad", 0) != 1:
+            raise SnnCompileError(f"node '{node.name}' (AveragePool): count_include_pad must be 1")
+        return cls(node.output[0], kernel_size=tuple(attrs["kernel_shape"]),
+                   stride=tuple(attrs.get("strides", (1, 1))), padding=_symmetric_pads(node, attrs))
+    return read, 1
+
+
+def _read_gemm(r, node, attrs, params):
+    if attrs.get("transA", 0) or attrs.get("transB", 0) != 1 or attrs.get("alpha", 1.0) != 1.0 \
+            or attrs.get("beta", 1.0) != 1.0:
+        raise SnnCompileError(f"node '{node.name}' (Gemm): only transB=1, alpha=beta=1 is snncompile's Linear")
+    return ir.Linear(node.output[0], weight=params[0], bias=params[1] if len(params) > 1 else None)
+
+
+def _read_conv(r, node, attrs, params):
+    return ir.Conv2d(node.output[0], weight=params[0], bias=params[1] if len(params) > 1 else None,
+                     stride=tuple(attrs.get("strides", (1, 1))), padding=_symmetric_pads(node, attrs),
+                     dilation=tuple(attrs.get("dilations", (1, 1))), groups=attrs.get("group", 1))
+
+
+def _read_neuron(r, node, attrs, params):
+    if len(params) != len(NEURON_PARAMS):
+        raise SnnCompileError(f"node '{node.name}' (Neuron): expects {len(NEURON_PARAMS)} parameter inputs")
+    return ir.Neuron(node.output[0], shape=tuple(attrs.get("shape", ())), reset_mode=_str(attrs["reset_mode"]),
+                     compare=_str(attrs["compare"]), source=_str(attrs.get("source", "")),
+                     **dict(zip(NEURON_PARAMS, params)))
+
+
+#: (op_type, domain) -> (reader(reader, node, attrs, params) -> ir.Node, number of activation inputs or None=all)
+_READERS = {
+    ("Gemm", ""): (_read_gemm, 1),
+    ("Conv", ""): (_read_conv, 1),
+    ("SumPool", DOMAIN): _pool(ir.SumPool2d),
+    ("AveragePool", ""): _pool(ir.AvgPool2d),
+    ("MaxPool", ""): _pool(ir.MaxPool2d),
+    ("Flatten", ""): (lambda r, n, a, p: ir.Flatten(n.output[0]), 1),
+    ("Sum", ""): (lambda r, n, a, p: ir.Add(n.output[0]), None),
+    ("Neuron", DOMAIN): (_read_neuron, 1),
+    ("Output", DOMAIN): (lambda r, n, a, p: ir.Output(n.output[0], mode=_str(a["mode"])), 1),
+    ("Cast", ""): (None, 0),
+    ("Delay", DOMAIN): (None, 0),
+}
+
+
+class _Reader:
+    """Rebuilds the IR graph from a checked snncompile ONNX model."""
+
+    def __init__(self, model: onnx.ModelProto, meta: dict[str, str], source: str):
+        self.model, self.meta, self.source = model, meta, source
+        self.arrays = {t.name: np.array(numpy_helper.to_array(t)) for t in model.graph.initializer}  # own, writable
+        self.params: dict[str, np.ndarray] = dict(self.arrays)  # tensor -> stored array (through Casts)
+        self.delayed: dict[str, str] = {}  # Delay output -> source node
+
+    def graph(self) -> Graph:
+        g_onnx = self.model.graph
+        steps = self.meta.get("snncompile.timesteps")
+        g = Graph(self.meta.get("snncompile.graph_name", g_onnx.name), timesteps=int(steps) if steps else None)
+        try:
+            g.meta = json.loads(self.meta.get("snncompile.meta", "{}"))
+        except json.JSONDecodeError as exc:
+            raise SnnCompileError(f"metadata 'snncompile.meta' is not JSON ({exc})") from None
+        if len(g_onnx.input) != 1 or len(g_onnx.output) != 1:
+            raise SnnCompileError(f"expects one graph input and one output, has {len(g_onnx.input)} "
+                                  f"and {len(g_onnx.output)}")
+        dims = g_onnx.input[0].type.tensor_type.shape.dim
+        g.add(ir.Input(g_onnx.input[0].name, shape=tuple(d.dim_value for d in dims[1:])))
+        edges = []
+        for node in g_onnx.node:
+            attrs = _attrs(node)
+            if node.op_type == "Cast":
+                self._read_cast(node, attrs)
+                continue
+            if node.op_type == "Delay":
+                self.delayed[node.output[0]] = _str(attrs["source"])
+                continue
+            read, n_act = _READERS[(node.op_type, node.domain or "")]
+            n_act = len(node.input) if n_act is None else n_act
+            params = [self._param(node, t) for t in node.input[n_act:] if t]
+            ir_node = read(self, node, attrs, params)
+            g.add(ir_node)
+            fixed = self.meta.get(_FIXED_PREFIX + ir_node.name)
+            if fixed is not None:
+                ir_node.fixed = self._fixed(ir_node.name, fixed)
+            edges += [(self.delayed.get(t, t), ir_node.name, int(t in self.delayed)) for t in node.input[:n_act]]
+        for src, dst, delay in edges:
+            if src not in g:
+                raise SnnCompileError(f"node '{dst}' reads '{src}', which is no node of the graph")
+            g.add_edge(src, dst, delay=delay)
+        if g.output.name != g_onnx.output[0].name:
+            raise SnnCompileError(f"the graph output '{g_onnx.output[0].name}' is not the Output node")
+        g.infer_shapes()
+        return g
+
+    def _read_cast(self, node, attrs) -> None:
+        if node.input[0] not in self.arrays or attrs.get("to") != TensorProto.DOUBLE:
+            raise SnnCompileError(f"node '{node.name}' (Cast): only casts of stored parameters to double "
+                                  f"are part of the format")
+        self.params[node.output[0]] = self.arrays[node.input[0]]
+
+    def _param(self, node, tensor: str) -> np.ndarray:
+        if tensor not in self.params:
+            raise SnnCompileError(f"node '{node.name}' ({node.op_type}): parameter input '{tensor}' "
+                                  f"is not a stored tensor")
+        return self.params[tensor]
+
+    def _fixed(self, name: str, text: str):
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SnnCompileError(f"node '{name}': fixed-point metadata is not JSON ({exc})") from None
+        return self._decode(spec, name)
+
+    def _decode(self, spec, name: str):
+        if not isinstance(spec, dict) or len(spec) not in (1, 2):
+            raise SnnCompileError(f"node '{name}': malformed fixed-point metadata {spec!r}")
+        if "dataclass" in spec:
+            return self._dataclass(spec, name)
+        if "array" in spec or "scalar" in spec:
+            key = spec.get("array", spec.get("scalar"))
+            if key not in self.arrays:
+                raise SnnCompileError(f"node '{name}': fixed-point array '{key}' is missing")
+            arr = self.arrays[key]
+            return arr if "array" in spec else arr[()]
+        if "value" in spec:
+            return spec["value"]
+        if "list" in spec:
+            return [self._decode(v, name) for v in spec["list"]]
+        if "tuple" in spec:
+            return tuple(self._decode(v, name) for v in spec["tuple"])
+        if "dict" in spec:
+            return {k: self._decode(v, name) for k, v in spec["dict"].items()}
+        raise SnnCompileError(f"node '{name}': malformed fixed-point metadata {spec!r}")
+
+    def _dataclass(self, spec, name: str):
+        from snncompile.ir import fixed as fixed_module
+
+        cls = getattr(fixed_module, spec["dataclass"], None)
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise SnnCompileError(f"node '{name}': fixed-point class '{spec['dataclass']}' is not defined in "
+                                  f"snncompile.ir.fixed (file from another snncompile version?)")
+        values = {k: self._decode(v, name) for k, v in spec["fields"].items()}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if set(values) != set(fields):
+            raise SnnCompileError(f"node '{name}': fixed-point class '{cls.__name__}' has fields "
+                                  f"{sorted(fields)}, the file has {sorted(values)}")
+        obj = cls(**{k: v for k, v in values.items() if fields[k].init})
+        for k, v in values.items():
+            if not fields[k].init:
+                object.__setattr__(obj, k, v)
+        return obj
