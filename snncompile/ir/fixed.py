@@ -197,8 +197,8 @@ class NeuronFixed(_FixedBase):
         for key, default in defaults.items():
             val = getattr(self, key)
             setattr(self, key, _int_array(default if val is None else val))
-        self.reset_amount = (np.left_shift(self.vth, VTH_SHIFT) if self.reset_amount is None
-                             else _int_array(self.reset_amount))
+        self.reset_amount = _int_array(np.left_shift(self.vth, VTH_SHIFT) if self.reset_amount is None
+                                       else self.reset_amount)
         self.reset_mode = str(self.reset_mode)
         self.compare = str(self.compare)
         self.scale = float(self.scale)

@@ -82,12 +82,36 @@ class Simulator:
         #: (src, dst) of recurrent edges: dst reads src's value of the previous step.
         self.delayed = {(s, d) for d in self.order for s in self.inputs[d] if graph.delay(s, d)}
         self.previous: dict[str, torch.Tensor] = {}
-        self.neurons = {n: NeuronState(graph.node(n), batch) for n in self.order
+        self.neurons = {n: self._neuron_state(graph.node(n), batch) for n in self.order
                         if isinstance(graph.node(n), ir.Neuron)}
         self.cache: dict = {}
         self.record = record
         self.layer_counts: dict[str, torch.Tensor] = {}
         self.layer_steps: dict[str, list] = {}
+
+    # Hooks a subclass overrides to run the same graph walk with other arithmetic
+    # (the emulator's integer simulator does): state per neuron, one node's value, zeros.
+    def _neuron_state(self, node: ir.Neuron, batch: int):
+        return NeuronState(node, batch)
+
+    def _apply(self, node: ir.Node, ins: list, x_t: torch.Tensor) -> torch.Tensor:
+        if isinstance(node, ir.Input):
+            return x_t
+        if isinstance(node, ir.Neuron):
+            return self.neurons[node.name].step(ins[0])
+        if isinstance(node, ir.Flatten):
+            return ins[0].reshape(ins[0].shape[0], -1)
+        if isinstance(node, ir.Add):
+            val = ins[0]
+            for other in ins[1:]:
+                val = val + other
+            return val
+        if isinstance(node, ir.Output):
+            return ins[0]
+        return _synapse(node, ins[0], self.cache)
+
+    def _zeros(self, shape: tuple) -> torch.Tensor:
+        return torch.zeros(shape, dtype=DTYPE)
 
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         values: dict[str, torch.Tensor] = {}
@@ -95,20 +119,9 @@ class Simulator:
         for name in self.order:
             node = self.graph.node(name)
             ins = [self._read(values, i, name) for i in self.inputs[name]]
-            if isinstance(node, ir.Input):
-                val = x_t
-            elif isinstance(node, ir.Neuron):
-                val = self.neurons[name].step(ins[0])
-            elif isinstance(node, ir.Flatten):
-                val = ins[0].reshape(ins[0].shape[0], -1)
-            elif isinstance(node, ir.Add):
-                val = ins[0]
-                for other in ins[1:]:
-                    val = val + other
-            elif isinstance(node, ir.Output):
-                val = out = ins[0]
-            else:
-                val = _synapse(node, ins[0], self.cache)
+            val = self._apply(node, ins, x_t)
+            if isinstance(node, ir.Output):
+                out = val
             values[name] = val
             if self.record and not isinstance(node, ir.Output):
                 self._record(name, val)
@@ -122,7 +135,7 @@ class Simulator:
         if src in self.previous:
             return self.previous[src]
         batch = next(iter(values.values())).shape[0]
-        return torch.zeros((batch,) + tuple(self.graph.shape(src)), dtype=DTYPE)
+        return self._zeros((batch,) + tuple(self.graph.shape(src)))
 
     def _record(self, name: str, val: torch.Tensor) -> None:
         if name in self.layer_counts:
@@ -132,6 +145,27 @@ class Simulator:
         self.layer_steps.setdefault(name, []).append(val.reshape(val.shape[0], -1).sum(1))
 
 
+def simulate(graph, xs: np.ndarray, T: int, record: bool = False, batch_size: int = 512,
+             simulator=None) -> tuple[np.ndarray, dict, dict]:
+    """Run prepared inputs ``xs`` (N, T, *shape) in batches through ``simulator(graph, batch,
+    record=...)`` (default :class:`Simulator`); returns (outputs (N, T, n_out) float64,
+    layer_counts, layer_steps). Shared by every target that steps the graph in Python."""
+    simulator = simulator or Simulator
+    outputs, counts, steps_rec = [], {}, {}
+    with torch.no_grad():
+        for lo in range(0, xs.shape[0], batch_size):
+            chunk = torch.from_numpy(xs[lo:lo + batch_size])
+            sim = simulator(graph, chunk.shape[0], record=record)
+            outs = [sim.step(chunk[:, t]) for t in range(T)]
+            outputs.append(torch.stack(outs, 1).reshape(chunk.shape[0], T, -1).to(DTYPE).numpy())
+            for name, c in sim.layer_counts.items():
+                counts.setdefault(name, []).append(c.to(DTYPE).numpy())
+                steps_rec.setdefault(name, []).append(torch.stack(sim.layer_steps[name], 1).to(DTYPE).numpy())
+    return (np.concatenate(outputs) if outputs else np.zeros((0, T, 0)),
+            {k: np.concatenate(v) for k, v in counts.items()},
+            {k: np.concatenate(v) for k, v in steps_rec.items()})
+
+
 def run(graph, x, steps: Optional[int] = None, precision: str = "float", record: bool = False,
         batch_size: int = 512) -> RunResult:
     """Simulate ``graph`` on inputs ``x`` ((N, T, *shape) or static (N, *shape))."""
@@ -139,21 +173,6 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float", record:
         raise SnnCompileError("the reference target is float only; use --backend emulator "
                               "or lava for --precision fixed")
     xs, T = prepare_inputs(graph, x, steps)
-    outputs, counts, steps_rec = [], {}, {}
-    with torch.no_grad():
-        for lo in range(0, xs.shape[0], batch_size):
-            chunk = torch.from_numpy(xs[lo:lo + batch_size])
-            sim = Simulator(graph, chunk.shape[0], record=record)
-            outs = [sim.step(chunk[:, t]) for t in range(T)]
-            outputs.append(torch.stack(outs, 1).reshape(chunk.shape[0], T, -1).numpy())
-            for name, c in sim.layer_counts.items():
-                counts.setdefault(name, []).append(c.numpy())
-                steps_rec.setdefault(name, []).append(torch.stack(sim.layer_steps[name], 1).numpy())
-    return RunResult(
-        outputs=np.concatenate(outputs) if outputs else np.zeros((0, T, 0)),
-        readout=graph.output.mode,
-        backend="reference",
-        precision="float",
-        layer_counts={k: np.concatenate(v) for k, v in counts.items()},
-        layer_steps={k: np.concatenate(v) for k, v in steps_rec.items()},
-    )
+    outputs, counts, steps_rec = simulate(graph, xs, T, record=record, batch_size=batch_size)
+    return RunResult(outputs=outputs, readout=graph.output.mode, backend="reference",
+                     precision="float", layer_counts=counts, layer_steps=steps_rec)
