@@ -129,15 +129,14 @@ class _Writer:
     def add_node(self, node: ir.Node) -> None:
         _check_fields_known(node)
         name = node.name
-        ins = [self.activation(src, name) for src in self.graph.inputs_of(name)]
-        if isinstance(node, ir.Input):
-            return
         self._claim(name)
-        op, inputs, attrs, domain = _encode(self, node, ins)
-        self.nodes.append(_make_node(op, inputs, name, domain, attrs))
-        if not isinstance(node, ir.Output):
-            self.value_info.append(_value_info(name, self.graph.shape(name)))
-        fixed = getattr(node, "fixed", None)
+        if not isinstance(node, ir.Input):  # the Input is the graph input
+            ins = [self.activation(src, name) for src in self.graph.inputs_of(name)]
+            op, inputs, attrs, domain = _encode(self, node, ins)
+            self.nodes.append(_make_node(op, inputs, name, domain, attrs))
+            if not isinstance(node, ir.Output):
+                self.value_info.append(_value_info(name, self.graph.shape(name)))
+        fixed = getattr(node, "fixed", None)  # any node may carry one (Input and Output too)
         if fixed is not None:
             spec = _encode_value(fixed, self, f"{name}::fixed")
             self.metadata[_FIXED_PREFIX + name] = json.dumps(spec, allow_nan=True)
@@ -277,10 +276,13 @@ def load_onnx(path) -> Graph:
         raise SnnCompileError(f"graph file '{path}' does not exist")
     if path.is_dir():
         raise SnnCompileError(f"graph file '{path}' is a folder, not an ONNX file")
+    if path.stat().st_size == 0:
+        raise SnnCompileError(f"graph file '{path}' is empty")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, OSError...
-        raise SnnCompileError(f"'{path}' is not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+        raise SnnCompileError(f"'{path}' is not a readable ONNX file (truncated, or not ONNX at all: "
+                              f"{type(exc).__name__}: {exc})") from None
     return from_model(model, str(path))
 
 
@@ -400,7 +402,8 @@ class _Reader:
             raise SnnCompileError(f"expects one graph input and one output, has {len(g_onnx.input)} "
                                   f"and {len(g_onnx.output)}")
         dims = g_onnx.input[0].type.tensor_type.shape.dim
-        g.add(ir.Input(g_onnx.input[0].name, shape=tuple(d.dim_value for d in dims[1:])))
+        inp = g.add(ir.Input(g_onnx.input[0].name, shape=tuple(d.dim_value for d in dims[1:])))
+        self._attach_fixed(g.node(inp))
         edges = []
         for node in g_onnx.node:
             attrs = _attrs(node)
@@ -415,9 +418,7 @@ class _Reader:
             params = [self._param(node, t) for t in node.input[n_act:] if t]
             ir_node = read(self, node, attrs, params)
             g.add(ir_node)
-            fixed = self.meta.get(_FIXED_PREFIX + ir_node.name)
-            if fixed is not None:
-                ir_node.fixed = self._fixed(ir_node.name, fixed)
+            self._attach_fixed(ir_node)
             edges += [(self.delayed.get(t, t), ir_node.name, int(t in self.delayed)) for t in node.input[:n_act]]
         for src, dst, delay in edges:
             if src not in g:
@@ -440,12 +441,15 @@ class _Reader:
                                   f"is not a stored tensor")
         return self.params[tensor]
 
-    def _fixed(self, name: str, text: str):
+    def _attach_fixed(self, node: ir.Node) -> None:
+        text = self.meta.get(_FIXED_PREFIX + node.name)
+        if text is None:
+            return
         try:
             spec = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SnnCompileError(f"node '{name}': fixed-point metadata is not JSON ({exc})") from None
-        return self._decode(spec, name)
+            raise SnnCompileError(f"node '{node.name}': fixed-point metadata is not JSON ({exc})") from None
+        node.fixed = self._decode(spec, node.name)
 
     def _decode(self, spec, name: str):
         if not isinstance(spec, dict) or len(spec) not in (1, 2):
