@@ -1,0 +1,117 @@
+"""``analyze``: a recorded run + a convention + an energy model -> an EnergyReport."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+
+from snncompile.energy.conventions import Convention
+from snncompile.energy.counts import NeuronCounts, RunCounts, SynapseCounts, count_run, data_kind
+from snncompile.energy.models import EnergyModel, get_model, load_constants
+from snncompile.energy.report import EnergyReport, LayerReport
+
+_PARTS = ("synops", "macs", "neurons", "spikes", "memory")
+
+
+def resolve_model(energy_model: Union[str, EnergyModel] = "horowitz45",
+                  constants: Union[None, str, Path] = None) -> EnergyModel:
+    """A preset by name, an EnergyModel as is, or a constants file on top of the named preset."""
+    if constants is not None:
+        base = energy_model if isinstance(energy_model, str) else None
+        return load_constants(constants, base=base)
+    return energy_model if isinstance(energy_model, EnergyModel) else get_model(energy_model)
+
+
+def analyze(graph, result, convention: Union[str, Convention] = "exact",
+            energy_model: Union[str, EnergyModel] = "horowitz45", *, x=None,
+            input_kind: Optional[str] = None, first_layer: str = "per-step",
+            nonbinary: str = "events", constants=None, notes=()) -> EnergyReport:
+    """Energy and SynOp report of ``result`` (a run of ``graph`` with ``record=True``).
+
+    The kind of the input data decides whether the first layer is charged as SOPs
+    (spikes) or MACs (real values): give the input ``x`` (its kind is read from the data)
+    or ``input_kind`` (binary | count | real); with neither, the input is taken as real
+    and the report says so.
+    """
+    conv = convention if isinstance(convention, Convention) else Convention(convention, first_layer, nonbinary)
+    model = resolve_model(energy_model, constants)
+    notes = list(notes)
+    if input_kind is None:
+        if x is not None:
+            input_kind = data_kind(x)
+        else:
+            input_kind = "real"
+            notes.append("input kind not given: the input was taken as real-valued (first layer as MACs)")
+    counts = count_run(graph, result, input_kind)
+    return build_report(counts, conv, model, backend=result.backend, precision=result.precision,
+                        notes=notes)
+
+
+def build_report(counts: RunCounts, conv: Convention, model: EnergyModel, backend: str = "",
+                 precision: str = "", counts_from: Optional[str] = None, notes=()) -> EnergyReport:
+    T = counts.timesteps
+    rows = {s.name: _synapse_row(s, conv, model, T) for s in counts.synapses}
+    rows.update({n.name: _neuron_row(n, model, T) for n in counts.neurons})
+    layers = [rows[name] for name in counts.order]
+    summary = _summary(counts, layers, conv, model, backend, precision, counts_from or backend)
+    notes = list(notes) + list(model.notes)
+    if any(s.input_kind == "count" for s in counts.synapses):
+        notes.append("some layers receive non-binary spike values (e.g. an Add of spikes): "
+                     + ("each value k counted as k accumulates" if conv.nonbinary == "events"
+                        else "those layers counted as dense MACs"))
+    return EnergyReport(graph=counts.graph, summary=summary, convention=conv.as_dict(),
+                        energy_model=model.as_dict(), layers=layers, notes=notes)
+
+
+def _synapse_row(s: SynapseCounts, conv: Convention, model: EnergyModel, T: int) -> LayerReport:
+    synops, macs = conv.synops_macs(s, T)
+    energy = model.synapse_energy_j(s, synops, macs)
+    per_pass = s.synapses if conv.name == "exact" else s.dense_ops
+    is_pool = s.n_weights == 0
+    ann_macs, ann_acs = (0.0, float(per_pass)) if is_pool else (float(per_pass), 0.0)
+    return LayerReport(
+        name=s.name, kind=s.kind, role="synapse", source=s.source, input_kind=s.input_kind,
+        input_events_per_sample=None if s.input_kind == "real" else s.input_events,
+        synops_per_sample=synops, macs_per_sample=macs, dense_ops_per_step=s.dense_ops,
+        synapses=s.synapses, ann_macs_per_sample=ann_macs, ann_acs_per_sample=ann_acs,
+        firing_rate=s.input_rate, energy_breakdown_j=_full(energy),
+        energy_per_sample_j=sum(energy.values()),
+        ann_energy_per_sample_j=model.ann_energy_j(s, ann_macs, ann_acs))
+
+
+def _neuron_row(n: NeuronCounts, model: EnergyModel, T: int) -> LayerReport:
+    energy = model.neuron_energy_j(n, T)
+    return LayerReport(
+        name=n.name, kind="Neuron", role="neuron", neuron_updates_per_sample=float(n.n_neurons * T),
+        spikes_per_sample=n.spikes, firing_rate=n.firing_rate, firing_rate_per_step=n.rate_per_step,
+        energy_breakdown_j=_full(energy), energy_per_sample_j=sum(energy.values()))
+
+
+def _full(parts: dict) -> dict:
+    return {k: float(parts.get(k, 0.0)) for k in _PARTS}
+
+
+def _summary(counts, layers, conv, model, backend, precision, counts_from) -> dict:
+    total = lambda key: float(sum(getattr(layer, key) for layer in layers))  # noqa: E731
+    breakdown = {k: float(sum(layer.energy_breakdown_j[k] for layer in layers)) for k in _PARTS}
+    energy = sum(breakdown.values())
+    ann = total("ann_energy_per_sample_j")
+    neurons = sum(n.n_neurons for n in counts.neurons)
+    synapses = sum(s.synapses for s in counts.synapses)
+    spikes = total("spikes_per_sample")
+    synops = total("synops_per_sample")
+    return {
+        "graph": counts.graph, "n_samples": counts.n_samples, "timesteps": counts.timesteps,
+        "backend": backend, "precision": precision, "counts_from": counts_from,
+        "input_kind": counts.input_kind, "convention": conv.name, "energy_model": model.name,
+        "synops_per_sample": synops, "macs_per_sample": total("macs_per_sample"),
+        "neuron_updates_per_sample": total("neuron_updates_per_sample"),
+        "spikes_per_sample": spikes,
+        "mean_firing_rate": spikes / (neurons * counts.timesteps) if neurons else None,
+        "synops_per_synapse": synops / synapses if synapses else None,
+        "energy_per_sample_j": energy, "energy_breakdown_j": breakdown,
+        "ann_macs_per_sample": total("ann_macs_per_sample"),
+        "ann_acs_per_sample": total("ann_acs_per_sample"),
+        "ann_energy_per_sample_j": ann,
+        "snn_ann_energy_ratio": energy / ann if ann else None,
+    }

@@ -1,0 +1,217 @@
+"""Per-layer operation counts of one recorded run: events, synaptic ops, MACs, neuron updates.
+
+Why a module of its own: the counts are the facts of a run (what spiked where); the
+convention (exact vs the papers' rate formula) and the energy model (pJ per op) are
+choices made on top of them. Keeping the facts separate lets one run be reported under
+any convention and any energy model.
+
+Counts come from ``RunResult.layer_counts`` (node -> (N, *shape), sum over time of the
+node's output) and ``layer_steps`` (node -> (N, T)) of a run with ``record=True``.
+
+Value kinds decide how a synapse's input is charged:
+
+* ``binary`` spikes (a Neuron, or a MaxPool/Flatten of spikes, or binary input data):
+  each spike costs one accumulate per synapse it really has (its *fan-out*).
+* ``count`` (non-negative integers, e.g. an Add of spikes as in SEW-ResNet, a SumPool of
+  spikes): a value k costs k accumulates (``nonbinary="events"``), or the whole layer is
+  charged as dense MACs the way SpikingJelly and syops do (``nonbinary="dense"``).
+* ``real`` (currents, analogue input data, an AvgPool output): dense MACs.
+
+Fan-out at input position p = the number of (output channel, output position) pairs that
+read p, given padding, stride, dilation and groups: at a padded border an input has fewer
+synapses than ``k_h*k_w*C_out/groups``. It is computed once per layer as the gradient of
+``sum(conv(x, ones))`` with respect to ``x``, not per sample.
+
+Known limit: a recurrent (delayed) edge *into a synapse* is charged for the spikes of
+every step, including the last step whose spikes would only be delivered after the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir import nodes as ir
+
+VALUE_KINDS = ("binary", "count", "real")
+SYNAPSE_KINDS = (ir.Linear, ir.Conv2d, ir.SumPool2d, ir.AvgPool2d)
+
+
+@dataclass
+class SynapseCounts:
+    """One synapse layer (Linear, Conv2d, SumPool2d, AvgPool2d) of a run, per sample."""
+
+    name: str
+    kind: str
+    source: str                 # the node whose output feeds this synapse
+    input_kind: str             # binary | count | real
+    n_inputs: int               # elements of the input, per sample and step
+    n_outputs: int
+    n_weights: int              # stored weights (0 for pooling)
+    dense_ops: int              # FL: dense MACs of one step (padding taps included)
+    synapses: int               # real synapses: sum over inputs of their fan-out
+    input_events: float         # sum of input values over time, per sample (spike inputs)
+    events_x_fanout: float      # sum_p count(p) * fanout(p), per sample (event-exact SOPs)
+    input_rate: Optional[float]  # input events / (n_inputs * T); None for real input
+
+
+@dataclass
+class NeuronCounts:
+    """One Neuron population of a run, per sample."""
+
+    name: str
+    n_neurons: int
+    leaky: bool                  # du < 1 or dv > 0 somewhere: a leak multiply per update
+    spikes: float                # per sample, over all steps
+    firing_rate: float           # spikes / (n_neurons * T)
+    rate_per_step: list[float]   # (T,) mean firing rate of each step
+
+
+@dataclass
+class RunCounts:
+    """Everything counted from one run of one graph."""
+
+    graph: str
+    n_samples: int
+    timesteps: int
+    input_kind: str
+    synapses: list[SynapseCounts] = field(default_factory=list)
+    neurons: list[NeuronCounts] = field(default_factory=list)
+    #: names of the synapse and neuron layers, in graph order
+    order: list[str] = field(default_factory=list)
+
+
+# -- value kinds ---------------------------------------------------------------------
+def data_kind(x) -> str:
+    """``binary`` if every value is 0 or 1, ``count`` for non-negative integers, else ``real``."""
+    x = np.asarray(x)
+    if x.size == 0:
+        return "binary"
+    if np.all((x == 0) | (x == 1)):
+        return "binary"
+    if np.all(x >= 0) and np.all(np.mod(x, 1) == 0):
+        return "count"
+    return "real"
+
+
+def value_kinds(graph, input_kind: str) -> dict[str, str]:
+    """The value kind of every node's output, propagated in topological order."""
+    if input_kind not in VALUE_KINDS:
+        raise SnnCompileError(f"unknown input kind '{input_kind}'; choose one of {', '.join(VALUE_KINDS)}")
+    kinds: dict[str, str] = {}
+    for name in graph.order():
+        node = graph.node(name)
+        ins = [kinds.get(i, "binary") for i in graph.inputs_of(name)]  # a recurrent input not seen yet
+        worst = "real" if "real" in ins else "count" if "count" in ins else "binary"
+        if isinstance(node, ir.Input):
+            kinds[name] = input_kind
+        elif isinstance(node, ir.Neuron):
+            kinds[name] = "binary"
+        elif isinstance(node, (ir.MaxPool2d, ir.Flatten, ir.Output)):
+            kinds[name] = worst
+        elif isinstance(node, (ir.Add, ir.SumPool2d)):
+            kinds[name] = "real" if worst == "real" else "count"
+        else:  # Linear, Conv2d, AvgPool2d: currents
+            kinds[name] = "real"
+    return kinds
+
+
+# -- fan-out -------------------------------------------------------------------------
+def _sum_synapse(node, x: torch.Tensor) -> torch.Tensor:
+    """The synapse applied to ``x`` with every weight 1 (only the wiring matters)."""
+    if isinstance(node, ir.Linear):
+        return F.linear(x, torch.ones(node.weight.shape, dtype=x.dtype))
+    if isinstance(node, ir.Conv2d):
+        return F.conv2d(x, torch.ones(node.weight.shape, dtype=x.dtype), None,
+                        node.stride, node.padding, node.dilation, node.groups)
+    return F.avg_pool2d(x, node.kernel_size, node.stride, node.padding,
+                        count_include_pad=True, divisor_override=1)
+
+
+def fanout_map(node, in_shape) -> np.ndarray:
+    """(*in_shape) number of synapses leaving each input element (padding-, stride-aware)."""
+    x = torch.zeros((1,) + tuple(in_shape), dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(_sum_synapse(node, x).sum(), x)
+    return grad[0].numpy()
+
+
+def dense_ops(node, in_shape, out_shape) -> int:
+    """FL of the papers: MACs of one dense step, padding taps included."""
+    if isinstance(node, ir.Linear):
+        return int(node.weight.shape[0] * node.weight.shape[1])
+    if isinstance(node, ir.Conv2d):
+        _, ci_g, kh, kw = node.weight.shape
+        return int(np.prod(out_shape) * ci_g * kh * kw)
+    return int(np.prod(out_shape) * node.kernel_size[0] * node.kernel_size[1])
+
+
+# -- counting ------------------------------------------------------------------------
+def _recorded(result, name: str) -> np.ndarray:
+    if name not in result.layer_counts:
+        raise SnnCompileError(
+            f"the {result.backend} run did not record per-layer counts for node '{name}'; "
+            f"run with record=True on a backend that records them (reference or emulator)")
+    return np.asarray(result.layer_counts[name], dtype=np.float64)
+
+
+def count_run(graph, result, input_kind: str = "real") -> RunCounts:
+    """Count events, synapses and neuron activity of ``result`` (a run of ``graph``, record=True)."""
+    kinds = value_kinds(graph, input_kind)
+    T = int(result.outputs.shape[1])
+    N = int(result.outputs.shape[0])
+    if N == 0 or T == 0:
+        raise SnnCompileError("the run has no samples or no time steps: nothing to count")
+    counts = RunCounts(graph=graph.name, n_samples=N, timesteps=T, input_kind=input_kind)
+    for name in graph.order():
+        node = graph.node(name)
+        if isinstance(node, SYNAPSE_KINDS):
+            counts.synapses.append(_count_synapse(graph, node, kinds, result, N, T))
+            counts.order.append(name)
+        elif isinstance(node, ir.Neuron):
+            counts.neurons.append(_count_neuron(graph, node, result, N, T))
+            counts.order.append(name)
+    return counts
+
+
+def _count_synapse(graph, node, kinds, result, N, T) -> SynapseCounts:
+    (src,) = graph.inputs_of(node.name)
+    in_shape, out_shape = graph.shape(src), graph.shape(node.name)
+    fan = fanout_map(node, in_shape)
+    n_in = int(np.prod(in_shape))
+    kind = kinds[src]
+    if kind == "real":
+        events = ex_fan = 0.0
+        rate = None
+    else:
+        total = _recorded(result, src)
+        if total.shape[1:] != tuple(in_shape):
+            raise SnnCompileError(f"recorded counts of node '{src}' have shape {total.shape[1:]}, "
+                                  f"the graph says {tuple(in_shape)}")
+        per_pos = total.sum(axis=0) / N
+        events = float(per_pos.sum())
+        ex_fan = float((per_pos * fan).sum())
+        rate = events / (n_in * T)
+    weight = getattr(node, "weight", None)
+    return SynapseCounts(
+        name=node.name, kind=node.kind, source=src, input_kind=kind, n_inputs=n_in,
+        n_outputs=int(np.prod(out_shape)), n_weights=0 if weight is None else int(weight.size),
+        dense_ops=dense_ops(node, in_shape, out_shape), synapses=int(round(fan.sum())),
+        input_events=events, events_x_fanout=ex_fan, input_rate=rate)
+
+
+def _count_neuron(graph, node, result, N, T) -> NeuronCounts:
+    total = _recorded(result, node.name)
+    n = int(np.prod(graph.shape(node.name)))
+    spikes = float(total.sum()) / N
+    steps = result.layer_steps.get(node.name)
+    if steps is not None and np.asarray(steps).shape == (N, T):
+        per_step = (np.asarray(steps, dtype=np.float64).sum(axis=0) / (N * n)).tolist()
+    else:
+        per_step = []
+    leaky = bool(np.any(np.asarray(node.du) < 1) or np.any(np.asarray(node.dv) > 0))
+    return NeuronCounts(name=node.name, n_neurons=n, leaky=leaky, spikes=spikes,
+                        firing_rate=spikes / (n * T), rate_per_step=per_step)
