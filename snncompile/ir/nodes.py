@@ -79,6 +79,8 @@ class Input(Node):
     """Graph input: a static value presented every step, or a spike/current train."""
 
     shape: Shape = ()
+    #: Fixed point: how values become integer messages (``snncompile.ir.fixed.InputFixed``).
+    fixed: Any = None
     kind: ClassVar[str] = "Input"
     arity: ClassVar[Optional[int]] = 0
 
@@ -274,6 +276,8 @@ class Output(Node):
     over time (the accumulated potential of a non-leaky, non-spiking integrator)."""
 
     mode: str = "spikes"
+    #: Fixed point: the integer readout (``snncompile.ir.fixed.ReadoutFixed``).
+    fixed: Any = None
     kind: ClassVar[str] = "Output"
 
     def __post_init__(self):
