@@ -32,9 +32,9 @@ def read_nir(path, dt: Optional[float] = None, timesteps: Optional[int] = None) 
     or ``dt`` in the graph metadata) or no node depends on it.
     """
     path = Path(path)
-    flat = nir_graph.flatten(nir_graph.load(path), source=f"NIR file '{path}'")
-    graph_meta = nir_graph.load(path).metadata if dt is None else {}
-    dt, dt_source = _resolve_dt(flat, dt, graph_meta, path)
+    model = nir_graph.load(path)
+    flat = nir_graph.flatten(model, source=f"NIR file '{path}'")
+    dt, dt_source = _resolve_dt(flat, dt, model.metadata, path)
     graph = _Importer(flat, dt, path).build(timesteps)
     graph.meta.update({"nir.source": str(path), "nir.dt": repr(dt), "nir.dt_source": dt_source})
     return graph
@@ -149,7 +149,6 @@ class _Importer:
 
     def _output(self, name):
         src = self._feed(name)
-        (pred,) = self.flat.inputs_of(name)[:1] or [None]
         mode = "spikes" if all(self.spiking.get(p, False) for p in self.flat.inputs_of(name)) else "potential"
         self._add(ir.Output(name, mode=mode), [src], self.shape[src])
 

@@ -59,7 +59,7 @@ def load(path) -> nir.NIRGraph:
     if not path.exists():
         raise SnnCompileError(f"NIR file '{path}' does not exist")
     try:
-        graph = nir.read(str(path))
+        graph = nir.read(str(path), type_check=False)  # shapes: checked per node by the importer
     except Exception as exc:  # h5py OSError, KeyError for missing groups, node constructors
         raise SnnCompileError(f"NIR file '{path}' is not a readable NIR graph "
                               f"({type(exc).__name__}: {exc})") from None

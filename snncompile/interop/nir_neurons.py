@@ -62,10 +62,10 @@ def classify_r(r, tau, dt: float, integrator: bool = False) -> tuple[str, np.nda
     """(convention label, per-step input gain) for resistance ``r`` (``tau`` None for IF)."""
     r = _f(r)
     if integrator:
-        if _close(r * dt, 1.0):
-            return "r=1/dt (input gain r*dt = 1 per step, SpikingJelly)", r * dt
         if _close(r, 1.0):
             return "r=1 per step (input gain 1, Sinabs/Norse)", r
+        if _close(r * dt, 1.0):
+            return "r=1/dt (input gain r*dt = 1 per step, SpikingJelly)", r * dt
         return "r continuous (input gain r*dt)", r * dt
     tau = _f(tau)
     gain = r * dt / tau
