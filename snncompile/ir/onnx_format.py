@@ -263,7 +263,10 @@ def save_onnx(graph: Graph, path) -> Path:
     model = to_model(graph)
     _check(model, str(path))
     with atomic_output(path) as tmp:
-        onnx.save(model, str(tmp))
+        try:
+            onnx.save(model, str(tmp))
+        except (ValueError, OSError) as exc:  # e.g. a model over protobuf's 2 GB limit
+            raise SnnCompileError(f"cannot write '{path}': {exc}") from None
     return Path(path)
 
 
@@ -298,7 +301,9 @@ def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
         raise SnnCompileError(f"'{source}': snncompile format version {meta['snncompile.format_version']!r} "
                               f"is not supported (this snncompile reads version {FORMAT_VERSION})")
     for node in model.graph.node:
-        if (node.domain or "") not in ("", DOMAIN) or (node.op_type, node.domain or "") not in _READERS:
+        if node.domain == "ai.onnx":  # the default domain's other spelling
+            node.domain = ""
+        if (node.op_type, node.domain) not in _READERS:
             raise SnnCompileError(f"'{source}': node '{node.name}' uses op '{node.op_type}' of domain "
                                   f"'{node.domain or 'ai.onnx'}', which is not part of the snncompile format")
     _check(model, source)
@@ -402,6 +407,9 @@ class _Reader:
             raise SnnCompileError(f"expects one graph input and one output, has {len(g_onnx.input)} "
                                   f"and {len(g_onnx.output)}")
         dims = g_onnx.input[0].type.tensor_type.shape.dim
+        if not dims or any(d.dim_value <= 0 for d in dims[1:]):
+            raise SnnCompileError(f"graph input '{g_onnx.input[0].name}' needs a batch dimension and a fixed "
+                                  f"per-sample shape, has {[d.dim_value or d.dim_param for d in dims]}")
         inp = g.add(ir.Input(g_onnx.input[0].name, shape=tuple(d.dim_value for d in dims[1:])))
         self._attach_fixed(g.node(inp))
         edges = []
@@ -413,7 +421,7 @@ class _Reader:
             if node.op_type == "Delay":
                 self.delayed[node.output[0]] = _str(attrs["source"])
                 continue
-            read, n_act = _READERS[(node.op_type, node.domain or "")]
+            read, n_act = _READERS[(node.op_type, node.domain)]
             n_act = len(node.input) if n_act is None else n_act
             params = [self._param(node, t) for t in node.input[n_act:] if t]
             ir_node = read(self, node, attrs, params)
