@@ -1,0 +1,24 @@
+"""Graph rewrites, each a plain function ``Graph -> Graph`` working on a copy.
+
+:func:`canonicalize` runs them in order and is what the frontend applies: after it the
+graph has only the kinds of ``snncompile.ir.nodes`` (no BatchNorm, no input gains) and
+neurons reset to 0.
+"""
+from __future__ import annotations
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import NODE_TYPES
+from snncompile.passes.affine import Affine, fold_affines
+from snncompile.passes.neurons import shift_reset_values
+
+__all__ = ["Affine", "canonicalize", "fold_affines", "shift_reset_values"]
+
+
+def canonicalize(graph: Graph) -> Graph:
+    """BatchNorm / input-gain folding, then reset shifts; checks every edge's shape."""
+    graph = shift_reset_values(fold_affines(graph))
+    for node in graph:
+        if NODE_TYPES.get(node.kind) is not type(node):
+            raise SnnCompileError(f"node '{node.name}': kind {node.kind} left after the passes")
+    return graph.validate()
