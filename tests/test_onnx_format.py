@@ -263,3 +263,23 @@ def test_zoo_graphs_round_trip(tmp_path):
         g = entry.graph()
         back = _round_trip(g, tmp_path)
         assert graph_differences(back, g) == [], name
+
+
+def test_graph_input_needs_a_fixed_per_sample_shape(tmp_path):
+    model = to_model(_every_kind_graph())
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(model, str(path))
+    _assert_refused(path, r"graph input 'in' needs a batch dimension and a fixed per-sample shape, "
+                          r"has \['N', 2, 'H', 8\]")
+
+
+def test_default_domain_spelled_ai_onnx_is_read(tmp_path):
+    g = _every_kind_graph()
+    model = to_model(g)
+    for node in model.graph.node:
+        if node.domain == "":
+            node.domain = "ai.onnx"
+    path = tmp_path / "alias.onnx"
+    onnx.save(model, str(path))
+    assert graph_differences(load_onnx(path), g) == []
