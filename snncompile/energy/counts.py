@@ -158,6 +158,21 @@ def _recorded(result, name: str) -> np.ndarray:
     return np.asarray(result.layer_counts[name], dtype=np.float64)
 
 
+def needed_counts(graph, input_kind: str = "real") -> list[str]:
+    """Nodes whose recorded counts :func:`count_run` reads (spike sources of synapses, neurons)."""
+    kinds = value_kinds(graph, input_kind)
+    needed = []
+    for name in graph.order():
+        node = graph.node(name)
+        if isinstance(node, SYNAPSE_KINDS):
+            (src,) = graph.inputs_of(name)
+            if kinds[src] != "real":
+                needed.append(src)
+        elif isinstance(node, ir.Neuron):
+            needed.append(name)
+    return list(dict.fromkeys(needed))
+
+
 def count_run(graph, result, input_kind: str = "real") -> RunCounts:
     """Count events, synapses and neuron activity of ``result`` (a run of ``graph``, record=True)."""
     kinds = value_kinds(graph, input_kind)

@@ -31,16 +31,17 @@ def plots(report) -> dict[str, str]:
     synapses = [la for la in layers if la.role == "synapse"]
     out = {}
     height = lambda n: 1.2 + 0.35 * max(n, 1)  # noqa: E731
+    label = lambda la: f"{la.name} ({la.kind})"  # noqa: E731
 
     fig, ax = plt.subplots(figsize=(7, height(len(neurons))))
-    ax.barh([la.name for la in neurons], [100 * la.firing_rate for la in neurons], color="#2ca02c")
+    ax.barh([label(la) for la in neurons], [100 * la.firing_rate for la in neurons], color="#2ca02c")
     ax.invert_yaxis()
     ax.set_xlabel("firing rate (% of neurons per step)")
     ax.set_title("Firing rate per neuron layer")
     out["firing_rates"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(7, height(len(synapses))))
-    names = [la.name for la in synapses]
+    names = [label(la) for la in synapses]
     ax.barh(names, [la.synops_per_sample for la in synapses], color="#1f77b4", label="SOPs")
     ax.barh(names, [la.macs_per_sample for la in synapses], left=[la.synops_per_sample for la in synapses],
             color="#ff7f0e", label="MACs")
@@ -55,7 +56,7 @@ def plots(report) -> dict[str, str]:
     for part, color in _PARTS_COLORS.items():
         vals = [1e9 * la.energy_breakdown_j.get(part, 0.0) for la in layers]
         if any(vals):
-            ax.barh([la.name for la in layers], vals, left=left, color=color, label=part)
+            ax.barh([label(la) for la in layers], vals, left=left, color=color, label=part)
             left = [a + b for a, b in zip(left, vals)]
     ax.invert_yaxis()
     ax.set_xlabel("energy per sample (nJ)")
@@ -70,6 +71,7 @@ def plots(report) -> dict[str, str]:
                     marker="o", label=la.name)
     ax.set_xlabel("time step")
     ax.set_ylabel("firing rate (%)")
+    ax.set_ylim(bottom=0)
     ax.set_title("Firing rate over time")
     if neurons:
         ax.legend(fontsize="small")
@@ -100,6 +102,7 @@ body {{ font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1100px; 
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
 th, td {{ border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }}
 th {{ background: #eee; }}
+td:first-child {{ white-space: nowrap; }}
 .plots {{ display: flex; flex-wrap: wrap; gap: 1em; }}
 figure {{ margin: 0; }} img {{ max-width: 520px; }}
 .convention {{ background: #f6f6e8; padding: 0.6em; border-left: 4px solid #cc9; }}

@@ -1,0 +1,95 @@
+"""``snncompile energy GRAPH.onnx --input DATA.npz [-o REPORT.json|.md|.html]``: SynOps,
+MACs, firing rates and energy per sample, under a stated convention and energy model."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from snncompile.commands._common import atomic_output, load_npz, reports_errors
+from snncompile.energy.conventions import CONVENTIONS, FIRST_LAYER, NONBINARY
+from snncompile.energy.models import MODELS
+from snncompile.errors import SnnCompileError
+from snncompile.targets.base import BACKENDS, PRECISIONS
+
+FORMATS = {".json": "to_json", ".md": "to_markdown", ".html": "to_html"}
+
+
+def counted_run(graph, x, T, backend, precision):
+    """Run with ``record=True``; if the backend records no per-layer counts (Lava may give only
+    the output), count on the emulator (fixed) or the reference (float) and say so."""
+    from snncompile.energy.counts import data_kind, needed_counts
+    from snncompile.targets import run
+
+    result = run(graph, x, steps=T, backend=backend, precision=precision, record=True)
+    missing = [n for n in needed_counts(graph, data_kind(x)) if n not in result.layer_counts]
+    if not missing:
+        return result, backend, []
+    fallback = "emulator" if precision == "fixed" else "reference"
+    if fallback == backend:
+        raise SnnCompileError(f"the {backend} backend recorded no counts for node '{missing[0]}'")
+    counted = run(graph, x, steps=T, backend=fallback, precision=precision, record=True)
+    note = (f"the {backend} backend recorded no per-layer counts (e.g. node '{missing[0]}'); "
+            f"counts are from the {fallback} backend at {precision} precision on the same inputs")
+    return counted, fallback, [note]
+
+
+@click.command("energy")
+@click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(dir_okay=False),
+              help="x: (N, T, *input_shape) or static (N, *input_shape); the data set to count on.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="reference", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Time steps (default: those of x, or the graph's for a static x).")
+@click.option("--convention", type=click.Choice(CONVENTIONS), default="exact", show_default=True,
+              help="exact: event-exact SOPs; paper: SOP = fr x T x FL (Spikformer family).")
+@click.option("--first-layer", type=click.Choice(FIRST_LAYER), default="per-step", show_default=True,
+              help="MACs of real-valued (first) layers: counted every step, or excluded.")
+@click.option("--nonbinary", type=click.Choice(NONBINARY), default="events", show_default=True,
+              help="Non-binary spike input (SEW ADD): k accumulates per value k, or dense MACs.")
+@click.option("--energy-model", default="horowitz45", show_default=True,
+              help=f"One of {', '.join(MODELS)} (the base of --constants).")
+@click.option("--constants", metavar="FILE", type=click.Path(dir_okay=False), default=None,
+              help="JSON/TOML file of per-op constants in pJ overriding --energy-model.")
+@click.option("-o", "--output", "out_file", metavar="REPORT", type=click.Path(dir_okay=False), default=None,
+              help="Write the report: .json, .md or .html (self-contained, with plots).")
+@reports_errors
+def command(graph_file, data_file, backend, precision, steps, convention, first_layer, nonbinary,
+            energy_model, constants, out_file):
+    """Count SynOps/MACs per layer on DATA.npz and estimate energy per sample, with an ANN baseline."""
+    from snncompile.commands.run import fixed_point_graph
+    from snncompile.energy import Convention, analyze, resolve_model
+    from snncompile.ir.onnx_format import load_onnx
+    from snncompile.targets import prepare_inputs
+
+    if out_file is not None and Path(out_file).suffix.lower() not in FORMATS:
+        raise SnnCompileError(f"report file '{out_file}': unknown format; use .json, .md or .html")
+    conv = Convention(convention, first_layer, nonbinary)
+    model = resolve_model(energy_model, constants)   # bad names/files fail before the run
+    graph = load_onnx(graph_file)
+    x, _ = load_npz(data_file)
+    try:
+        xs, T = prepare_inputs(graph, x, steps)
+    except SnnCompileError as exc:
+        raise SnnCompileError(f"input file '{data_file}': {exc}") from None
+    notes = []
+    if precision == "fixed":
+        graph, quantized_now = fixed_point_graph(graph)
+        if quantized_now:
+            notes.append("the graph was not quantized: quantized with default settings, no calibration")
+    start = time.perf_counter()
+    result, counted_on, more = counted_run(graph, xs, T, backend, precision)
+    report = analyze(graph, result, conv, model, x=x, notes=notes + more)
+    report.summary["backend"], report.summary["counts_from"] = backend, counted_on
+    wall = time.perf_counter() - start
+    if out_file is not None:
+        text = getattr(report, FORMATS[Path(out_file).suffix.lower()])()
+        with atomic_output(out_file) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+    click.echo(report.summary_table())
+    for note in notes + more:
+        click.echo(f"note: {note}")
+    click.echo(f"counted {len(xs)} sample(s) x {T} steps on {counted_on} ({precision}) in {wall:.2f} s"
+               + (f" -> {out_file}" if out_file else ""))
