@@ -348,3 +348,34 @@ def test_counts_from_another_graph_are_refused(worked):
     bad.layer_counts["2"] = bad.layer_counts["2"][:, :4]
     with pytest.raises(SnnCompileError, match="recorded counts of node '2' have shape"):
         analyze(graph, bad, x=x)
+
+
+# -- the architecture matrix (tests/zoo.py), cross-checked against SpikingJelly ---------
+def _zoo():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    import zoo
+    return zoo
+
+
+ZOO_MODELS = ["sj_if_soft", "snntorch_synaptic", "sj_mlp", "sj_conv_maxpool", "sj_lif_vreset", "sj_sew", "sj_ms", "sj_plif_multistep",
+              "snntorch_loop", "snntorch_step", "norse_loop"]
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_exact_synops_equal_spikingjelly(name):
+    """Same model, same inputs: our SOPs on Conv/Linear layers == SpikingJelly's SynOpCounter
+    (it counts spike-driven matmul/conv only; pooling windows are ours alone)."""
+    zm = _zoo().MODELS[name]
+    x = zm.inputs(4, seed=1)
+    graph = zm.graph()
+    result = reference.run(graph, x, record=True)
+    rep = analyze(graph, result, x=x)
+    model = zm.build().double()
+    counter = SynOpCounter()
+    with DispatchCounterMode([counter]):
+        zm.torch_outputs(model, x)
+    ours = sum(r.synops_per_sample for r in rep.layers if r.kind in ("Conv2d", "Linear"))
+    assert ours > 0
+    assert ours * len(x) == pytest.approx(counter.get_total(), abs=1e-6)
