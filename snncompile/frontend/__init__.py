@@ -7,6 +7,7 @@ leaves), maps every module and residual ``+`` to IR nodes for one time step, the
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Optional, Sequence
 
@@ -16,6 +17,9 @@ from torch import nn
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
+
+# torch logs "Triton not available" when SpikingJelly imports its kernels: noise on a CPU install.
+logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
 __all__ = ["MappingWarning", "from_torch", "load_model", "mapping_warnings", "to_raw_graph_from_torch"]
 

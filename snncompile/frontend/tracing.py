@@ -7,6 +7,8 @@ are leaves. Shapes come from running the traced module once on an example input
 """
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +61,25 @@ def step_mode(model: nn.Module) -> str:
     return modes.pop() if modes else "s"
 
 
+class _ShapeProp(ShapeProp):
+    """ShapeProp that remembers which node was running, to name it in errors."""
+
+    current = None
+
+    def run_node(self, n):
+        self.current = n
+        return super().run_node(n)
+
+
+def _where(node, modules: dict) -> str:
+    if node is None:
+        return ""
+    if node.op == "call_module":
+        m = modules.get(str(node.target))
+        return f" in module '{node.target}' ({type(m).__name__})"
+    return f" at '{node.name}'"
+
+
 @dataclass
 class Traced:
     module: fx.GraphModule
@@ -108,17 +129,20 @@ def trace(model: nn.Module, input_shape: tuple, timesteps: int) -> Traced:
     except StopIteration:
         dtype = torch.float32
     reset_state(model)
+    prop = _ShapeProp(gm)
     try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(_example(input_shape, lead_shape, dtype))
+        # ShapeProp prints the traceback of a failing node itself; we report it in one line.
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            prop.propagate(_example(input_shape, lead_shape, dtype))
     except SnnCompileError:
         raise
     except Exception as exc:
-        where = ""
-        raise SnnCompileError(f"model {type(model).__name__} does not run on input shape "
-                              f"{tuple(lead_shape) + tuple(input_shape)} "
-                              f"({'T, N, ' if sequence else 'N, '}{', '.join(map(str, input_shape))}){where}: "
-                              f"{type(exc).__name__}: {exc}") from None
+        cause = exc.__cause__ or exc
+        text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise SnnCompileError(f"model {type(model).__name__} does not run on inputs of shape "
+                              f"({'T, N, ' if sequence else 'N, '}{', '.join(map(str, input_shape))})"
+                              f"{_where(prop.current, dict(gm.named_modules()))}: {text}; "
+                              f"check --input-shape") from None
     finally:
         reset_state(model)
     return Traced(gm, lead, "sequence" if sequence else "step")
