@@ -1,0 +1,174 @@
+"""from_torch beyond the zoo: time styles, caveats and every refusal with its message."""
+import warnings
+
+import numpy as np
+import pytest
+import snntorch as snn
+import torch
+from spikingjelly.activation_based import neuron as sjn
+from torch import nn
+
+import zoo
+from snncompile.errors import SnnCompileError
+from snncompile.frontend import MappingWarning, from_torch, mapping_warnings
+from snncompile.targets import run
+
+
+def _eager_vs_reference(model, zm_like: zoo.ZooModel, n=12, seed=0):
+    graph = from_torch(model, zm_like.input_shape, zm_like.timesteps)
+    x = zm_like.inputs(n, seed)
+    return run(graph, x).outputs, zm_like.torch_outputs(model.double(), x)
+
+
+class StaticLoop(nn.Module):
+    """snnTorch loop over a static input (the same image every step), no x[step]."""
+
+    def __init__(self, T):
+        super().__init__()
+        self.T = T
+        self.fc = nn.Linear(6, 5)
+        self.lif = snn.Leaky(beta=0.8, surrogate_disable=True)
+
+    def forward(self, x):
+        mem = self.lif.init_leaky()
+        out = []
+        for _ in range(self.T):
+            spk, mem = self.lif(self.fc(x), mem)
+            out.append(spk)
+        return torch.stack(out)
+
+
+def test_loop_model_over_a_static_input():
+    torch.manual_seed(0)
+    model = StaticLoop(7).eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(3)
+    graph = from_torch(model, (6,), 7)
+    assert [n.kind for n in graph] == ["Input", "Linear", "Neuron", "Output"]
+    x = np.random.default_rng(0).random((10, 6))
+    with torch.no_grad():
+        expected = model.double()(torch.from_numpy(x)).transpose(0, 1).numpy()
+    got = run(graph, x).outputs
+    assert got.sum() > 0 and np.array_equal(got, expected)
+
+
+def test_snntorch_subtract_without_delay_warns_and_is_exact_below_twice_threshold():
+    zm = zoo.ZooModel("sub_nodelay", lambda T: nn.Sequential(
+        nn.Flatten(), nn.Linear(128, 20), snn.Leaky(beta=0.9, init_hidden=True, reset_delay=False,
+                                                    surrogate_disable=True)),
+        (2, 8, 8), 8, "step", "spikes", 1.0)
+    model = zm.build()
+    with pytest.warns(MappingWarning, match=r"module '2' \(snntorch Leaky\).*2\*threshold"):
+        graph = from_torch(model, zm.input_shape, zm.timesteps)
+    assert len(mapping_warnings(graph)) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MappingWarning)
+        got, expected = _eager_vs_reference(model, zm)
+        assert got.sum() > 0 and np.array_equal(got, expected)
+        # the caveat is real: with currents above 2*threshold snnTorch skips spikes
+        zm.gain = 8.0
+        got, expected = _eager_vs_reference(zm.build(), zm)
+    assert (got != expected).any() and expected.sum() < got.sum()
+
+
+def test_output_readout_modes():
+    assert zoo.MODELS["sj_conv_maxpool"].graph().output.mode == "potential"
+    assert zoo.MODELS["sj_sew"].graph().output.mode == "spikes"
+
+
+def test_canonical_graph_has_batchnorm_and_gains_folded():
+    graph = zoo.MODELS["sj_ms"].graph()
+    kinds = [n.kind for n in graph]
+    assert "Affine" not in kinds and kinds.count("Add") == 1
+    for node in graph:
+        if node.kind == "Neuron":
+            assert float(np.max(node.reset_value)) == 0.0
+
+
+def _refuse(model, shape, pattern, T=4):
+    with pytest.raises(SnnCompileError, match=pattern):
+        from_torch(model, shape, T)
+
+
+class Sigmoidal(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.sn = sjn.IFNode()
+
+    def forward(self, x):
+        return self.sn(torch.sigmoid(self.fc(x)))
+
+
+class Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.sn1, self.sn2 = sjn.IFNode(), sjn.IFNode()
+
+    def forward(self, x):
+        return self.sn2(self.fc(self.sn1(self.fc(x))))
+
+
+class AddConstant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.sn = sjn.IFNode()
+
+    def forward(self, x):
+        return self.sn(self.fc(x) + 1.0)
+
+
+def test_unsupported_function_names_the_operation():
+    _refuse(Sigmoidal(), (4,), r"operation 'sigmoid' \('sigmoid'\).* is not supported")
+
+
+def test_unsupported_module_inside_a_container_names_its_path():
+    _refuse(nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.GELU()), sjn.IFNode()), (4,),
+            r"module '0.1' \(torch.nn.modules.activation.GELU\) is not supported")
+
+
+def test_unsupported_neuron_type_is_named():
+    _refuse(nn.Sequential(nn.Linear(4, 4), sjn.KLIFNode()), (4,),
+            r"module '1' \(.*KLIFNode\): this neuron type is not supported")
+
+
+def test_shared_module_is_refused():
+    _refuse(Shared(), (4,), r"module 'fc' \(Linear\) is called on different inputs")
+
+
+def test_add_of_a_constant_is_refused():
+    _refuse(AddConstant(), (4,), r"only '\+' of two network tensors")
+
+
+@pytest.mark.parametrize("neuron, pattern", [
+    (lambda: snn.Synaptic(alpha=0.5, beta=0.5, init_hidden=True, reset_mechanism="zero"),
+     r"Synaptic with reset_mechanism='zero' and reset_delay=True.*use reset_delay=False"),
+    (lambda: snn.Leaky(beta=0.5, init_hidden=True, inhibition=True), r"inhibition=True"),
+    (lambda: snn.Leaky(beta=0.5, init_hidden=True, graded_spikes_factor=2.0), r"graded_spikes_factor"),
+    (lambda: snn.Leaky(beta=0.0, init_hidden=True), r"reset_delay=True with beta == 0"),
+    (lambda: snn.Leaky(beta=0.5, init_hidden=True, threshold=-1.0), r"threshold must be positive"),
+])
+def test_snntorch_settings_without_an_exact_mapping(neuron, pattern):
+    _refuse(nn.Sequential(nn.Linear(4, 4), neuron()), (4,), r"module '1' \(snntorch.*" + pattern)
+
+
+def test_multistep_model_with_a_plain_conv_fails_with_the_module_named():
+    from spikingjelly.activation_based import functional
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), sjn.IFNode())
+    functional.set_step_mode(net, "m")
+    _refuse(net, (2, 8, 8), r"does not run on inputs of shape \(T, N, 2, 8, 8\) in module '0' \(Conv2d\)")
+
+
+def test_unsupported_layer_options_are_refused():
+    _refuse(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular"), sjn.IFNode()), (2, 6, 6),
+            r"module '0' .*padding_mode='circular' is not supported")
+    _refuse(nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), sjn.IFNode()), (2, 5, 5), r"ceil_mode")
+
+
+def test_nan_weights_are_named():
+    model = nn.Sequential(nn.Linear(4, 4), sjn.IFNode())
+    with torch.no_grad():
+        model[0].bias[1] = float("nan")
+    _refuse(model, (4,), r"parameter '0.bias' of the model has 1 NaN/Inf")
