@@ -1,0 +1,212 @@
+"""Batched integer simulation of a quantized graph: the equations of ``snncompile.ir.fixed``.
+
+The graph walk (topological order, recurrent edges, recording) is the reference target's
+``Simulator``; this module only swaps the arithmetic for int64 torch tensors.
+
+Exactness of the synapse products: torch has no int64 conv on CPU, so a synapse runs in
+float32 or float64 when that is provably exact -- every product and partial sum is an
+integer bounded by ``max|message| * max_row_L1(weights)``; float32 represents all integers
+below 2**24 exactly and float64 below 2**53, so any summation order gives the exact
+result. Above 2**53 it falls back to an int64 path (unfold + int64 matmul), also exact.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir import fixed as fx
+from snncompile.ir import nodes as ir
+from snncompile.targets.reference import Simulator
+
+INT = torch.int64
+_M32 = 2 ** 32 - 1
+
+
+def _i(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.int64))
+
+
+def wrap32(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 2 ** 31) & _M32) - 2 ** 31
+
+
+def wrap24(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 2 ** 23) & (2 ** 24 - 1)) - 2 ** 23
+
+
+def rtz_decay(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``sign(x*f) * (|x*f| >> 12)``: Lava's decay, rounding toward zero."""
+    p = x * factor
+    return torch.sign(p) * (p.abs() >> fx.DECAY_SHIFT)
+
+
+def shift(x: torch.Tensor, e: int) -> torch.Tensor:
+    return x << e if e > 0 else x >> (-e)
+
+
+def _need_fixed(node: ir.Node):
+    if node.fixed is None:
+        raise SnnCompileError(f"node '{node.name}' ({node.kind}) has no fixed-point parameters: "
+                              f"quantize the graph first (snncompile quantize)")
+    return node.fixed
+
+
+class IntNeuronState:
+    """One LIF population in Lava's bit-accurate integer arithmetic (see ir.fixed)."""
+
+    def __init__(self, node: ir.Neuron, batch: int):
+        f: fx.NeuronFixed = _need_fixed(node)
+        self.f = f
+        shape = (batch,) + tuple(node.shape)
+        self.keep_u = _i(fx.DECAY_UNITY - (f.du + 1))
+        self.keep_v = _i(fx.DECAY_UNITY - f.dv)
+        self.bias = _i(f.effective_bias())
+        self.vth = _i(np.left_shift(f.vth, fx.VTH_SHIFT))
+        self.reset_value = _i(f.reset_value)
+        self.reset_amount = _i(f.reset_amount)
+        self.u = _i(f.u_init).expand(shape).clone()
+        self.v = _i(f.v_init).expand(shape).clone()
+
+    def step(self, a: torch.Tensor) -> torch.Tensor:
+        lim = fx.STATE_MAX
+        u = wrap32(wrap32(rtz_decay(self.u, self.keep_u)) + wrap32(wrap32(a) << fx.ACT_SHIFT))
+        u = torch.where(u > lim, u - 2 * lim, torch.where(u <= -lim, u + 2 * lim, u))
+        self.u = u
+        v = wrap32(wrap32(rtz_decay(self.v, self.keep_v)) + u + self.bias)
+        v = v.clamp(-(lim - 1), lim - 1)
+        s = (v >= self.vth) if self.f.compare == ">=" else (v > self.vth)
+        if self.f.reset_mode == "zero":
+            v = torch.where(s, self.reset_value, v)
+        elif self.f.reset_mode == "subtract":
+            v = (v - self.reset_amount * s).clamp(-(lim - 1), lim - 1)
+        self.v = v
+        return s.to(INT)
+
+
+def _exact_float_dtype(bound: int):
+    if bound < 2 ** 24:
+        return torch.float32
+    if bound < 2 ** 53:
+        return torch.float64
+    return None
+
+
+class _IntSynapse:
+    """Integer weights of one synapse, prepared once (Lava's effective Dense weights)."""
+
+    def __init__(self, node: ir.Node, in_channels: int = 0):
+        f: fx.SynapseFixed = _need_fixed(node)
+        self.node, self.f = node, f
+        if isinstance(node, ir.Linear):
+            w = fx.lava_dense_weights(f.weight, f.num_weight_bits)
+        elif isinstance(node, ir.Conv2d):
+            w = np.asarray(f.weight, dtype=np.int64)
+        else:  # pooling: a depthwise conv with the scalar mantissa in every tap
+            kh, kw = node.kernel_size
+            w = np.full((in_channels, 1, kh, kw), int(f.weight), dtype=np.int64)
+        self.w = torch.from_numpy(np.ascontiguousarray(w))
+        self.row_l1 = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max()) if w.size else 0
+        self._as = {}
+
+    def weight_as(self, dtype):
+        if dtype not in self._as:
+            self._as[dtype] = self.w.to(dtype)
+        return self._as[dtype]
+
+    def __call__(self, m: torch.Tensor) -> torch.Tensor:
+        node, f = self.node, self.f
+        if f.num_message_bits == 0:
+            m = (m != 0).to(INT)
+        bound = int(m.abs().max()) * self.row_l1 if m.numel() else 0
+        if isinstance(node, ir.Linear):
+            acc = self._linear(m, bound)
+            if f.num_message_bits > 0:
+                acc = wrap32(acc)
+            return wrap32(shift(acc, f.weight_exp))
+        if isinstance(node, ir.Conv2d):
+            args = (node.stride, node.padding, node.dilation, node.groups)
+        else:
+            args = (node.stride, node.padding, (1, 1), m.shape[1])
+        return wrap24(self._conv(m, bound, *args))
+
+    def _linear(self, m, bound):
+        dt = _exact_float_dtype(bound)
+        if dt is None:
+            return m @ self.w.T
+        return F.linear(m.to(dt), self.weight_as(dt)).to(INT)
+
+    def _conv(self, m, bound, stride, padding, dilation, groups):
+        dt = _exact_float_dtype(bound)
+        if dt is not None:
+            return F.conv2d(m.to(dt), self.weight_as(dt), None, stride, padding, dilation, groups).to(INT)
+        # int64 fallback: unfold (exact copy of the integers) then an int64 matmul per group
+        n, c, h, w_ = m.shape
+        co, cig, kh, kw = self.w.shape
+        cols = F.unfold(m.to(torch.float64), (kh, kw), dilation, padding, stride)
+        if cols.abs().max() >= 2 ** 53:
+            raise SnnCompileError(f"node '{node.name}': messages too large for exact emulation")
+        cols = cols.to(INT).reshape(n, groups, cig * kh * kw, -1)
+        wg = self.w.reshape(groups, co // groups, cig * kh * kw)
+        out = torch.einsum("gok,ngkl->ngol", wg, cols).reshape(n, co, -1)
+        ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        wo = (w_ + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        return out.reshape(n, co, ho, wo)
+
+
+class IntegerSimulator(Simulator):
+    """The reference graph walk with Loihi integer arithmetic on int64 tensors."""
+
+    def __init__(self, graph, batch: int, record: bool = False):
+        super().__init__(graph, batch, record=record)
+        self.synapses = {}
+        for name in self.order:
+            node = graph.node(name)
+            if isinstance(node, ir.SYNAPSES):
+                in_ch = graph.shape(self.inputs[name][0])[0]
+                self.synapses[name] = _IntSynapse(node, in_ch)
+        inp = graph.input
+        self.input_fixed = getattr(inp, "fixed", None) or fx.InputFixed()
+        out = graph.output
+        self.readout_fixed = getattr(out, "fixed", None) or fx.ReadoutFixed(mode=out.mode)
+        self.readout_bias = _i(self.readout_fixed.bias)
+
+    def _neuron_state(self, node, batch):
+        return IntNeuronState(node, batch)
+
+    def _zeros(self, shape):
+        return torch.zeros(shape, dtype=INT)
+
+    def _apply(self, node, ins, x_t):
+        if isinstance(node, ir.Input):
+            return input_messages(x_t, self.input_fixed)
+        if isinstance(node, ir.Neuron):
+            return self.neurons[node.name].step(ins[0])
+        if isinstance(node, ir.Flatten):
+            return ins[0].reshape(ins[0].shape[0], -1)
+        if isinstance(node, ir.Add):
+            val = ins[0]
+            for other in ins[1:]:
+                val = val + other
+            return wrap32(val)
+        if isinstance(node, ir.MaxPool2d):
+            # max over integer windows; -inf padding as torch's max_pool2d (exact in float64
+            # for |values| < 2**53, which int32-wrapped messages always are)
+            return F.max_pool2d(ins[0].to(torch.float64), node.kernel_size, node.stride,
+                                node.padding).to(INT)
+        if isinstance(node, ir.Output):
+            if node.mode == "potential":
+                return wrap32(ins[0]) + self.readout_bias
+            return ins[0]
+        if node.name in self.synapses:
+            return self.synapses[node.name](ins[0])
+        raise SnnCompileError(f"node '{node.name}': the emulator cannot run kind {node.kind}")
+
+
+def input_messages(x: torch.Tensor, f: fx.InputFixed) -> torch.Tensor:
+    """Float input values -> integer messages (ir.fixed: Input)."""
+    if f.num_message_bits == 0:
+        return (x != 0).to(INT)
+    b = f.num_message_bits
+    return torch.round(x * f.scale).clamp(-(2 ** (b - 1)), 2 ** (b - 1) - 1).to(INT)

@@ -1,0 +1,216 @@
+"""Emulator fixed point == Lava's stock fixed_pt processes (Dense, Conv, LIF), bit for bit.
+
+These run raw Lava processes (no snncompile Lava mapping involved), so they check the
+equations written in ``snncompile.ir.fixed`` against the installed Lava source itself,
+with random integer parameters near the wrap/saturation limits (hypothesis).
+
+Timing: Lava's Dense/Conv deliver one step late. Feeding the emulator the input shifted
+by one step per synapse stage lines its last layer up with Lava's; that layer gets zero
+input at the first step in both, so it evolves identically (bias, decay of u_init/v_init);
+earlier layers must then stay at rest without input (no bias, zero state).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from snncompile.ir import fixed as fx
+from snncompile.ir import nodes as ir
+from snncompile.ir.graph import Graph
+from snncompile.targets.emulator.integer import IntegerSimulator
+
+pytestmark = pytest.mark.lava
+
+
+def _lava():
+    from snncompile import lava_compat
+    lava_compat.install()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIF
+    return dict(RunSteps=RunSteps, Cfg=Loihi2SimCfg, Conv=Conv, Dense=Dense, Sink=Sink,
+                Source=Source, LIF=LIF)
+
+
+def _lif_kwargs(f: fx.NeuronFixed, shape):
+    return dict(shape=shape, du=int(f.du), dv=int(f.dv), vth=int(f.vth),
+                bias_mant=np.broadcast_to(f.bias_mant, shape).copy(),
+                bias_exp=np.broadcast_to(f.bias_exp, shape).copy(),
+                u=np.broadcast_to(f.u_init, shape).copy(), v=np.broadcast_to(f.v_init, shape).copy())
+
+
+def lava_chain(x: np.ndarray, layers: list):
+    """Run Source -> (synapse -> LIF)* -> Sink on Lava fixed_pt.
+
+    ``x``: (T, *in_shape) integers (PyTorch layout); ``layers``: list of
+    (synapse ir node, NeuronFixed, neuron shape). Returns (spikes (T, *out_shape) in PyTorch
+    layout, final u, final v of the last LIF in PyTorch layout)."""
+    L = _lava()
+    T = x.shape[0]
+    to_lava = (lambda a: a.transpose(2, 1, 0)) if x.ndim == 4 else (lambda a: a)
+    data = np.stack([to_lava(x[t]) for t in range(T)], axis=-1).astype(np.int32)
+    src = L["Source"](data=data)
+    port, lifs = src.s_out, []
+    for syn, nf, shape in layers:
+        f = syn.fixed
+        if isinstance(syn, ir.Linear):
+            conn = L["Dense"](weights=np.asarray(f.weight), weight_exp=f.weight_exp,
+                              num_weight_bits=f.num_weight_bits, num_message_bits=f.num_message_bits)
+            lshape = shape
+        else:
+            w = np.asarray(f.weight).transpose(0, 3, 2, 1)[:, ::-1, ::-1].copy()
+            in_whc = tuple(port.shape)
+            conn = L["Conv"](weight=w, input_shape=in_whc, padding=syn.padding[::-1],
+                             stride=syn.stride[::-1], dilation=syn.dilation[::-1], groups=syn.groups,
+                             num_message_bits=f.num_message_bits)
+            lshape = tuple(shape[::-1])
+        lif = L["LIF"](**_lif_kwargs(nf, lshape))
+        port.connect(conn.s_in)
+        conn.a_out.connect(lif.a_in)
+        port, last = lif.s_out, lif
+        lifs.append(lif)
+    sink = L["Sink"](shape=tuple(port.shape), buffer=T)
+    port.connect(sink.a_in)
+    try:
+        src.run(condition=L["RunSteps"](num_steps=T), run_cfg=L["Cfg"](select_tag="fixed_pt"))
+        spikes, u, v = sink.data.get(), last.u.get(), last.v.get()
+    finally:
+        src.stop()
+    back = (lambda a: a.transpose(2, 1, 0)) if spikes.ndim == 4 else (lambda a: a)
+    return (np.stack([back(spikes[..., t]) for t in range(T)]).astype(np.int64),
+            back(u).astype(np.int64), back(v).astype(np.int64))
+
+
+def emulate_chain(x: np.ndarray, layers: list, message_bits: int):
+    """The same chain as an IR graph on the emulator, fed one step late per synapse stage
+    (every stage but the last must be quiet: see module doc)."""
+    g = Graph("chain", timesteps=x.shape[0])
+    prev = g.add(ir.Input("in", shape=x.shape[1:], fixed=fx.InputFixed(num_message_bits=message_bits)))
+    for i, (syn, nf, shape) in enumerate(layers):
+        prev = g.add(syn, [prev])
+        prev = g.add(ir.Neuron(f"lif{i}", shape=shape, fixed=nf), [prev])
+    g.add(ir.Output("out"), [prev])
+    k = len(layers)     # Lava: one step of latency per synapse stage
+    xs = np.concatenate([np.zeros_like(x[:k]), x])[:x.shape[0]].astype(np.float64)
+    sim = IntegerSimulator(g, 1)
+    outs = [sim.step(torch.from_numpy(xs[t][None]))[0].numpy() for t in range(x.shape[0])]
+    last = sim.neurons[f"lif{len(layers) - 1}"]
+    return np.stack(outs), last.u[0].numpy(), last.v[0].numpy()
+
+
+# -- strategies: integers at and around the limits -----------------------------------------
+
+def _near(lo, hi, special=()):
+    return st.one_of(st.sampled_from([lo, hi, *special]), st.integers(lo, hi))
+
+
+@st.composite
+def neuron_fixed(draw, shape, quiet=False):
+    """Random LIF integers; ``quiet``: no bias and zero state (a neuron that stays at rest
+    without input, needed before a second Lava stage, see module doc)."""
+    big = fx.STATE_MAX - 1
+    return fx.NeuronFixed(
+        du=draw(_near(-1, 4095, (0, 1, 4094))),
+        dv=draw(_near(0, 4095, (1, 4094))),
+        vth=draw(st.one_of(st.integers(0, 300), _near(0, fx.VTH_MAX))),
+        bias_mant=0 if quiet else draw(_near(fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX, (0,))),
+        bias_exp=0 if quiet else draw(st.integers(0, 7)),
+        u_init=0 if quiet else draw(_near(-big, big, (0,))),
+        v_init=0 if quiet else draw(_near(-big, big, (0,))),
+    )
+
+
+@st.composite
+def dense_case(draw):
+    n_in, n_out, T = draw(st.integers(1, 6)), draw(st.integers(1, 5)), draw(st.integers(2, 10))
+    bits = draw(st.sampled_from([0, 8, 16, 24]))
+    hi = 1 if bits == 0 else 2 ** (bits - 1) - 1
+    x = np.array(draw(st.lists(st.integers(-hi if bits else 0, hi), min_size=T * n_in,
+                               max_size=T * n_in))).reshape(T, n_in)
+    w = np.array(draw(st.lists(_near(-300, 300, (-256, 255, 254, -255)), min_size=n_in * n_out,
+                               max_size=n_in * n_out))).reshape(n_out, n_in)
+    syn = ir.Linear("fc0", weight=w.astype(float), fixed=fx.SynapseFixed(
+        weight=w, weight_exp=draw(st.integers(fx.WEIGHT_EXP_MIN, fx.WEIGHT_EXP_MAX)),
+        num_weight_bits=draw(st.integers(1, 8)), num_message_bits=bits))
+    nf = draw(neuron_fixed(()))
+    return x, [(syn, nf, (n_out,))], bits
+
+
+@st.composite
+def conv_case(draw):
+    cin, cout = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    h, w_, k = draw(st.integers(3, 5)), draw(st.integers(3, 5)), draw(st.integers(1, 3))
+    stride, pad, T = draw(st.integers(1, 2)), draw(st.integers(0, 1)), draw(st.integers(2, 6))
+    bits = draw(st.sampled_from([0, 8, 20]))
+    hi = 1 if bits == 0 else 2 ** (bits - 1) - 1
+    n = T * cin * h * w_
+    x = np.array(draw(st.lists(st.integers(-hi if bits else 0, hi), min_size=n, max_size=n)))
+    x = x.reshape(T, cin, h, w_)
+    nw = cout * cin * k * k
+    w = np.array(draw(st.lists(_near(-256, 255), min_size=nw, max_size=nw))).reshape(cout, cin, k, k)
+    syn = ir.Conv2d("conv0", weight=w.astype(float), stride=stride, padding=pad,
+                    fixed=fx.SynapseFixed(weight=w, num_message_bits=bits))
+    shape = syn.out_shape([(cin, h, w_)])
+    nf = draw(neuron_fixed(()))
+    return x, [(syn, nf, shape)], bits
+
+
+def _check(case):
+    x, layers, bits = case
+    lava_s, lava_u, lava_v = lava_chain(x, layers)
+    em_s, em_u, em_v = emulate_chain(x, layers, bits)
+    assert np.array_equal(em_s, lava_s), f"spikes differ at {np.argwhere(em_s != lava_s)[:5]}"
+    assert np.array_equal(em_u, lava_u)
+    assert np.array_equal(em_v, lava_v)
+
+
+# No shrinking: every example starts Lava (about 1 s); a failure prints its example anyway.
+_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                     phases=[Phase.explicit, Phase.generate],
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@_SETTINGS
+@given(dense_case())
+def test_dense_lif_matches_lava_fixed(case):
+    _check(case)
+
+
+@_SETTINGS
+@given(conv_case())
+def test_conv_lif_matches_lava_fixed(case):
+    _check(case)
+
+
+@settings(_SETTINGS, max_examples=6)
+@given(st.data())
+def test_two_stage_chain_matches_lava_fixed(data):
+    x, layers, bits = data.draw(dense_case())
+    syn0, _, shape0 = layers[0]
+    layers[0] = (syn0, data.draw(neuron_fixed((), quiet=True)), shape0)
+    n_mid = shape0[0]
+    w = np.array(data.draw(st.lists(st.integers(-256, 255), min_size=3 * n_mid, max_size=3 * n_mid)))
+    syn1 = ir.Linear("fc1", weight=np.zeros((3, n_mid)), fixed=fx.SynapseFixed(
+        weight=w.reshape(3, n_mid), weight_exp=data.draw(st.integers(0, 7))))
+    layers.append((syn1, data.draw(neuron_fixed(())), (3,)))
+    _check((x, layers, bits))
+
+
+def test_wrap_and_saturation_are_exercised():
+    """A hand-made case that must wrap u and saturate v (so the property tests are not
+    passing on tame values only)."""
+    x = np.array([[1], [1], [1], [0]] * 2)
+    syn = ir.Linear("fc0", weight=np.ones((2, 1)), fixed=fx.SynapseFixed(
+        weight=np.array([[255], [-256]]), weight_exp=7))
+    nf = fx.NeuronFixed(du=-1, dv=0, vth=fx.VTH_MAX, bias_mant=4095, bias_exp=7)
+    em_s, em_u, em_v = emulate_chain(x, [(syn, nf, (2,))], 0)
+    lava_s, lava_u, lava_v = lava_chain(x, [(syn, nf, (2,))])
+    assert np.array_equal(em_s, lava_s) and np.array_equal(em_u, lava_u) and np.array_equal(em_v, lava_v)
+    assert abs(int(em_v[1])) == fx.STATE_MAX - 1 or int(em_s.sum()) > 0
