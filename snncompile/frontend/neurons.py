@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import sys
+
 import numpy as np
 import torch
 
@@ -131,48 +133,39 @@ def _norse(path: str, m) -> NeuronSpec:
     return NeuronSpec(params, input_gain=a)
 
 
-def _registry() -> list[tuple[tuple[type, ...], Callable, bool]]:
-    """(classes, adapter, exact_type_only) for the libraries that are installed."""
+def _loaded(package: str) -> bool:
+    """A model can only contain a library's neurons if that library is imported already;
+    checking sys.modules keeps the import of unused libraries (seconds) off the export path."""
+    return package in sys.modules
+
+
+def _registry() -> list[tuple[tuple[type, ...], Callable]]:
+    """(classes, adapter) for the neuron libraries that are loaded."""
     found = []
-    try:
+    if _loaded("spikingjelly"):
         from spikingjelly.activation_based import neuron as sjn
-        found.append(((sjn.IFNode, sjn.LIFNode, sjn.ParametricLIFNode), _spikingjelly, True))
-    except Exception:  # pragma: no cover - library missing
-        pass
-    try:
+        found.append(((sjn.IFNode, sjn.LIFNode, sjn.ParametricLIFNode), _spikingjelly))
+    if _loaded("snntorch"):
         import snntorch
-        found.append(((snntorch.Leaky, snntorch.Synaptic), _snntorch, True))
-    except Exception:  # pragma: no cover
-        pass
-    try:
+        found.append(((snntorch.Leaky, snntorch.Synaptic), _snntorch))
+    if _loaded("norse"):
         from norse.torch import LIFBoxCell, LIFCell
-        found.append(((LIFCell, LIFBoxCell), _norse, True))
-    except Exception:  # pragma: no cover
-        pass
+        found.append(((LIFCell, LIFBoxCell), _norse))
     return found
-
-
-_REGISTRY: Optional[list] = None
 
 
 def _neuron_base_classes() -> tuple[type, ...]:
     """Base classes of every neuron of the libraries: such a module is a neuron even if unsupported."""
     bases = []
-    try:
+    if _loaded("spikingjelly"):
         from spikingjelly.activation_based.neuron.base_node import BaseNode, SimpleBaseNode
         bases += [BaseNode, SimpleBaseNode]
-    except Exception:  # pragma: no cover
-        pass
-    try:
+    if _loaded("snntorch"):
         from snntorch._neurons.neurons import SpikingNeuron
         bases.append(SpikingNeuron)
-    except Exception:  # pragma: no cover
-        pass
-    try:
+    if _loaded("norse"):
         from norse.torch.module.snn import SNNCell
         bases.append(SNNCell)
-    except Exception:  # pragma: no cover
-        pass
     return tuple(bases)
 
 
@@ -182,11 +175,9 @@ def is_neuron(module) -> bool:
 
 
 def _adapter(module):
-    global _REGISTRY
-    if _REGISTRY is None:
-        _REGISTRY = _registry()
-    for classes, fn, exact in _REGISTRY:
-        if (type(module) in classes) if exact else isinstance(module, classes):
+    # Exact types: a subclass (e.g. SpikingJelly's ILIFNode(LIFNode)) may change the equations.
+    for classes, fn in _registry():
+        if type(module) in classes:
             return fn
     return None
 

@@ -122,7 +122,7 @@ def trace(model: nn.Module, input_shape: tuple, timesteps: int) -> Traced:
     mode = step_mode(model)
     sequence = mode == "m" or _indexes_input(gm)
     lead = 2 if mode == "m" else 1
-    batch = 2
+    batch = 1  # one sample is enough for shapes; keeps big models fast
     lead_shape = (timesteps, batch) if sequence else (batch,)
     try:
         dtype = next(model.parameters()).dtype
