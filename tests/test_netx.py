@@ -10,7 +10,9 @@ from snncompile.interop.netx import optimize_weight_bits, read_netx
 from snncompile.ir import fixed as fx
 from snncompile.targets import run
 
-CUBA = dict(type=b"CUBA", iDecay=1024, vDecay=128, vThMant=600, refDelay=1, gradedSpike=False)
+CUBA = dict(type=b"CUBA", iDecay=1024, vDecay=128, vThMant=1500, refDelay=1, gradedSpike=False)
+#: the dense layer's neuron of the conv net (chosen with CUBA for moderate firing)
+CUBA_OUT = dict(CUBA, iDecay=4096, vDecay=512, vThMant=1200)
 
 
 def _write(path, layers):
@@ -46,7 +48,7 @@ def _conv_net(path, p, overrides=None):
          "groups": 1, "neuron": dict(CUBA)},
         {"type": b"flatten"},
         {"type": b"dense", "shape": np.array([5]), "weight": p["dense_w"], "bias": p["dense_b"],
-         "neuron": dict(CUBA, iDecay=4096, vDecay=512, vThMant=900)},
+         "neuron": dict(CUBA_OUT)},
     ]
     for i, spec in (overrides or {}).items():
         layers[i] = {**layers[i], **spec}
@@ -61,13 +63,13 @@ def test_netx_parameters_become_the_fixed_point_dataclasses(tmp_path):
     conv, n1, dense, n3 = (graph.node(k) for k in ("1.conv", "1.neuron", "3.dense", "3.neuron"))
     np.testing.assert_array_equal(conv.fixed.weight, p["conv_w"][..., 0])
     np.testing.assert_array_equal(conv.weight, p["conv_w"][..., 0])     # PyTorch layout kept
-    assert n1.fixed == fx.NeuronFixed(du=1023, dv=128, vth=600, bias_mant=p["conv_b"].reshape(3, 1, 1),
+    assert n1.fixed == fx.NeuronFixed(du=1023, dv=128, vth=1500, bias_mant=p["conv_b"].reshape(3, 1, 1),
                                       bias_exp=6, scale=64.0)
-    assert n3.fixed.du == 4095 and n3.fixed.dv == 512 and n3.fixed.vth == 900
+    assert n3.fixed.du == 4095 and n3.fixed.dv == 512 and n3.fixed.vth == 1200
     mant, bits, exp = optimize_weight_bits(p["dense_w"])
     assert dense.fixed == fx.SynapseFixed(weight=mant, weight_exp=exp, num_weight_bits=bits, scale=1.0)
     # float twin in v_int / 64 units: threshold vThMant, du = iDecay/4096, weights as Lava uses them
-    assert float(n1.threshold) == 600.0 and float(n1.du) == 0.25 and float(n1.dv) == 128 / 4096
+    assert float(n1.threshold) == 1500.0 and float(n1.du) == 0.25 and float(n1.dv) == 128 / 4096
     np.testing.assert_array_equal(dense.weight, fx.lava_dense_weights(mant, bits) * 2.0 ** exp)
     assert graph.input.fixed == fx.InputFixed(num_message_bits=0)
     assert graph.output.mode == "spikes" and graph.output.fixed.mode == "spikes"
