@@ -172,3 +172,32 @@ def test_nan_weights_are_named():
     with torch.no_grad():
         model[0].bias[1] = float("nan")
     _refuse(model, (4,), r"parameter '0.bias' of the model has 1 NaN/Inf")
+
+
+def test_flatten_inside_a_seq_to_ann_container():
+    from spikingjelly.activation_based import functional, layer
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.SeqToANNContainer(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 4 * 4, 8)),
+                        sjn.IFNode(v_reset=None))
+    functional.set_step_mode(net, "m")
+    with torch.no_grad():
+        net[0][2].weight.mul_(4)
+    graph = from_torch(net.eval(), (2, 6, 6), 5)
+    assert [n.name for n in graph] == ["input", "0.0", "0.1", "0.2", "1", "output"]
+    zm = zoo.ZooModel("c", None, (2, 6, 6), 5, "multistep", "spikes")
+    x = zm.inputs(10, 0)
+    expected = zm.torch_outputs(net.double(), x)
+    assert expected.sum() > 0 and np.array_equal(run(graph, x).outputs, expected)
+
+
+def test_model_returning_a_membrane_is_refused():
+    class MemOut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.lif = nn.Linear(4, 4), snn.Leaky(beta=0.9, surrogate_disable=True)
+
+        def forward(self, x):
+            spk, mem = self.lif(self.fc(x))
+            return mem
+
+    _refuse(MemOut(), (4,), r"its output is the state of neuron 'lif'")

@@ -11,7 +11,6 @@ import logging
 import warnings
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 

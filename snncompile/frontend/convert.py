@@ -15,7 +15,6 @@ input gains); :func:`snncompile.passes.canonicalize` removes them.
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -25,7 +24,7 @@ from torch import fx, nn
 
 from snncompile.errors import SnnCompileError
 from snncompile.frontend.neurons import is_neuron, neuron_spec
-from snncompile.frontend.tracing import Traced
+from snncompile.frontend.tracing import Traced, _containers
 from snncompile.ir import nodes as ir
 from snncompile.ir.graph import Graph
 from snncompile.passes.affine import Affine
@@ -173,7 +172,7 @@ class Converter:
         return Ref(out)
 
     def _sequence(self, path: str, m: nn.Module):
-        from snncompile.frontend.tracing import _containers
+        """(path, layer) of ``m``, or of each layer inside a SpikingJelly SeqToANNContainer."""
         if isinstance(m, _containers()):
             for name, child in m.named_children():
                 yield from self._sequence(f"{path}.{name}", child)
@@ -226,7 +225,12 @@ class Converter:
             make = lambda: ir.MaxPool2d(path, kernel_size=m.kernel_size,
                                         stride=m.stride if m.stride else m.kernel_size, padding=m.padding)
         elif isinstance(m, nn.Flatten):
-            return self.flatten(("module", path), src, node, where, name=path)
+            if path == str(node.target):
+                out_shape = self.shape_of(node)
+            else:  # inside a SeqToANNContainer: the container's output shape is not this layer's
+                with torch.no_grad():
+                    out_shape = tuple(m(torch.zeros((1,) + tuple(in_shape))).shape[1:])
+            return self.flatten(("module", path), src, out_shape, where, name=path)
         else:
             raise _unsupported_module(path, m)
         out = self.emit(("module", path), make, [src], where).name
@@ -247,9 +251,9 @@ class Converter:
             raise _unsupported_module(path, m, f"on an input of per-sample shape {in_shape} is not supported")
         return Affine(path, scale=scale, shift=shift, origin="batchnorm")
 
-    def flatten(self, key, src: str, node: fx.Node, where: str, name: str) -> str:
+    def flatten(self, key, src: str, out_shape: tuple, where: str, name: str) -> str:
+        """A reshape with per-sample output ``out_shape``: Flatten, nothing, or an error."""
         in_shape = self.graph.shape(src)
-        out_shape = self.shape_of(node)
         if out_shape == in_shape:
             return src
         if out_shape != (int(np.prod(in_shape)),):
@@ -288,7 +292,7 @@ class Converter:
             return out
         if fname in ("flatten", "view", "reshape"):
             src = self.ref(args[0], node)
-            return Ref(self.flatten(("fn", "flatten"), src, node, where, name=node.name))
+            return Ref(self.flatten(("fn", "flatten"), src, self.shape_of(node), where, name=node.name))
         if fname in ("size", "dim"):
             return Opaque(f"a size")
         if fname in ("contiguous", "clone", "detach"):

@@ -13,10 +13,9 @@ short (IR: ``u = u(1-du) + x; v = v(1-dv) + u + bias``, then fire and reset):
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
-
-import sys
 
 import numpy as np
 import torch
