@@ -56,7 +56,7 @@ class SEWResNet18(nn.Module):
             layers += [SEWBasicBlock(cin, cout, stride), SEWBasicBlock(cout, cout, 1)]
             cin = cout
         self.layers = nn.Sequential(*layers)
-        self.pool = nn.AvgPool2d(7)
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))  # as in SpikingJelly's sew_resnet
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):

@@ -201,3 +201,20 @@ def test_model_returning_a_membrane_is_refused():
             return mem
 
     _refuse(MemOut(), (4,), r"its output is the state of neuron 'lif'")
+
+
+def test_adaptive_avg_pool_becomes_avg_pool_when_it_divides():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), sjn.IFNode(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                        nn.Linear(16, 5), sjn.IFNode())
+    with torch.no_grad():
+        net[0].weight.mul_(3)
+        net[4].weight.mul_(15)
+    graph = from_torch(net.eval(), (2, 8, 8), 5)
+    pool = graph.node("2")
+    assert pool.kind == "AvgPool2d" and pool.kernel_size == (4, 4) and pool.stride == (4, 4)
+    zm = zoo.ZooModel("a", None, (2, 8, 8), 5, "step", "spikes")
+    x = zm.inputs(10, 0)
+    expected = zm.torch_outputs(net.double(), x)
+    assert expected.sum() > 0 and np.array_equal(run(graph, x).outputs, expected)
+    _refuse(nn.Sequential(nn.AdaptiveAvgPool2d(3), sjn.IFNode()), (2, 8, 8), r"output size \(3, 3\) that does not divide")

@@ -98,3 +98,15 @@ def test_truncated_file_is_reported(tmp_path):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(SnnCompileError, match=r"cut.pt"):
         load_model(tmp_path / "cut.pt")
+
+
+def test_model_saved_from_a_script_says_how_to_fix(tmp_path):
+    import subprocess
+    script = tmp_path / "train.py"
+    script.write_text("import torch\nfrom torch import nn\n"
+                      "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                      "        self.fc = nn.Linear(2, 2)\n    def forward(self, x):\n        return self.fc(x)\n"
+                      f"torch.save(Net(), {str(tmp_path / 'net.pt')!r})\n")
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True)
+    with pytest.raises(SnnCompileError, match=r"saved from a script: its class 'Net' lives in __main__"):
+        load_model(tmp_path / "net.pt")

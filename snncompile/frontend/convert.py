@@ -66,8 +66,18 @@ def _module_where(node: fx.Node) -> str:
 
 def _unsupported_module(path: str, m: nn.Module, why: str = "is not supported") -> SnnCompileError:
     return SnnCompileError(f"module '{path}' ({type(m).__module__}.{type(m).__name__}) {why}; "
-                           f"supported: Conv2d, Linear, BatchNorm1d/2d, AvgPool2d, MaxPool2d, Flatten, "
+                           f"supported: Conv2d, Linear, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d, MaxPool2d, Flatten, "
                            f"Dropout/Identity, residual '+', and the neurons of SpikingJelly, snnTorch, Norse")
+
+
+def _adaptive_kernel(path: str, m: nn.AdaptiveAvgPool2d, in_shape: tuple) -> tuple[int, int]:
+    """AdaptiveAvgPool2d is a plain AvgPool2d when the output size divides the input size."""
+    out = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size, m.output_size)
+    out = tuple(in_shape[1 + i] if o is None else int(o) for i, o in enumerate(out))
+    if len(in_shape) != 3 or in_shape[1] % out[0] or in_shape[2] % out[1]:
+        raise _unsupported_module(path, m, f"with output size {out} that does not divide its input "
+                                  f"{in_shape[1:]} is not supported (no equal windows)")
+    return (in_shape[1] // out[0], in_shape[2] // out[1])
 
 
 class Converter:
@@ -219,6 +229,9 @@ class Converter:
                                           "divisor_override is not supported")
             make = lambda: ir.AvgPool2d(path, kernel_size=m.kernel_size,
                                         stride=m.stride if m.stride else m.kernel_size, padding=m.padding)
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            kernel = _adaptive_kernel(path, m, in_shape)
+            make = lambda: ir.AvgPool2d(path, kernel_size=kernel, stride=kernel, padding=0)
         elif isinstance(m, nn.MaxPool2d):
             if m.ceil_mode or m.return_indices or m.dilation not in (1, (1, 1)):
                 raise _unsupported_module(path, m, "with ceil_mode, return_indices or dilation is not supported")

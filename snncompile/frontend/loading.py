@@ -86,6 +86,12 @@ def _safe_globals(path: Path, globals_in_file: list[str]) -> list:
             allowed.append((obj, name) if f"{obj.__module__}.{obj.__qualname__}" != name else obj)
         else:
             refused.append(name)
+    scripts = [r for r in refused if r.startswith("__main__.")]
+    if scripts:
+        raise SnnCompileError(
+            f"model file '{path}' was saved from a script: its class {scripts[0][9:]!r} lives in __main__, "
+            f"which cannot be imported again. Move the class into a module (e.g. mynet.py), re-save the "
+            f"model, and export with --trust-code")
     if refused:
         raise SnnCompileError(
             f"model file '{path}' contains {', '.join(repr(r) for r in refused)}, not on the allow-list "

@@ -19,8 +19,8 @@ from snncompile.errors import SnnCompileError
 from snncompile.frontend.neurons import is_neuron
 
 #: Stateless torch modules the frontend translates one to one.
-DIRECT_MODULES = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.MaxPool2d,
-                  nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity)
+DIRECT_MODULES = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                  nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
 def _containers() -> tuple[type, ...]:
