@@ -218,3 +218,15 @@ def test_adaptive_avg_pool_becomes_avg_pool_when_it_divides():
     expected = zm.torch_outputs(net.double(), x)
     assert expected.sum() > 0 and np.array_equal(run(graph, x).outputs, expected)
     _refuse(nn.Sequential(nn.AdaptiveAvgPool2d(3), sjn.IFNode()), (2, 8, 8), r"output size \(3, 3\) that does not divide")
+
+
+def test_concatenation_inside_the_network_is_refused():
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.sn = nn.Linear(4, 2), nn.Linear(4, 2), sjn.IFNode()
+
+        def forward(self, x):
+            return self.sn(torch.cat([self.a(x), self.b(x)], 1))
+
+    _refuse(Cat(), (4,), r"module 'sn' \(.*IFNode\): its input is a stack/cat of tensors \(allowed only as the model's per-step output\)")

@@ -87,8 +87,8 @@ class Converter:
         self.graph = Graph(name, timesteps=timesteps)
         self.input_name = "input"
         self.graph.add(ir.Input(self.input_name, shape=tuple(input_shape)))
-        #: (key, input names) -> IR node already made, to fold unrolled copies.
-        self.made: dict[tuple, str] = {}
+        #: emit() key -> (input names, IR node name) already made, to fold unrolled copies.
+        self.made: dict[tuple, tuple[list[str], str]] = {}
         self.env: dict[fx.Node, Any] = {}
         #: Mapping caveats (see NeuronSpec.warnings), reported by from_torch.
         self.warnings: list[str] = []
@@ -105,7 +105,10 @@ class Converter:
             return value.name
         if isinstance(value, NeuronCall):
             return value.name  # a neuron returning spikes only (init_hidden, SpikingJelly)
-        what = value.what if isinstance(value, Opaque) else type(value).__name__
+        if isinstance(value, _Stack):
+            what = "a stack/cat of tensors (allowed only as the model's per-step output)"
+        else:
+            what = value.what if isinstance(value, Opaque) else type(value).__name__
         raise SnnCompileError(f"'{node.name}'{_module_where(node)}: its {role} is {what}, "
                               f"not a per-step tensor of the network")
 
@@ -307,7 +310,7 @@ class Converter:
             src = self.ref(args[0], node)
             return Ref(self.flatten(("fn", "flatten"), src, self.shape_of(node), where, name=node.name))
         if fname in ("size", "dim"):
-            return Opaque(f"a size")
+            return Opaque("a size")
         if fname in ("contiguous", "clone", "detach"):
             return args[0]
         if fname in ("stack", "cat"):
