@@ -1,0 +1,79 @@
+"""Loihi fixed-point quantization of an IR graph.
+
+``quantize(graph, calib=None, weight_bits=8)`` returns ``(qgraph, report)``: a copy of
+the graph whose nodes carry ``node.fixed`` (``snncompile.ir.fixed``; float parameters are
+kept) and a :class:`QuantReport` (per layer: scale, exponents, saturated weights, events
+and SQNR seen on the calibration data). Without calibration data the scales come from
+the parameters alone (thresholds, largest possible input current, |input| <= 1).
+"""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import numpy as np
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir import nodes as ir
+
+from .calibrate import calibration_ranges
+from .fold import fold_channel_gains
+from .report import LayerReport, QuantReport, diagnose
+from .scales import QuantSettings, assign_fixed
+
+__all__ = ["quantize", "is_quantized", "QuantReport", "LayerReport"]
+
+META_KEY = "quantization"
+
+
+def is_quantized(graph) -> bool:
+    """True when every synapse and neuron carries fixed-point parameters."""
+    nodes = [n for n in graph if isinstance(n, ir.SYNAPSES + (ir.Neuron,))]
+    return bool(nodes) and all(getattr(n, "fixed", None) is not None for n in nodes)
+
+
+def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, input_bits: int = 8,
+             steps: Optional[int] = None):
+    """Quantize ``graph`` for Loihi; ``calib``: inputs (N, T, *shape) or (N, *shape) to calibrate on."""
+    if not 1 <= int(weight_bits) <= 8:
+        raise SnnCompileError(f"--weight-bits must be between 1 and 8 (Loihi), got {weight_bits}")
+    if not 2 <= int(input_bits) <= 24:
+        raise SnnCompileError(f"input bits must be between 2 and 24, got {input_bits}")
+    settings = QuantSettings(weight_bits=int(weight_bits), input_bits=int(input_bits))
+    qgraph = graph.copy()
+    qgraph.validate()
+    folded = fold_channel_gains(qgraph)
+    ranges = None
+    if calib is not None:
+        try:
+            ranges = calibration_ranges(qgraph, calib, steps)
+        except SnnCompileError as e:
+            raise SnnCompileError(f"calibration data: {e}") from None
+    layers = assign_fixed(qgraph, ranges, settings)
+    qgraph.meta[META_KEY] = json.dumps({"target": "loihi", "weight_bits": settings.weight_bits,
+                                        "input_bits": settings.input_bits,
+                                        "calibrated": ranges is not None})
+    if calib is not None:
+        rows = diagnose(qgraph, calib, layers, steps)
+    else:
+        rows = [LayerReport(**vars(layers[n])) for n in qgraph.order() if n in layers]
+    report = QuantReport(layers=rows, settings={"weight_bits": settings.weight_bits,
+                                                "input_bits": settings.input_bits},
+                         calibrated=ranges is not None, n_calib=ranges.n_samples if ranges else 0)
+    if folded:
+        report.warnings.append(f"per-channel gain(s) {', '.join(folded)} folded into the conv before "
+                               f"them (Lava Conv has no weight exponent)")
+    for r in rows:
+        ev = r.events or {}
+        if ev.get("u_wrap") or ev.get("wrap"):
+            report.warnings.append(f"layer '{r.name}': {ev.get('u_wrap', ev.get('wrap'))} overflow "
+                                   f"(wrap-around) event(s) during calibration")
+        if ev.get("v_saturate"):
+            report.warnings.append(f"layer '{r.name}': {ev['v_saturate']} voltage saturation event(s) "
+                                   f"during calibration")
+        if r.saturated_weights:
+            report.warnings.append(f"layer '{r.name}': {r.saturated_weights} of {r.n_weights} weights "
+                                   f"saturated at the mantissa limit")
+        if r.bias_saturated:
+            report.warnings.append(f"layer '{r.name}': {r.bias_saturated} bias value(s) saturated")
+    return qgraph, report

@@ -68,13 +68,19 @@ class IntNeuronState:
         self.reset_amount = _i(f.reset_amount)
         self.u = _i(f.u_init).expand(shape).clone()
         self.v = _i(f.v_init).expand(shape).clone()
+        #: When a dict: counts of "u_wrap" and "v_saturate" events (quantization diagnostics).
+        self.events = None
 
     def step(self, a: torch.Tensor) -> torch.Tensor:
         lim = fx.STATE_MAX
         u = wrap32(wrap32(rtz_decay(self.u, self.keep_u)) + wrap32(wrap32(a) << fx.ACT_SHIFT))
+        if self.events is not None:
+            self.events["u_wrap"] += int(((u > lim) | (u <= -lim)).sum())
         u = torch.where(u > lim, u - 2 * lim, torch.where(u <= -lim, u + 2 * lim, u))
         self.u = u
         v = wrap32(wrap32(rtz_decay(self.v, self.keep_v)) + u + self.bias)
+        if self.events is not None:
+            self.events["v_saturate"] += int((v.abs() > lim - 1).sum())
         v = v.clamp(-(lim - 1), lim - 1)
         s = (v >= self.vth) if self.f.compare == ">=" else (v > self.vth)
         if self.f.reset_mode == "zero":
@@ -109,6 +115,8 @@ class _IntSynapse:
         self.w = torch.from_numpy(np.ascontiguousarray(w))
         self.row_l1 = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max()) if w.size else 0
         self._as = {}
+        #: When a dict: count of "wrap" events (outputs beyond 24/32 bits) for diagnostics.
+        self.events = None
 
     def weight_as(self, dtype):
         if dtype not in self._as:
@@ -124,12 +132,18 @@ class _IntSynapse:
             acc = self._linear(m, bound)
             if f.num_message_bits > 0:
                 acc = wrap32(acc)
-            return wrap32(shift(acc, f.weight_exp))
+            out = shift(acc, f.weight_exp)
+            if self.events is not None:
+                self.events["wrap"] += int((out.abs() >= 2 ** 31).sum())
+            return wrap32(out)
         if isinstance(node, ir.Conv2d):
             args = (node.stride, node.padding, node.dilation, node.groups)
         else:
             args = (node.stride, node.padding, (1, 1), m.shape[1])
-        return wrap24(self._conv(m, bound, *args))
+        out = self._conv(m, bound, *args)
+        if self.events is not None:
+            self.events["wrap"] += int(((out < -2 ** 23) | (out >= 2 ** 23)).sum())
+        return wrap24(out)
 
     def _linear(self, m, bound):
         dt = _exact_float_dtype(bound)
@@ -146,7 +160,7 @@ class _IntSynapse:
         co, cig, kh, kw = self.w.shape
         cols = F.unfold(m.to(torch.float64), (kh, kw), dilation, padding, stride)
         if cols.abs().max() >= 2 ** 53:
-            raise SnnCompileError(f"node '{node.name}': messages too large for exact emulation")
+            raise SnnCompileError(f"node '{self.node.name}': messages too large for exact emulation")
         cols = cols.to(INT).reshape(n, groups, cig * kh * kw, -1)
         wg = self.w.reshape(groups, co // groups, cig * kh * kw)
         out = torch.einsum("gok,ngkl->ngol", wg, cols).reshape(n, co, -1)

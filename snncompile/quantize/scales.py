@@ -1,0 +1,386 @@
+"""The quantization pass: choose per-layer scales and fill ``node.fixed`` (see ``ir.fixed``).
+
+Every value on an edge gets a scale ``sigma`` (integer = float * sigma): the Input's
+messages, spikes (sigma 1), synapse outputs. A neuron gets a state scale ``S``
+(``v_int = v * S``), and the synapses feeding it (directly or through an Add) must then
+deliver ``a_int = a * S / 64`` (Lava shifts the input by 6 bits), i.e. a gain
+``S / (64 * sigma_in)`` = mantissa * 2**weight_exp. ``S`` is the largest value that
+
+* keeps every feeding synapse's mantissas within 8 bits (Conv/pooling: Lava ignores
+  ``weight_exp``, so the whole gain sits in the mantissa; Dense: the exponent takes
+  powers of two, ``weight_exp`` in [-8, 7]),
+* keeps ``u`` and ``v`` 2**22 below the 24-bit limits for the largest values seen in
+  calibration (without data: the threshold, reset/initial values and the largest
+  possible input current), and then
+* makes the threshold mantissa exact when the population has one threshold.
+
+Synapses that feed another synapse or a potential readout (e.g. Conv -> Conv, pooling
+before a Linear) get a gain that uses their full mantissa range while their output
+stays below 2**22 (Lava Conv wraps at 24 bits). Synapse biases do not exist on Loihi:
+their constant currents (computed exactly by ``calibrate.constant_parts``) become the
+neuron's bias (exact when ``du == 1``; for a leaky current ``du < 1`` the steady state
+``c / du`` is used and the report says so) or the readout's bias.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir import fixed as fx
+from snncompile.ir import nodes as ir
+
+from .calibrate import Ranges, constant_parts
+
+VALUE_LIMIT = 2.0 ** 22        # largest |integer| we let a state or message reach
+
+
+@dataclass
+class QuantSettings:
+    weight_bits: int = 8
+    input_bits: int = 8
+    #: Assumed largest |input| without calibration data.
+    default_input_max: float = 1.0
+
+
+def mantissa_grid(weight_bits: int, mixed: bool) -> tuple[int, int, int]:
+    """(step, lo, hi) of the mantissas Lava's Dense keeps unchanged (clip + LSB truncation)."""
+    step = 2 ** (8 - weight_bits + int(mixed))
+    return step, (-256 if mixed else -255), 256 - step
+
+
+def quantize_mantissa(w_scaled: np.ndarray, weight_bits: int) -> tuple[np.ndarray, int]:
+    """Round scaled weights onto Lava's mantissa grid; returns (mantissas, saturated count)."""
+    mixed = bool(np.any(w_scaled < -0.5) and np.any(w_scaled > 0.5))
+    step, lo, hi = mantissa_grid(weight_bits, mixed)
+    q = np.rint(w_scaled / step) * step
+    saturated = int(np.count_nonzero((q < lo) | (q > hi)))
+    return np.clip(q, lo, hi).astype(np.int64), saturated
+
+
+def _amax(a) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.abs(a).max()) if a.size else 0.0
+
+
+def _pool_weight(node) -> float:
+    kh, kw = node.kernel_size
+    return 1.0 / (kh * kw) if isinstance(node, ir.AvgPool2d) else 1.0
+
+
+def _row_l1(node) -> float:
+    if isinstance(node, (ir.Linear, ir.Conv2d)):
+        w = np.abs(node.weight).reshape(node.weight.shape[0], -1)
+        return float(w.sum(1).max()) if w.size else 0.0
+    kh, kw = node.kernel_size
+    return kh * kw * _pool_weight(node)
+
+
+def _max_w(node) -> float:
+    return _amax(node.weight) if isinstance(node, (ir.Linear, ir.Conv2d)) else _pool_weight(node)
+
+
+@dataclass
+class LayerQuant:
+    """What the pass decided for one node (collected into the report)."""
+
+    name: str
+    kind: str
+    scale: float
+    weight_exp: Optional[int] = None
+    saturated_weights: int = 0
+    n_weights: int = 0
+    weight_sqnr_db: Optional[float] = None
+    vth: Optional[int] = None
+    bias_saturated: int = 0
+    note: str = ""
+
+
+def _sqnr(ref: np.ndarray, approx: np.ndarray) -> Optional[float]:
+    ref, approx = np.asarray(ref, np.float64), np.asarray(approx, np.float64)
+    noise = float(np.sum((ref - approx) ** 2))
+    signal = float(np.sum(ref ** 2))
+    if signal == 0:
+        return None
+    return float("inf") if noise == 0 else 10 * math.log10(signal / noise)
+
+
+class _Pass:
+    def __init__(self, graph, ranges: Optional[Ranges], settings: QuantSettings):
+        self.g = graph
+        self.r = ranges
+        self.s = settings
+        self.const = constant_parts(graph)
+        self.sigma: dict[str, float] = {}
+        self.amax: dict[str, float] = {}      # float bound of each node's |value|
+        self.layers: dict[str, LayerQuant] = {}
+        self.M = 256 - 2 ** (8 - settings.weight_bits + 1)   # mixed-sign max mantissa
+
+    # -- which synapses feed a neuron (their gain follows the neuron's scale) ---------
+    def target_neuron(self, name: str) -> Optional[str]:
+        """The Neuron a synapse's output reaches through Add/Flatten only, else None."""
+        seen = []
+        frontier = [name]
+        while frontier:
+            n = frontier.pop()
+            for c in self.g.consumers(n):
+                node = self.g.node(c)
+                if isinstance(node, ir.Neuron):
+                    seen.append(c)
+                elif isinstance(node, (ir.Add, ir.Flatten)):
+                    frontier.append(c)
+                else:
+                    return None
+        if len(set(seen)) == 1:
+            return seen[0]
+        return None
+
+    def feeders(self, neuron: str) -> list[str]:
+        """Synapses delivering current to ``neuron`` (through Adds); [] if its input isn't one."""
+        out, frontier = [], [self.g.inputs_of(neuron)[0]]
+        while frontier:
+            n = frontier.pop()
+            node = self.g.node(n)
+            if isinstance(node, ir.SYNAPSES) and self.target_neuron(n) == neuron:
+                out.append(n)
+            elif isinstance(node, (ir.Add, ir.Flatten)):
+                frontier.extend(self.g.inputs_of(n))
+            else:
+                return []
+        return out
+
+    def value_range(self, name: str) -> float:
+        if self.r is not None and name in self.r.value:
+            return max(self.r.value[name], 1e-12)
+        return max(self.amax.get(name, 1.0), 1e-12)
+
+    # -- the walk ----------------------------------------------------------------------
+    def run(self):
+        g = self.g
+        order = g.order()
+        for name in order:
+            self.visit(name, first_pass=True)
+        for name in order:
+            if isinstance(g.node(name), ir.Neuron):
+                self.neuron(name)
+        for name in order:
+            self.visit(name, first_pass=False)
+        return self.layers
+
+    def visit(self, name: str, first_pass: bool):
+        g, node = self.g, self.g.node(name)
+        ins = g.inputs_of(name)
+        if isinstance(node, ir.Input):
+            if first_pass:
+                self.input(node)
+            return
+        if isinstance(node, ir.Neuron):
+            self.sigma[name], self.amax[name] = 1.0, 1.0
+            return
+        if any(i not in self.sigma for i in ins if not isinstance(g.node(i), ir.Neuron)):
+            return          # waits for a neuron's scale (second pass)
+        for i in ins:
+            if isinstance(g.node(i), ir.Neuron):
+                self.sigma[i], self.amax[i] = 1.0, 1.0
+        if name in self.sigma:
+            return
+        sig_in = [self.sigma[i] for i in ins]
+        amax_in = [self.amax[i] for i in ins]
+        if isinstance(node, (ir.Flatten, ir.MaxPool2d)):
+            self.sigma[name], self.amax[name] = sig_in[0], amax_in[0]
+        elif isinstance(node, ir.Add):
+            if max(sig_in) > min(sig_in) * (1 + 1e-9):
+                raise SnnCompileError(
+                    f"node '{name}' (Add): its inputs have different fixed-point scales {sig_in} "
+                    f"(an Add must join spikes with spikes, or currents into one neuron)")
+            self.sigma[name], self.amax[name] = sig_in[0], float(sum(amax_in))
+        elif isinstance(node, ir.Output):
+            self.output(node, sig_in[0])
+            self.sigma[name] = sig_in[0]
+        elif isinstance(node, ir.SYNAPSES):
+            bound = _row_l1(node) * amax_in[0] + _amax(self.const[name])
+            self.amax[name] = bound
+            target = self.target_neuron(name)
+            if target is None:
+                self.inner_synapse(node, sig_in[0])
+            elif target in self.S:
+                self.last_synapse(node, sig_in[0], self.S[target])
+
+    # -- node kinds ---------------------------------------------------------------------
+    def input(self, node: ir.Input):
+        if self.r is not None and self.r.input_binary:
+            node.fixed = fx.InputFixed(scale=1.0, num_message_bits=0)
+            self.sigma[node.name], self.amax[node.name] = 1.0, 1.0
+            return
+        xmax = self.r.input_max if self.r is not None else self.s.default_input_max
+        xmax = xmax or 1.0
+        b = self.s.input_bits
+        scale = (2 ** (b - 1) - 1) / xmax
+        node.fixed = fx.InputFixed(scale=scale, num_message_bits=b)
+        self.sigma[node.name], self.amax[node.name] = scale, xmax
+        self.layers[node.name] = LayerQuant(node.name, node.kind, scale, note=f"{b}-bit graded input")
+
+    def message_bits(self, src: str) -> int:
+        """Bits of the messages a synapse reads from ``src``: 0 for spikes, else enough for its range."""
+        node = self.g.node(src)
+        while isinstance(node, (ir.Flatten, ir.MaxPool2d)):
+            src = self.g.inputs_of(src)[0]
+            node = self.g.node(src)
+        if isinstance(node, ir.Neuron):
+            return 0
+        if isinstance(node, ir.Input):
+            return node.fixed.num_message_bits
+        return 24
+
+    def inner_synapse(self, node, sig_in: float):
+        """A synapse whose output is a message, not a neuron's current. Into another synapse
+        (Conv -> Conv, pooling -> Linear) its messages get ``input_bits`` like the Input's
+        (the next synapse multiplies them by 8-bit weights into a current that must stay
+        near 2**16 before the 6-bit shift); into a potential readout it uses the whole
+        range up to VALUE_LIMIT. Pooling keeps mantissa 1 (a sum of its messages)."""
+        name = node.name
+        if isinstance(node, (ir.SumPool2d, ir.AvgPool2d)):
+            self.set_synapse(node, sig_in, 1.0 / _pool_weight(node), fixed_mantissa=1)
+            return
+        readout = any(isinstance(self.g.node(c), ir.Output) for c in self.g.consumers(name))
+        top = VALUE_LIMIT if readout else 2.0 ** (self.s.input_bits - 1) - 1
+        gain = top / (sig_in * self.value_range(name))
+        mw = _max_w(node)
+        if isinstance(node, ir.Conv2d) and mw > 0:
+            gain = min(gain, self.M / mw)
+        elif mw > 0:
+            gain = min(gain, self.M * 2.0 ** fx.WEIGHT_EXP_MAX / mw)
+        self.set_synapse(node, sig_in, gain)
+
+    def last_synapse(self, node, sig_in: float, S: float):
+        self.set_synapse(node, sig_in, S / (64.0 * sig_in))
+
+    def set_synapse(self, node, sig_in: float, gain: float, fixed_mantissa: Optional[int] = None):
+        name = node.name
+        bits = self.message_bits(self.g.inputs_of(name)[0])
+        lq = LayerQuant(name, node.kind, sig_in * gain)
+        if isinstance(node, (ir.SumPool2d, ir.AvgPool2d)):
+            m = fixed_mantissa if fixed_mantissa is not None else int(round(_pool_weight(node) * gain))
+            if m < 1 or m > 255:
+                raise self.unrepresentable(node, f"pooling mantissa {m} outside [1, 255]")
+            gain = m / _pool_weight(node)
+            lq.scale = sig_in * gain
+            node.fixed = fx.SynapseFixed(weight=np.array(m), weight_exp=0, num_message_bits=bits,
+                                         scale=lq.scale, in_scale=sig_in)
+            self.sigma[name] = lq.scale
+            self.layers[name] = lq
+            return
+        w = np.asarray(node.weight, dtype=np.float64)
+        mw = _amax(w)
+        e = 0
+        if isinstance(node, ir.Linear) and mw > 0:
+            e = math.ceil(math.log2(mw * gain / self.M))
+            if e < fx.WEIGHT_EXP_MIN:
+                raise self.unrepresentable(node, (
+                    f"its weights (max |w| = {mw:.3g}) are too small for the neuron scale: they need "
+                    f"weight_exp {e}, below Loihi's minimum {fx.WEIGHT_EXP_MIN}"))
+            e = min(e, fx.WEIGHT_EXP_MAX)
+        mant, sat = quantize_mantissa(w * gain / 2.0 ** e, self.s.weight_bits)
+        if mw > 0 and not np.any(mant):
+            raise self.unrepresentable(node, f"all weights round to 0 at scale {gain:.3g}")
+        lq.weight_exp, lq.saturated_weights, lq.n_weights = e, sat, int(w.size)
+        lq.weight_sqnr_db = _sqnr(w, mant * 2.0 ** e / gain)
+        node.fixed = fx.SynapseFixed(weight=mant, weight_exp=e, num_weight_bits=self.s.weight_bits,
+                                     num_message_bits=bits, scale=lq.scale, in_scale=sig_in)
+        self.sigma[name] = lq.scale
+        self.layers[name] = lq
+
+    def unrepresentable(self, node, why: str) -> SnnCompileError:
+        return SnnCompileError(f"node '{node.name}' ({node.kind}) cannot be represented in Loihi fixed "
+                               f"point: {why}")
+
+    # -- neurons ---------------------------------------------------------------------------
+    S: dict
+
+    def neuron(self, name: str):
+        node: ir.Neuron = self.g.node(name)
+        th = np.asarray(node.threshold, dtype=np.float64)
+        if np.any(th <= 0):
+            raise SnnCompileError(f"node '{name}' (Neuron): threshold must be > 0 for Loihi "
+                                  f"(v > vth << 6 with an unsigned vth), got {th.min():g}")
+        feeders = self.feeders(name)
+        src = self.g.inputs_of(name)[0]
+        c = np.asarray(self.const[src], dtype=np.float64)
+        du = np.asarray(node.du, dtype=np.float64)
+        u_bound = self.r.u.get(name) if self.r is not None and name in self.r.u else None
+        v_bound = self.r.v.get(name) if self.r is not None and name in self.r.v else None
+        if u_bound is None:
+            u_bound = sum(_row_l1(self.g.node(f)) * self.amax.get(self.g.inputs_of(f)[0], 1.0)
+                          for f in feeders) + _amax(c)
+            v_bound = 0.0
+        big = max(_amax(th), _amax(node.reset_value), _amax(node.v_init), _amax(node.u_init),
+                  _amax(node.bias), u_bound, v_bound, 1e-12)
+        S = VALUE_LIMIT / big
+        for f in feeders:
+            fnode = self.g.node(f)
+            sig_in = self.sigma.get(self.g.inputs_of(f)[0], 1.0)
+            room = self.M * (2.0 ** fx.WEIGHT_EXP_MAX if isinstance(fnode, ir.Linear) else 1.0)
+            S = min(S, 64.0 * sig_in * room / max(_max_w(fnode), 1e-300))
+        if not feeders:
+            S = 64.0 * self.sigma.get(src, 1.0)
+        elif th.size == 1 or np.all(th == th.flat[0]):
+            t0 = float(th.flat[0])
+            S = 64.0 * max(math.floor(t0 * S / 64.0), 1) / t0     # exact threshold mantissa
+        self.S[name] = S
+        vth = np.rint(th * S / 64.0).astype(np.int64)
+        if np.any(vth < 1) or np.any(vth > fx.VTH_MAX):
+            raise self.unrepresentable(node, f"threshold mantissa {vth.min()}..{vth.max()} outside "
+                                             f"[1, {fx.VTH_MAX}] at scale {S:.4g}")
+        note = ""
+        if _amax(c) > 0 and np.any(du != 1.0):
+            if np.any(du <= 0):
+                raise self.unrepresentable(node, "a constant (bias) input current into a non-leaky "
+                                                 "current (du = 0) grows without bound")
+            c = c / du
+            note = "synapse bias into a leaky current (du<1): steady state c/du used as v bias"
+        bias_v = (np.asarray(node.bias, dtype=np.float64) + c) * S
+        bias_mant, bias_exp, bsat = _bias(bias_v)
+        ra, thb, vthb = np.broadcast_arrays(np.asarray(node.reset_amount, dtype=np.float64), th, vth)
+        reset_amount = np.where(ra == thb, vthb << fx.VTH_SHIFT, np.rint(ra * S)).astype(np.int64)
+        node.fixed = fx.NeuronFixed(
+            du=np.clip(np.rint(du * 4096) - 1, fx.DU_MIN, fx.DU_MAX).astype(np.int64),
+            dv=np.clip(np.rint(np.asarray(node.dv) * 4096), fx.DV_MIN, fx.DV_MAX).astype(np.int64),
+            vth=vth, bias_mant=bias_mant, bias_exp=bias_exp, reset_mode=node.reset_mode,
+            reset_value=np.rint(node.reset_value * S).astype(np.int64), reset_amount=reset_amount,
+            compare=node.compare, u_init=np.rint(node.u_init * S).astype(np.int64),
+            v_init=np.rint(node.v_init * S).astype(np.int64), scale=S)
+        if np.any(np.asarray(node.dv) >= 1.0):
+            note = (note + "; " if note else "") + "dv = 1 clipped to 4095/4096"
+        self.layers[name] = LayerQuant(name, node.kind, S, vth=int(vth.max()), bias_saturated=bsat,
+                                       note=note)
+
+    def output(self, node: ir.Output, sig: float):
+        src = self.g.inputs_of(node.name)[0]
+        bias = np.rint(np.asarray(self.const[src], dtype=np.float64) * sig).astype(np.int64) \
+            if node.mode == "potential" else np.array(0)
+        if node.mode == "spikes":
+            bias = np.array(0)
+        node.fixed = fx.ReadoutFixed(mode=node.mode, bias=bias, scale=sig)
+
+
+def _bias(bias_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """v-unit biases -> (mantissa, exponent, saturated count): the smallest exponent that fits."""
+    b = np.asarray(bias_v, dtype=np.float64)
+    mx = _amax(b)
+    e = 0
+    while e < fx.BIAS_EXP_MAX and mx / 2 ** e > fx.BIAS_MANT_MAX + 0.5:
+        e += 1
+    mant = np.rint(b / 2 ** e)
+    sat = int(np.count_nonzero((mant < fx.BIAS_MANT_MIN) | (mant > fx.BIAS_MANT_MAX)))
+    mant = np.clip(mant, fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX).astype(np.int64)
+    return mant, np.array(e, dtype=np.int64), sat
+
+
+def assign_fixed(graph, ranges: Optional[Ranges], settings: QuantSettings) -> dict[str, LayerQuant]:
+    """Fill ``node.fixed`` on every node of ``graph`` (in place); returns per-layer decisions."""
+    p = _Pass(graph, ranges, settings)
+    p.S = {}
+    return p.run()
