@@ -379,3 +379,24 @@ def test_zoo_exact_synops_equal_spikingjelly(name):
     ours = sum(r.synops_per_sample for r in rep.layers if r.kind in ("Conv2d", "Linear"))
     assert ours > 0
     assert ours * len(x) == pytest.approx(counter.get_total(), abs=1e-6)
+
+
+def test_recurrent_graph_counts_the_recurrent_synapse():
+    from snncompile.ir.graph import Graph
+    rng = np.random.default_rng(7)
+    g = Graph("recurrent", timesteps=T)
+    g.add(ir.Input("in", shape=(6,)))
+    g.add(ir.Linear("w_in", weight=rng.normal(0, 1.5, (5, 6))), ["in"])
+    g.add(ir.Add("sum"), ["w_in"])
+    g.add(ir.Neuron("lif", shape=(5,), dv=0.2), ["sum"])
+    g.add(ir.Linear("w_rec", weight=rng.normal(0, 0.5, (5, 5))), ["lif"])
+    g.add_edge("w_rec", "sum", delay=1)
+    g.add(ir.Output("out", mode="spikes"), ["lif"])
+    x = (rng.random((3, T, 6)) < 0.5).astype(np.float64)
+    result = reference.run(g, x, record=True)
+    rep = analyze(g, result, x=x)
+    spikes = result.layer_counts["lif"].sum() / 3
+    assert spikes > 0
+    assert layer(rep, "w_rec").synops_per_sample == pytest.approx(5 * spikes)
+    assert layer(rep, "w_in").synops_per_sample == pytest.approx(5 * x.sum() / 3)
+    assert layer(rep, "lif").neuron_updates_per_sample == 5 * T

@@ -103,9 +103,11 @@ def value_kinds(graph, input_kind: str) -> dict[str, str]:
     if input_kind not in VALUE_KINDS:
         raise SnnCompileError(f"unknown input kind '{input_kind}'; choose one of {', '.join(VALUE_KINDS)}")
     kinds: dict[str, str] = {}
-    for name in graph.order():
+    order = graph.order()
+    # A recurrent (delayed) input is not known on the first pass: a second pass settles it.
+    for name in order + (order if graph.is_recurrent else []):
         node = graph.node(name)
-        ins = [kinds.get(i, "binary") for i in graph.inputs_of(name)]  # a recurrent input not seen yet
+        ins = [kinds.get(i, "binary") for i in graph.inputs_of(name)]
         worst = "real" if "real" in ins else "count" if "count" in ins else "binary"
         if isinstance(node, ir.Input):
             kinds[name] = input_kind
