@@ -24,6 +24,8 @@ from .scales import QuantSettings, assign_fixed
 __all__ = ["quantize", "is_quantized", "QuantReport", "LayerReport"]
 
 META_KEY = "quantization"
+#: Below this largest |mantissa| (5 bits) the report warns about lost weight precision.
+LOW_PRECISION_MANTISSA = 32
 
 
 def is_quantized(graph) -> bool:
@@ -74,6 +76,11 @@ def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, in
         if r.saturated_weights:
             report.warnings.append(f"layer '{r.name}': {r.saturated_weights} of {r.n_weights} weights "
                                    f"saturated at the mantissa limit")
+        if r.max_mantissa is not None and 0 < r.max_mantissa < LOW_PRECISION_MANTISSA:
+            report.warnings.append(
+                f"layer '{r.name}': weights keep only {int(r.max_mantissa).bit_length()} bits (max |mantissa| "
+                f"{r.max_mantissa}, weight SQNR {r.weight_sqnr_db:.1f} dB): its neuron's scale is set by "
+                f"another input with a different message scale, and a Conv has no weight exponent")
         if r.bias_saturated:
             report.warnings.append(f"layer '{r.name}': {r.bias_saturated} bias value(s) saturated")
     return qgraph, report

@@ -94,6 +94,7 @@ class LayerQuant:
     saturated_weights: int = 0
     n_weights: int = 0
     weight_sqnr_db: Optional[float] = None
+    max_mantissa: Optional[int] = None
     vth: Optional[int] = None
     bias_saturated: int = 0
     note: str = ""
@@ -287,6 +288,7 @@ class _Pass:
         if mw > 0 and not np.any(mant):
             raise self.unrepresentable(node, f"all weights round to 0 at scale {gain:.3g}")
         lq.weight_exp, lq.saturated_weights, lq.n_weights = e, sat, int(w.size)
+        lq.max_mantissa = int(np.abs(mant).max()) if mant.size else 0
         lq.weight_sqnr_db = _sqnr(w, mant * 2.0 ** e / gain)
         node.fixed = fx.SynapseFixed(weight=mant, weight_exp=e, num_weight_bits=self.s.weight_bits,
                                      num_message_bits=bits, scale=lq.scale, in_scale=sig_in)
