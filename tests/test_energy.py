@@ -400,3 +400,24 @@ def test_recurrent_graph_counts_the_recurrent_synapse():
     assert layer(rep, "w_rec").synops_per_sample == pytest.approx(5 * spikes)
     assert layer(rep, "w_in").synops_per_sample == pytest.approx(5 * x.sum() / 3)
     assert layer(rep, "lif").neuron_updates_per_sample == 5 * T
+
+
+def test_fixed_point_emulator_run_counts_in_spike_units():
+    """A fixed run records integer-encoded inputs; the input events still come in spikes."""
+    from snncompile.targets import emulator
+    zm = _zoo().MODELS["sj_sew"]
+    graph, x = zm.graph(), zm.inputs(8, seed=1)
+    fixed = analyze(graph, emulator.run(graph, x, precision="fixed", record=True), x=x)
+    ref = analyze(graph, reference.run(graph, x, record=True), x=x)
+    assert fixed.summary["precision"] == "fixed"
+    assert layer(fixed, "stem.0").synops_per_sample == layer(ref, "stem.0").synops_per_sample
+    assert layer(fixed, "stem.0").synops_per_sample == pytest.approx(x.sum() / len(x) * 72, rel=0.2)
+    for a, b in zip(fixed.layers, ref.layers):
+        assert a.synops_per_sample == pytest.approx(b.synops_per_sample, rel=0.05), a.name
+        assert a.firing_rate is None or a.firing_rate <= 1.0
+    qgraph = emulator.ensure_quantized(graph)
+    recorded = emulator.run(qgraph, x, precision="fixed", record=True)
+    no_x = analyze(qgraph, recorded, input_kind="binary")   # the Input's scale undoes the encoding
+    assert layer(no_x, "stem.0").synops_per_sample == pytest.approx(layer(ref, "stem.0").synops_per_sample)
+    with pytest.raises(SnnCompileError, match="pass the input data x, or the quantized graph"):
+        analyze(graph, recorded, input_kind="binary")

@@ -97,3 +97,15 @@ def test_unknown_report_format(files):
     d, *_ = files
     res = invoke(d / "tiny.onnx", "--input", d / "data.npz", "-o", d / "r.pdf")
     assert res.exit_code == 1 and "unknown format; use .json, .md or .html" in res.output
+
+
+def test_emulator_fixed_precision_report(files):
+    d, graph, x = files
+    res = invoke(d / "tiny.onnx", "-i", d / "data.npz", "--backend", "emulator", "--precision", "fixed",
+                 "-o", d / "fixed.json")
+    assert res.exit_code == 0, res.output
+    s = json.loads((d / "fixed.json").read_text())["summary"]
+    assert (s["backend"], s["precision"], s["counts_from"]) == ("emulator", "fixed", "emulator")
+    ref = analyze(graph, reference.run(graph, x, record=True), x=x).summary
+    assert s["synops_per_sample"] == pytest.approx(ref["synops_per_sample"], rel=0.05)
+    assert "quantized with default settings" in res.output

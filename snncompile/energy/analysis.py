@@ -42,7 +42,7 @@ def analyze(graph, result, convention: Union[str, Convention] = "exact",
         else:
             input_kind = "real"
             notes.append("input kind not given: the input was taken as real-valued (first layer as MACs)")
-    counts = count_run(graph, result, input_kind)
+    counts = count_run(graph, result, input_kind, x=x)
     return build_report(counts, conv, model, backend=result.backend, precision=result.precision,
                         notes=notes)
 

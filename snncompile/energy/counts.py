@@ -161,22 +161,55 @@ def _recorded(result, name: str) -> np.ndarray:
 
 
 def needed_counts(graph, input_kind: str = "real") -> list[str]:
-    """Nodes whose recorded counts :func:`count_run` reads (spike sources of synapses, neurons)."""
+    """Nodes whose recorded counts :func:`count_run` reads when given the input data ``x``
+    (spike sources of synapses other than the Input, and neurons)."""
     kinds = value_kinds(graph, input_kind)
     needed = []
     for name in graph.order():
         node = graph.node(name)
         if isinstance(node, SYNAPSE_KINDS):
             (src,) = graph.inputs_of(name)
-            if kinds[src] != "real":
+            if kinds[src] != "real" and not isinstance(graph.node(src), ir.Input):
                 needed.append(src)
         elif isinstance(node, ir.Neuron):
             needed.append(name)
     return list(dict.fromkeys(needed))
 
 
-def count_run(graph, result, input_kind: str = "real") -> RunCounts:
-    """Count events, synapses and neuron activity of ``result`` (a run of ``graph``, record=True)."""
+def input_counts(graph, result, x=None) -> np.ndarray:
+    """(N, *input_shape) sum over time of the input values, in the data's own units.
+
+    From ``x`` when given (a static input counts T times). Otherwise from the recorded
+    Input node, divided by its fixed-point scale for a fixed-precision run (a fixed run
+    records the integer-encoded input, ``round(x * scale)``)."""
+    name = graph.input.name
+    T = int(result.outputs.shape[1])
+    if x is not None:
+        x = np.asarray(x, dtype=np.float64)
+        shape = tuple(graph.input.shape)
+        if x.shape[1:] == shape:
+            return x * T
+        if x.shape[2:] == shape:
+            return x[:, :T].sum(axis=1)
+        raise SnnCompileError(f"input of shape {x.shape} does not fit graph '{graph.name}' "
+                              f"with input shape {shape}")
+    total = _recorded(result, name)
+    if result.precision == "fixed":
+        fixed = getattr(graph.input, "fixed", None)
+        if fixed is None:
+            raise SnnCompileError(
+                f"a fixed-precision run records the integer-encoded input, and graph '{graph.name}' "
+                f"is not quantized, so its input scale is unknown: pass the input data x, or the "
+                f"quantized graph that was run")
+        total = total / fixed.scale
+    return total
+
+
+def count_run(graph, result, input_kind: str = "real", x=None) -> RunCounts:
+    """Count events, synapses and neuron activity of ``result`` (a run of ``graph``, record=True).
+
+    ``x``: the run's input data; when given, the input events are read from it (exact in
+    any precision) instead of the recorded Input node."""
     kinds = value_kinds(graph, input_kind)
     T = int(result.outputs.shape[1])
     N = int(result.outputs.shape[0])
@@ -186,7 +219,7 @@ def count_run(graph, result, input_kind: str = "real") -> RunCounts:
     for name in graph.order():
         node = graph.node(name)
         if isinstance(node, SYNAPSE_KINDS):
-            counts.synapses.append(_count_synapse(graph, node, kinds, result, N, T))
+            counts.synapses.append(_count_synapse(graph, node, kinds, result, N, T, x))
             counts.order.append(name)
         elif isinstance(node, ir.Neuron):
             counts.neurons.append(_count_neuron(graph, node, result, N, T))
@@ -194,7 +227,7 @@ def count_run(graph, result, input_kind: str = "real") -> RunCounts:
     return counts
 
 
-def _count_synapse(graph, node, kinds, result, N, T) -> SynapseCounts:
+def _count_synapse(graph, node, kinds, result, N, T, x=None) -> SynapseCounts:
     (src,) = graph.inputs_of(node.name)
     in_shape, out_shape = graph.shape(src), graph.shape(node.name)
     fan = fanout_map(node, in_shape)
@@ -204,7 +237,8 @@ def _count_synapse(graph, node, kinds, result, N, T) -> SynapseCounts:
         events = ex_fan = 0.0
         rate = None
     else:
-        total = _recorded(result, src)
+        total = (input_counts(graph, result, x) if isinstance(graph.node(src), ir.Input)
+                 else _recorded(result, src))
         if total.shape[1:] != tuple(in_shape):
             raise SnnCompileError(f"recorded counts of node '{src}' have shape {total.shape[1:]}, "
                                   f"the graph says {tuple(in_shape)}")
