@@ -342,6 +342,14 @@ def test_run_without_layer_counts_is_refused(worked):
         analyze(graph, bare, x=x)
 
 
+def test_input_data_that_does_not_match_the_run_is_refused(worked):
+    _, graph, result, x, *_ = worked
+    with pytest.raises(SnnCompileError, match="the input data has 3 samples, the run has 4"):
+        analyze(graph, result, x=x[:3])
+    with pytest.raises(SnnCompileError, match=r"input of shape \(4, 3, 8, 8\) does not fit graph"):
+        analyze(graph, result, x=x[:, :, :8, :8])
+
+
 def test_counts_from_another_graph_are_refused(worked):
     _, graph, result, x, *_ = worked
     bad = reference.run(graph, x, record=True)

@@ -176,6 +176,19 @@ def needed_counts(graph, input_kind: str = "real") -> list[str]:
     return list(dict.fromkeys(needed))
 
 
+def check_data(graph, result, x) -> None:
+    """``x`` must be the data the run was made on: same samples, the graph's input shape."""
+    shape = tuple(graph.input.shape)
+    x = np.asarray(x)
+    if not (x.shape[1:] == shape or (x.ndim == len(shape) + 2 and x.shape[2:] == shape
+                                      and x.shape[1] >= result.outputs.shape[1])):
+        raise SnnCompileError(f"input of shape {x.shape} does not fit graph '{graph.name}' "
+                              f"with input shape {shape} and a run of {result.outputs.shape[1]} steps")
+    if len(x) != result.outputs.shape[0]:
+        raise SnnCompileError(f"the input data has {len(x)} samples, the run has "
+                              f"{result.outputs.shape[0]}: pass the data the run was made on")
+
+
 def input_counts(graph, result, x=None) -> np.ndarray:
     """(N, *input_shape) sum over time of the input values, in the data's own units.
 
@@ -186,13 +199,8 @@ def input_counts(graph, result, x=None) -> np.ndarray:
     T = int(result.outputs.shape[1])
     if x is not None:
         x = np.asarray(x, dtype=np.float64)
-        shape = tuple(graph.input.shape)
-        if x.shape[1:] == shape:
-            return x * T
-        if x.shape[2:] == shape:
-            return x[:, :T].sum(axis=1)
-        raise SnnCompileError(f"input of shape {x.shape} does not fit graph '{graph.name}' "
-                              f"with input shape {shape}")
+        check_data(graph, result, x)
+        return x * T if x.shape[1:] == tuple(graph.input.shape) else x[:, :T].sum(axis=1)
     total = _recorded(result, name)
     if result.precision == "fixed":
         fixed = getattr(graph.input, "fixed", None)
@@ -215,6 +223,8 @@ def count_run(graph, result, input_kind: str = "real", x=None) -> RunCounts:
     N = int(result.outputs.shape[0])
     if N == 0 or T == 0:
         raise SnnCompileError("the run has no samples or no time steps: nothing to count")
+    if x is not None:
+        check_data(graph, result, x)
     counts = RunCounts(graph=graph.name, n_samples=N, timesteps=T, input_kind=input_kind)
     for name in graph.order():
         node = graph.node(name)
