@@ -170,7 +170,11 @@ def load_constants(path, base: Optional[str] = None) -> EnergyModel:
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         if path.suffix.lower() == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise SnnCompileError(f"constants file '{path}': TOML needs Python 3.11+; "
+                                      f"write it as JSON") from None
             data = tomllib.loads(text)
         else:
             data = json.loads(text)

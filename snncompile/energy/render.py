@@ -52,13 +52,17 @@ def layer_cells(layer) -> list[str]:
             fmt_rate(layer.firing_rate), fmt_energy(layer.energy_per_sample_j)]
 
 
+def short_convention(conv: dict) -> str:
+    return f"{conv['name']} (first layer {conv['first_layer']}, non-binary {conv['nonbinary']})"
+
+
 def summary_rows(report) -> list[tuple[str, str]]:
     s = report.summary
     ratio = s["snn_ann_energy_ratio"]
     return [
         ("graph", f"{s['graph']} ({s['n_samples']} samples, T={s['timesteps']})"),
         ("run", f"backend {s['backend']}, precision {s['precision']}, counts from {s['counts_from']}"),
-        ("convention", report.convention["description"]),
+        ("convention", short_convention(report.convention)),
         ("energy model", f"{report.energy_model['name']}: {constants_line(report.energy_model)}"),
         ("SOPs / sample", fmt_num(s["synops_per_sample"])),
         ("MACs / sample", fmt_num(s["macs_per_sample"])),
@@ -107,13 +111,8 @@ def markdown(report) -> str:
 def terminal_summary(report) -> str:
     """A compact table for the terminal: the summary, then one line per layer."""
     rows = summary_rows(report)
-    rows = [r for r in rows if r[0] not in ("convention", "energy model")]
     width = max(len(k) for k, _ in rows)
     out = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    out.append(f"{'convention'.ljust(width)}  {report.convention['name']} "
-               f"(first layer {report.convention['first_layer']}, non-binary {report.convention['nonbinary']})")
-    out.append(f"{'energy model'.ljust(width)}  {report.energy_model['name']}: "
-               f"{constants_line(report.energy_model)}")
     cells = [list(LAYER_COLUMNS)] + [layer_cells(layer) for layer in report.layers]
     widths = [max(len(r[i]) for r in cells) for i in range(len(LAYER_COLUMNS))]
     out.append("")
