@@ -429,3 +429,35 @@ def test_fixed_point_emulator_run_counts_in_spike_units():
     assert layer(no_x, "stem.0").synops_per_sample == pytest.approx(layer(ref, "stem.0").synops_per_sample)
     with pytest.raises(SnnCompileError, match="pass the input data x, or the quantized graph"):
         analyze(graph, recorded, input_kind="binary")
+
+
+def test_energy_md_worked_example_figures_from_a_consistent_spike_pattern(worked):
+    """energy.md's figures (exact 130,178 = conv2 116,208 + fc 13,970; rate formula 143,570)
+    come without their weights and inputs. They imply 900 spikes into conv2 (129,600 / 144),
+    a border correction of 13,392 = 48 x 279 edge spikes, and 1,397 spikes into the fc
+    layer. Counting such a spike pattern through ``analyze`` gives exactly the doc's numbers."""
+    from snncompile.targets.base import RunResult
+    _, graph, *_ = worked
+    into_conv2 = np.zeros((1, 8, 16, 16))
+    edges = [(c, 0, j) for c in range(8) for j in range(1, 15)] + \
+            [(c, 15, j) for c in range(8) for j in range(1, 15)] + \
+            [(c, i, 0) for c in range(8) for i in range(1, 15)]
+    for k in range(279):                       # 279 spikes on non-corner border positions
+        into_conv2[(0,) + edges[k % len(edges)]] += 1
+    interior = [(c, i, j) for c in range(8) for i in range(1, 15) for j in range(1, 15)]
+    for k in range(621):                       # 621 interior spikes: 900 in all
+        into_conv2[(0,) + interior[k % len(interior)]] += 1
+    pooled = np.zeros(1024)
+    pooled[:1397 // T] = T
+    pooled[1397 // T] = 1397 % T               # 1,397 spikes into the fc layer
+    out_of_if2 = np.zeros((1, 16, 16, 16))
+    out_of_if2[0, :, ::2, ::2] = pooled.reshape(16, 8, 8)   # MaxPool(2) of it is `pooled`
+    result = RunResult(outputs=np.zeros((1, T, 10)), readout="potential", backend="reference",
+                       layer_counts={"2": into_conv2, "5": out_of_if2, "6": pooled.reshape(1, 16, 8, 8),
+                                     "7": pooled.reshape(1, 1024)})
+    exact = analyze(graph, result, input_kind="real")
+    paper = analyze(graph, result, "paper", input_kind="real")
+    assert layer(exact, "3").synops_per_sample == 116_208
+    assert layer(exact, "8").synops_per_sample == 13_970
+    assert exact.summary["synops_per_sample"] == 130_178
+    assert paper.summary["synops_per_sample"] == 143_570
