@@ -109,3 +109,13 @@ def test_emulator_fixed_precision_report(files):
     ref = analyze(graph, reference.run(graph, x, record=True), x=x).summary
     assert s["synops_per_sample"] == pytest.approx(ref["synops_per_sample"], rel=0.05)
     assert "quantized with default settings" in res.output
+
+
+def test_counts_needed_from_a_backend(files):
+    """What a backend must record for the report; the command counts on the emulator or the
+    reference (and says so) when a backend such as Lava records less."""
+    from snncompile.energy.counts import needed_counts
+    _, graph, x = files
+    assert needed_counts(graph, "binary") == ["1", "3"]      # neuron, and the flatten feeding the fc
+    bare = reference.run(graph, x)                            # record=False: nothing recorded
+    assert [n for n in needed_counts(graph, "binary") if n not in bare.layer_counts] == ["1", "3"]
