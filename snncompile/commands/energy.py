@@ -81,8 +81,8 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
             notes.append("the graph was not quantized: quantized with default settings, no calibration")
     start = time.perf_counter()
     result, counted_on, more = counted_run(graph, xs, T, backend, precision)
-    report = analyze(graph, result, conv, model, x=x, notes=notes + more)
-    report.summary["backend"], report.summary["counts_from"] = backend, counted_on
+    report = analyze(graph, result, conv, model, x=x, notes=notes + more, backend=backend,
+                     counts_from=counted_on)
     wall = time.perf_counter() - start
     if out_file is not None:
         text = getattr(report, FORMATS[Path(out_file).suffix.lower()])()

@@ -25,13 +25,15 @@ def resolve_model(energy_model: Union[str, EnergyModel] = "horowitz45",
 def analyze(graph, result, convention: Union[str, Convention] = "exact",
             energy_model: Union[str, EnergyModel] = "horowitz45", *, x=None,
             input_kind: Optional[str] = None, first_layer: str = "per-step",
-            nonbinary: str = "events", constants=None, notes=()) -> EnergyReport:
+            nonbinary: str = "events", constants=None, notes=(), backend: Optional[str] = None,
+            counts_from: Optional[str] = None) -> EnergyReport:
     """Energy and SynOp report of ``result`` (a run of ``graph`` with ``record=True``).
 
     The kind of the input data decides whether the first layer is charged as SOPs
     (spikes) or MACs (real values): give the input ``x`` (its kind is read from the data)
     or ``input_kind`` (binary | count | real); with neither, the input is taken as real
-    and the report says so.
+    and the report says so. ``backend`` / ``counts_from`` label the report when the counts
+    come from another backend than the one asked for (default: ``result.backend``).
     """
     conv = convention if isinstance(convention, Convention) else Convention(convention, first_layer, nonbinary)
     model = resolve_model(energy_model, constants)
@@ -43,8 +45,8 @@ def analyze(graph, result, convention: Union[str, Convention] = "exact",
             input_kind = "real"
             notes.append("input kind not given: the input was taken as real-valued (first layer as MACs)")
     counts = count_run(graph, result, input_kind, x=x)
-    return build_report(counts, conv, model, backend=result.backend, precision=result.precision,
-                        notes=notes)
+    return build_report(counts, conv, model, backend=backend or result.backend, precision=result.precision,
+                        counts_from=counts_from or result.backend, notes=notes)
 
 
 def build_report(counts: RunCounts, conv: Convention, model: EnergyModel, backend: str = "",
