@@ -13,7 +13,7 @@ from snncompile.ir import (
     graph_differences,
 )
 from snncompile.ir import fixed as fixed_module
-from snncompile.ir.onnx_format import load_onnx, save_onnx, to_model
+from snncompile.ir.onnx_format import load_onnx, save_onnx, stamp_digest, to_model
 from snncompile.targets import run
 
 RNG = np.random.default_rng(7)
@@ -221,6 +221,46 @@ def test_truncated_files_are_refused_at_every_cut(tmp_path):
         _assert_refused(path, "not a readable ONNX file|fails the ONNX checker|not an snncompile graph")
 
 
+def test_a_flipped_weight_byte_is_reported_as_corruption(tmp_path):
+    path = tmp_path / "g.onnx"
+    g = _every_kind_graph(np.float64)
+    save_onnx(g, path)
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(g.node("rec").weight.tobytes())
+    assert at > 0
+    data[at + 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    onnx.load(str(path))  # still a well-formed protobuf: only the digest can tell
+    _assert_refused(path, "is corrupted: its content does not match the SHA-256 digest")
+    model = onnx.load(str(path))
+    del model.metadata_props[[p.key for p in model.metadata_props].index("snncompile.sha256")]
+    onnx.save(model, str(path))
+    _assert_refused(path, "is corrupted: its content has no SHA-256 digest")
+
+
+def test_random_corruption_is_refused_or_harmless(tmp_path):
+    good = tmp_path / "g.onnx"
+    g = _every_kind_graph()
+    save_onnx(g, good)
+    data = good.read_bytes()
+    rng = np.random.default_rng(11)
+    path = tmp_path / "damaged.onnx"
+    refused = 0
+    for _ in range(150):
+        damaged = bytearray(data)
+        for at in rng.integers(len(data), size=rng.integers(1, 4)):
+            damaged[at] = rng.integers(256)
+        path.write_bytes(bytes(damaged))
+        try:
+            back = load_onnx(path)
+        except SnnCompileError as exc:
+            assert str(path) in str(exc)
+            refused += 1
+        else:  # the damage hit bytes that carry no meaning (doc string, producer name...)
+            assert graph_differences(back, g) == [] and back.meta == g.meta
+    assert refused > 100
+
+
 def test_plain_onnx_model_is_not_an_snncompile_graph(tmp_path):
     relu = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                              [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 3])],
@@ -234,7 +274,7 @@ def test_unknown_op_in_an_snncompile_graph_is_named(tmp_path):
     model = to_model(_every_kind_graph())
     model.graph.node[-2].op_type = "Relu"
     path = tmp_path / "relu.onnx"
-    onnx.save(model, str(path))
+    onnx.save(stamp_digest(model), str(path))
     _assert_refused(path, r"node '.*' uses op 'Relu' of domain 'ai.onnx', which is not part of the snncompile")
 
 
@@ -243,7 +283,7 @@ def test_model_failing_the_checker_is_refused(tmp_path):
     vi = next(v for v in model.graph.value_info if v.name == "sum_pool")
     vi.type.tensor_type.shape.dim[2].dim_value = 5  # SumPool's inference says 4
     path = tmp_path / "bad_shape.onnx"
-    onnx.save(model, str(path))
+    onnx.save(stamp_digest(model), str(path))
     _assert_refused(path, "fails the ONNX checker: .*differ")
 
 
@@ -269,7 +309,7 @@ def test_graph_input_needs_a_fixed_per_sample_shape(tmp_path):
     model = to_model(_every_kind_graph())
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
     path = tmp_path / "dynamic.onnx"
-    onnx.save(model, str(path))
+    onnx.save(stamp_digest(model), str(path))
     _assert_refused(path, r"graph input 'in' needs a batch dimension and a fixed per-sample shape, "
                           r"has \['N', 2, 'H', 8\]")
 
@@ -281,5 +321,5 @@ def test_default_domain_spelled_ai_onnx_is_read(tmp_path):
         if node.domain == "":
             node.domain = "ai.onnx"
     path = tmp_path / "alias.onnx"
-    onnx.save(model, str(path))
+    onnx.save(stamp_digest(model), str(path))
     assert graph_differences(load_onnx(path), g) == []

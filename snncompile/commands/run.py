@@ -28,6 +28,24 @@ def check_labels(y, n: int, data_file) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def load_inputs(data_file, graph, steps=None, samples=None):
+    """DATA.npz checked against ``graph``: (x as (N, T, *input_shape) float64, T, labels or None).
+
+    Every problem is one SnnCompileError naming ``data_file``; ``samples`` keeps the first ones.
+    Shared by the commands that take ``--input DATA.npz``.
+    """
+    from snncompile.targets import prepare_inputs
+
+    x, y = load_npz(data_file)
+    if samples:
+        x, y = x[:samples], (None if y is None else y[:samples])
+    try:
+        x, T = prepare_inputs(graph, x, steps)
+    except SnnCompileError as exc:
+        raise SnnCompileError(f"input file '{data_file}': {exc}") from None
+    return x, T, (None if y is None else check_labels(y, len(x), data_file))
+
+
 def fixed_point_graph(graph):
     """``graph`` itself when quantized, else a quantized copy (default settings, no calibration)."""
     try:
@@ -70,17 +88,11 @@ def result_arrays(result, labels=None) -> dict[str, np.ndarray]:
 def command(graph_file, data_file, backend, precision, steps, out_file):
     """Run GRAPH.onnx on the inputs of DATA.npz and write counts, predictions and output spikes."""
     from snncompile.ir.onnx_format import load_onnx
-    from snncompile.targets import prepare_inputs, run
+    from snncompile.targets import run
 
     out_file = Path(out_file or f"{Path(graph_file).stem}.out.npz")
     graph = load_onnx(graph_file)
-    x, y = load_npz(data_file)
-    try:
-        x, T = prepare_inputs(graph, x, steps)
-    except SnnCompileError as exc:
-        raise SnnCompileError(f"input file '{data_file}': {exc}") from None
-    if y is not None:
-        y = check_labels(y, len(x), data_file)
+    x, T, y = load_inputs(data_file, graph, steps)
     with atomic_output(out_file) as tmp:
         if precision == "fixed":
             graph, quantized_now = fixed_point_graph(graph)

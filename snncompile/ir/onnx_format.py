@@ -35,13 +35,18 @@ Output          ai.snncompile::Output (mode), the graph output
   and its fields; array fields are initializers ``<node>::fixed.<path>`` that no op
   consumes. Reading looks the class up in :mod:`snncompile.ir.fixed` only (no other
   import is ever driven by a file).
+- Integrity: metadata ``snncompile.sha256`` is the SHA-256 of the serialized graph and the
+  other metadata (:func:`content_digest`). Reading refuses a file whose content does not
+  match it, so a damaged file (a flipped weight byte parses fine as protobuf) is reported,
+  never run. Tools that edit a model on purpose re-sign it with :func:`stamp_digest`.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import onnx
@@ -50,7 +55,7 @@ from onnx import TensorProto, helper, numpy_helper
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
 from snncompile.ir.graph import Graph
-from snncompile.ir.onnx_schemas import DOMAIN, NEURON_PARAMS, OPS, VERSION, register
+from snncompile.ir.onnx_schemas import DOMAIN, NEURON_PARAMS, VERSION, register
 
 FORMAT_VERSION = "1"
 OPSET = 17
@@ -58,6 +63,7 @@ IR_VERSION = 8
 PRODUCER = "snncompile"
 _META_PREFIX = "snncompile."
 _FIXED_PREFIX = "snncompile.fixed:"
+_DIGEST = "snncompile.sha256"
 
 DOC = (
     "snncompile spiking network, per-step form. This ONNX graph is ONE time step of the "
@@ -253,6 +259,24 @@ def to_model(graph: Graph) -> onnx.ModelProto:
         meta["snncompile.timesteps"] = str(int(graph.timesteps))
     meta.update(w.metadata)
     helper.set_model_props(model, meta)
+    return stamp_digest(model)
+
+
+def content_digest(model: onnx.ModelProto) -> str:
+    """SHA-256 of the graph (nodes, weights, shapes) and the metadata, the digest entry excluded."""
+    h = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
+    for prop in sorted(model.metadata_props, key=lambda p: p.key):
+        if prop.key != _DIGEST:
+            h.update(f"\0{prop.key}\0{prop.value}".encode())
+    return h.hexdigest()
+
+
+def stamp_digest(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Record :func:`content_digest` in the model (call again after editing a model on purpose)."""
+    props = {p.key: p.value for p in model.metadata_props if p.key != _DIGEST}
+    props[_DIGEST] = content_digest(model)
+    del model.metadata_props[:]
+    helper.set_model_props(model, props)
     return model
 
 
@@ -292,6 +316,7 @@ def load_onnx(path) -> Graph:
 def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
     """The IR graph of an snncompile ONNX model; ``source`` names it in error messages."""
     register()
+    _check_text(model, source)
     meta = {p.key: p.value for p in model.metadata_props}
     opsets = {o.domain: o.version for o in model.opset_import}
     if DOMAIN not in opsets or "snncompile.format_version" not in meta:
@@ -300,6 +325,11 @@ def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
     if meta["snncompile.format_version"] != FORMAT_VERSION:
         raise SnnCompileError(f"'{source}': snncompile format version {meta['snncompile.format_version']!r} "
                               f"is not supported (this snncompile reads version {FORMAT_VERSION})")
+    if meta.get(_DIGEST) != content_digest(model):
+        why = "does not match the SHA-256 digest written with it" if _DIGEST in meta else "has no SHA-256 digest"
+        raise SnnCompileError(f"'{source}' is corrupted: its content {why} (damaged, or edited after "
+                              f"snncompile wrote it; snncompile.ir.onnx_format.stamp_digest re-signs a "
+                              f"deliberately edited model)")
     for node in model.graph.node:
         if node.domain == "ai.onnx":  # the default domain's other spelling
             node.domain = ""
@@ -311,6 +341,23 @@ def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
         return _Reader(model, meta, source).graph()
     except SnnCompileError as exc:
         raise SnnCompileError(f"'{source}': {exc}") from None
+
+
+def _check_text(model: onnx.ModelProto, source: str) -> None:
+    """Names and string attributes must be UTF-8 text (protobuf hands out bytes when they are not)."""
+    strings = [p.key for p in model.metadata_props] + [p.value for p in model.metadata_props]
+    strings += [v.name for v in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)]
+    strings += [t.name for t in model.graph.initializer]
+    for node in model.graph.node:
+        strings += [node.name, node.op_type, node.domain, *node.input, *node.output]
+        strings += [a.name for a in node.attribute]
+        for a in node.attribute:
+            try:
+                a.s.decode("utf-8")
+            except UnicodeDecodeError:
+                strings.append(a.s)
+    if any(not isinstance(s, str) for s in strings):
+        raise SnnCompileError(f"'{source}' is corrupted: it holds names or text that are not valid UTF-8")
 
 
 def _check(model: onnx.ModelProto, source: str) -> None:

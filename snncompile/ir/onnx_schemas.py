@@ -125,9 +125,6 @@ def _schemas() -> list[_S]:
     return [neuron, output, sum_pool, delay]
 
 
-OPS = ("Neuron", "Output", "SumPool", "Delay")
-
-
 def _registered(name: str) -> bool:
     try:
         defs.get_schema(name, VERSION, DOMAIN)
