@@ -157,6 +157,8 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
         log(f"[{name}] {label} ...")
         return clock()
 
+    if n_lava:
+        _import_lava_runtime_first()
     t = stage("export to IR and ONNX")
     if graph is None:
         from snncompile.frontend import from_torch
@@ -217,6 +219,16 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
 
     (out / f"{name}.summary.json").write_text(result.to_json())
     return result
+
+
+def _import_lava_runtime_first() -> None:
+    """Lava's runtime calls ``multiprocessing.set_start_method('fork')`` when first imported
+    and fails ("context has already been set") if anything fixed the start method before;
+    torch.fx tracing during export does. Importing Lava's runtime first avoids it."""
+    from snncompile import lava_compat
+
+    lava_compat.install()
+    import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
 
 
 def _subset_result(res, n: int):
