@@ -313,13 +313,3 @@ def test_graph_input_needs_a_fixed_per_sample_shape(tmp_path):
     _assert_refused(path, r"graph input 'in' needs a batch dimension and a fixed per-sample shape, "
                           r"has \['N', 2, 'H', 8\]")
 
-
-def test_default_domain_spelled_ai_onnx_is_read(tmp_path):
-    g = _every_kind_graph()
-    model = to_model(g)
-    for node in model.graph.node:
-        if node.domain == "":
-            node.domain = "ai.onnx"
-    path = tmp_path / "alias.onnx"
-    onnx.save(stamp_digest(model), str(path))
-    assert graph_differences(load_onnx(path), g) == []

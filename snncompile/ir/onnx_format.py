@@ -331,7 +331,7 @@ def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
                               f"snncompile wrote it; snncompile.ir.onnx_format.stamp_digest re-signs a "
                               f"deliberately edited model)")
     for node in model.graph.node:
-        if _op(node) not in _READERS:
+        if (node.op_type, node.domain) not in _READERS:
             raise SnnCompileError(f"'{source}': node '{node.name}' uses op '{node.op_type}' of domain "
                                   f"'{node.domain or 'ai.onnx'}', which is not part of the snncompile format")
     _check(model, source)
@@ -339,11 +339,6 @@ def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
         return _Reader(model, meta, source).graph()
     except SnnCompileError as exc:
         raise SnnCompileError(f"'{source}': {exc}") from None
-
-
-def _op(node: onnx.NodeProto) -> tuple[str, str]:
-    """(op_type, domain), with the default domain's other spelling 'ai.onnx' read as ''."""
-    return node.op_type, ("" if node.domain == "ai.onnx" else node.domain)
 
 
 def _check_text(model: onnx.ModelProto, source: str) -> None:
@@ -471,7 +466,7 @@ class _Reader:
             if node.op_type == "Delay":
                 self.delayed[node.output[0]] = _str(attrs["source"])
                 continue
-            read, n_act = _READERS[_op(node)]
+            read, n_act = _READERS[(node.op_type, node.domain)]
             n_act = len(node.input) if n_act is None else n_act
             params = [self._param(node, t) for t in node.input[n_act:] if t]
             ir_node = read(self, node, attrs, params)
