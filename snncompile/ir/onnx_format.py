@@ -3,7 +3,9 @@
 What the ONNX graph means: **one time step**. Tensors have a leading batch dimension
 ``N``; every Neuron keeps its state (u, v) from one step to the next, so running the
 model T times, one step of the input each time, is the network in time. This is said in
-the model's ``doc_string`` too.
+the model's ``doc_string`` too. Opset 17 of the default domain, ``ai.snncompile`` version 1
+(schemas in :mod:`snncompile.ir.onnx_schemas`), IR version 8; every file passes
+``onnx.checker.check_model(full_check=True)`` (checked on writing and on reading).
 
 Mapping (one IR node -> one ONNX node whose output tensor is named like the IR node):
 
