@@ -22,7 +22,7 @@ from snncompile.ir import nodes as ir
 
 #: Samples per Lava run: each run pays Lava's compile + spawn start-up once, and the
 #: progress bar moves once per chunk.
-LAVA_CHUNK = 25
+LAVA_CHUNK = 100
 
 
 @dataclass
@@ -36,8 +36,9 @@ class DeployResult:
     torch_accuracy: Optional[float] = None
     float_accuracy: Optional[float] = None           # emulator, float (the graph's meaning)
     fixed_accuracy: Optional[float] = None           # emulator, Loihi fixed point
-    fixed_accuracy_lava_subset: Optional[float] = None
-    lava_accuracy: Optional[float] = None            # Lava fixed point, on the first n_lava digits
+    lava_precision: str = ""                         # "fixed" (bit-accurate) or "float"
+    emulator_accuracy_lava_subset: Optional[float] = None  # emulator, same precision, first n_lava
+    lava_accuracy: Optional[float] = None            # Lava, on the first n_lava digits
     lava_output_agreement: Optional[float] = None    # fraction of readout values equal to the emulator's
     lava_spike_agreement: Optional[float] = None     # fraction of (sample, neuron) spike counts equal
     lava_prediction_agreement: Optional[float] = None
@@ -60,14 +61,15 @@ class DeployResult:
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
         num = lambda v, unit="": "n/a" if v is None else f"{v:,.0f}{unit}"  # noqa: E731
         joule = lambda v: "n/a" if v is None else _si(v, "J")  # noqa: E731
+        lp = self.lava_precision or "-"
         rows = [
             ("test digits", f"{self.n_test} (Lava: first {self.n_lava})"),
             ("time steps", str(self.timesteps)),
             ("accuracy PyTorch", pct(self.torch_accuracy)),
             ("accuracy float (emulator)", pct(self.float_accuracy)),
             ("accuracy fixed (emulator)", pct(self.fixed_accuracy)),
-            (f"accuracy fixed, first {self.n_lava}", pct(self.fixed_accuracy_lava_subset)),
-            (f"accuracy Lava, first {self.n_lava}", pct(self.lava_accuracy)),
+            (f"accuracy emulator {lp}, first {self.n_lava}", pct(self.emulator_accuracy_lava_subset)),
+            (f"accuracy Lava {lp}, first {self.n_lava}", pct(self.lava_accuracy)),
             ("spike agreement emulator/Lava", pct(self.lava_spike_agreement)),
             ("readout agreement emulator/Lava", pct(self.lava_output_agreement)),
             ("SOPs per sample", num(self.synops_per_sample)),
@@ -137,9 +139,9 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
 
     ``x_test`` are static images (N, *input_shape) or trains (N, T, *input_shape);
     ``x_calib`` (default: the first 200 test inputs) calibrates the quantizer; Lava runs
-    the first ``n_lava`` test inputs (0 skips Lava). If the Lava run fails, the reason is
-    recorded in ``missing`` (and shown in the table) and the other figures still stand;
-    every other stage raises.
+    the first ``n_lava`` test inputs (0 skips Lava), in bit-accurate fixed point, or in
+    float where the Lava target refuses fixed point; what Lava refused is recorded in
+    ``missing`` (and shown in the table) and the other figures still stand.
     """
     from snncompile.energy import analyze
     from snncompile.ir.onnx_format import save_onnx
@@ -175,7 +177,8 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
     result.seconds["quantize"] = clock() - t
 
     t = stage(f"emulator, float, {len(x_test)} digits")
-    res_float = _run_chunked(emulator.run, graph, x_test, 250, "emulator float", precision="float")
+    res_float = _run_chunked(emulator.run, graph, x_test, 250, "emulator float", precision="float",
+                             record=bool(n_lava))
     result.float_accuracy = res_float.accuracy(y_test)
     result.seconds["emulator_float"] = clock() - t
 
@@ -183,24 +186,11 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
     res_fixed = _run_chunked(emulator.run, qgraph, x_test, 250, "emulator fixed",
                              precision="fixed", record=True)
     result.fixed_accuracy = res_fixed.accuracy(y_test)
-    result.fixed_accuracy_lava_subset = float(np.mean(res_fixed.pred[:n_lava] == y_test[:n_lava])) \
-        if n_lava else None
     result.seconds["emulator_fixed"] = clock() - t
 
     if n_lava:
-        t = stage(f"Lava (CPU simulator, bit-accurate fixed point), first {n_lava} digits")
-        try:
-            from snncompile.targets import lava
-            res_lava = _run_chunked(lava.run, qgraph, x_test[:n_lava], LAVA_CHUNK, "Lava",
-                                    precision="fixed", record=True)
-        except Exception as exc:  # noqa: BLE001 - reported, the other figures still stand
-            result.missing["lava"] = f"{type(exc).__name__}: {exc}"
-        else:
-            result.lava_accuracy = res_lava.accuracy(y_test[:n_lava])
-            result.lava_output_agreement = _agreement(res_lava.outputs, res_fixed.outputs[:n_lava])
-            result.lava_prediction_agreement = _agreement(res_lava.pred, res_fixed.pred[:n_lava])
-            sub = _subset_result(res_fixed, n_lava)
-            result.lava_spike_agreement = spike_agreement(qgraph, sub, res_lava)
+        t = stage(f"Lava CPU simulator, first {n_lava} digits")
+        _run_lava(result, graph, qgraph, res_float, res_fixed, x_test[:n_lava], y_test[:n_lava])
         result.seconds["lava"] = clock() - t
 
     t = stage("energy report")
@@ -219,6 +209,35 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
 
     (out / f"{name}.summary.json").write_text(result.to_json())
     return result
+
+
+def _run_lava(result: DeployResult, graph, qgraph, res_float, res_fixed, x, y) -> None:
+    """Lava in bit-accurate fixed point against the fixed emulator; if the Lava target has no
+    fixed point (yet), Lava in float against the float emulator, saying so."""
+    from snncompile.errors import SnnCompileError
+
+    try:
+        from snncompile.targets import lava
+    except Exception as exc:  # noqa: BLE001 - Lava is optional at run time
+        result.missing["lava"] = f"{type(exc).__name__}: {exc}"
+        return
+    attempts = [("fixed", qgraph, res_fixed), ("float", graph, res_float)]
+    for precision, g, reference in attempts:
+        try:
+            res = _run_chunked(lava.run, g, x, LAVA_CHUNK, f"Lava {precision}", precision=precision,
+                               record=True)
+        except SnnCompileError as exc:
+            result.missing[f"lava {precision}"] = str(exc)
+            continue
+        n = len(x)
+        ref = _subset_result(reference, n)
+        result.lava_precision = precision
+        result.lava_accuracy = res.accuracy(y)
+        result.emulator_accuracy_lava_subset = float(np.mean(ref.pred == y))
+        result.lava_output_agreement = _agreement(res.outputs, ref.outputs)
+        result.lava_prediction_agreement = _agreement(res.pred, ref.pred)
+        result.lava_spike_agreement = spike_agreement(g, ref, res)
+        return
 
 
 def _import_lava_runtime_first() -> None:

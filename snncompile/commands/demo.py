@@ -87,5 +87,6 @@ def command(out_dir, lava_samples, test_samples):
     click.echo(result.table())
     click.echo(f"\nHTML energy report: {Path(result.files['energy report']).resolve()}")
     click.echo(f"demo took {time.perf_counter() - started:.0f} s")
-    if result.missing:
-        raise SnnCompileError("; ".join(f"{k} failed: {v}" for k, v in result.missing.items()))
+    if lava_samples and not result.lava_precision:
+        raise SnnCompileError("the Lava stage did not run: "
+                              + "; ".join(f"{k}: {v}" for k, v in result.missing.items()))
