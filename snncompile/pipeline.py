@@ -241,13 +241,21 @@ def _run_lava(result: DeployResult, graph, qgraph, res_float, res_fixed, x, y) -
 
 
 def _import_lava_runtime_first() -> None:
-    """Lava's runtime calls ``multiprocessing.set_start_method('fork')`` when first imported
-    and fails ("context has already been set") if anything fixed the start method before;
-    torch.fx tracing during export does. Importing Lava's runtime first avoids it."""
+    """Import Lava's runtime, which calls ``multiprocessing.set_start_method('fork')`` at
+    import and fails ("context has already been set") when anything fixed the start method
+    before -- torch.fx tracing and snnTorch training do. Lava needs 'fork' anyway (the
+    Linux default), so its one call is let through with ``force=True``."""
+    import multiprocessing
+
     from snncompile import lava_compat
 
     lava_compat.install()
-    import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
+    original = multiprocessing.set_start_method
+    multiprocessing.set_start_method = lambda method, force=False: original(method, force=True)
+    try:
+        import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
+    finally:
+        multiprocessing.set_start_method = original
 
 
 def _subset_result(res, n: int):
