@@ -1,0 +1,173 @@
+"""``snncompile verify GRAPH.onnx --input DATA.npz``: every backend on the same samples.
+
+Runs the float reference, the emulator in fixed point, Lava in fixed point and Lava in
+float, and prints a side-by-side table (accuracy when DATA.npz has labels, agreement of
+predictions with the float reference, exact agreement of the outputs with the emulator)
+and a per-layer table of spike counts. A graph that is not quantized yet is quantized
+with default settings (or ``--calib``), the same parameters for emulator and Lava.
+
+Exit status: 0 when emulator and Lava fixed agree spike for spike (outputs and every
+layer's counts), 1 when they differ (or on bad input), 2 when Lava fixed point could
+not be run at all (the reason is printed).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import click
+import numpy as np
+
+from snncompile.commands._common import load_npz, reports_errors
+from snncompile.errors import SnnCompileError
+
+
+@dataclass
+class Column:
+    """One backend's run (or why it did not run)."""
+
+    label: str
+    result: object = None
+    seconds: float = 0.0
+    n: int = 0
+    error: Optional[str] = None
+    notes: list = field(default_factory=list)
+
+
+def _run(label, fn, n) -> Column:
+    col = Column(label, n=n)
+    t0 = time.perf_counter()
+    try:
+        col.result = fn()
+    except SnnCompileError as exc:
+        col.error = str(exc)
+    col.seconds = time.perf_counter() - t0
+    return col
+
+
+def compare(ref: Column, emu: Column, others: list[Column], labels, neurons: list[str]
+            ) -> tuple[list[str], list[str], bool]:
+    """Render the two tables; return (summary lines, layer lines, emulator == lava fixed)."""
+    cols = [ref, emu, *others]
+    head = ("backend", "samples", "accuracy", "pred = float ref", "outputs = emulator", "time s")
+    rows = [head]
+    emu_out = emu.result.outputs if emu.result is not None else None
+    exact = True
+    for c in cols:
+        if c.result is None:
+            rows.append((c.label, "-", "-", "-", "not run (reason below)", "-"))
+            continue
+        r, n = c.result, c.n
+        acc = f"{np.mean(r.pred[:n] == labels[:n]):.2%}" if labels is not None else "-"
+        agree = f"{np.mean(r.pred[:n] == ref.result.pred[:n]):.2%}"
+        if c is emu or emu_out is None:
+            same = "-"
+        else:
+            if r.readout == "spikes":
+                eq = np.all(r.outputs[:n] == emu_out[:n], axis=(1, 2))
+            else:
+                eq = np.all(r.outputs[:n] == emu_out[:n], axis=(1, 2)) if r.precision == "fixed" else None
+            same = "-" if eq is None else f"{int(eq.sum())}/{n} samples"
+        rows.append((c.label, str(n), acc, agree, same, f"{c.seconds:.2f}"))
+    summary = _table(rows)
+    # per layer spike counts
+    lava_fixed = next((c for c in others if c.label == "lava fixed" and c.result is not None), None)
+    layers = [k for k in neurons if k in emu.result.layer_counts and k in ref.result.layer_counts]
+    lrows = [("layer", *[c.label for c in cols], "lava fixed = emulator")]
+    n_common = min([c.n for c in cols if c.result is not None] or [0])
+    for k in layers:
+        vals = []
+        for c in cols:
+            lc = c.result.layer_counts.get(k) if c.result is not None else None
+            vals.append("-" if lc is None else str(int(lc[:n_common].sum())))
+        match = "-"
+        if lava_fixed is not None:
+            a, b = emu.result.layer_counts[k][:lava_fixed.n], lava_fixed.result.layer_counts.get(k)
+            if b is None:
+                match = "not recorded"
+            else:
+                ok = np.all((a == b[:lava_fixed.n]).reshape(lava_fixed.n, -1), axis=1)
+                match = f"{int(ok.sum())}/{lava_fixed.n}"
+                exact &= bool(ok.all())
+        lrows.append((k, *vals, match))
+    if lava_fixed is not None:
+        exact &= bool(np.array_equal(lava_fixed.result.outputs, emu_out[:lava_fixed.n]))
+    return summary, _table(lrows) + [f"(layer spike totals over the first {n_common} samples)"], exact
+
+
+def _table(rows) -> list[str]:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+@click.command("verify")
+@click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(dir_okay=False))
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="Use the first N samples for reference and emulator [default: all].")
+@click.option("--lava-samples", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Lava runs one sample at a time (about 1 ms per step): the first N samples.")
+@click.option("--calib", "calib_file", metavar="DATA.npz", type=click.Path(dir_okay=False), default=None,
+              help="Calibration data when GRAPH is not quantized yet.")
+@click.option("--no-lava-float", is_flag=True, help="Skip the Lava float run.")
+@click.option("--steps", type=click.IntRange(min=1), default=None)
+@reports_errors
+def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_float, steps):
+    """Run reference float, emulator fixed, Lava fixed and Lava float side by side."""
+    from snncompile.ir.onnx_format import load_onnx
+    from snncompile.quantize import is_quantized, quantize
+    from snncompile.targets import emulator, reference
+    from snncompile.targets.base import prepare_inputs
+
+    graph = load_onnx(graph_file)
+    x, y = load_npz(data_file)
+    if samples:
+        x, y = x[:samples], (None if y is None else y[:samples])
+    x, _ = prepare_inputs(graph, x, steps)
+    if y is not None:
+        from snncompile.commands.run import check_labels
+        y = check_labels(y, len(x), data_file)
+    qgraph = graph
+    if not is_quantized(graph):
+        calib = load_npz(calib_file, what="calibration")[0] if calib_file else None
+        qgraph, _ = quantize(graph, calib=calib)
+        click.echo(f"graph not quantized: quantized with {'--calib data' if calib_file else 'default settings'}")
+    n, nl = len(x), min(lava_samples, len(x))
+    ref = _run("reference float", lambda: reference.run(graph, x, record=True), n)
+    emu = _run("emulator fixed", lambda: emulator.run(qgraph, x, precision="fixed", record=True), n)
+    for c in (ref, emu):
+        if c.error:
+            raise SnnCompileError(f"{c.label}: {c.error}")
+    others = []
+    try:
+        # Lava's runtime sets the 'fork' start method at import, which fails once torch or a
+        # neuron library fixed it; the demo pipeline's helper lets that one call through.
+        from snncompile.pipeline import _import_lava_runtime_first
+        _import_lava_runtime_first()
+        from snncompile.targets import lava
+    except Exception as exc:  # Lava not importable at all
+        lava = None
+        lava_error = f"the Lava target cannot be imported ({exc})"
+    if lava is not None:
+        others.append(_run("lava fixed", lambda: lava.run(qgraph, x[:nl], precision="fixed", record=True), nl))
+        if not no_lava_float:
+            others.append(_run("lava float", lambda: lava.run(graph, x[:nl], precision="float", record=True), nl))
+    else:
+        others = [Column("lava fixed", error=lava_error), Column("lava float", error=lava_error)]
+    from snncompile.ir.nodes import Neuron
+    neurons = [node.name for node in qgraph if isinstance(node, Neuron)]
+    summary, layer_lines, exact = compare(ref, emu, others, y, neurons)
+    for line in summary + [""] + layer_lines:
+        click.echo(line)
+    lava_fixed = others[0]
+    if lava_fixed.result is None:
+        click.echo(f"verify: Lava fixed point could not be run: {lava_fixed.error}", err=True)
+        sys.exit(2)
+    if not exact:
+        click.echo("verify: emulator and Lava fixed point DISAGREE (see the tables)", err=True)
+        sys.exit(1)
+    click.echo(f"verify: emulator == Lava fixed point, spike for spike, on {nl} samples")
