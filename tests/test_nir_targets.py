@@ -130,3 +130,21 @@ def test_cli_run_on_lava_float_gives_the_model_time_spikes(exported):
 def test_lava_fixed_with_the_readme_integers_gives_the_model_time_spikes():
     res = run_lava_fixed(_fixed_benchmark(), _input())
     assert np.nonzero(res.outputs[0, :, 0])[0].tolist() == SPIKES
+
+
+@pytest.mark.lava
+@pytest.mark.slow
+def test_recurrent_nested_nir_graph_runs_on_lava_float_like_the_reference(tmp_path):
+    import nir
+    from test_nir import _cuba_recurrent_graph
+
+    rng = np.random.default_rng(3)
+    top, p = _cuba_recurrent_graph(rng)
+    nir.write(tmp_path / "rec.nir", top)
+    graph = read_nir(tmp_path / "rec.nir", dt=p["dt"])
+    x = (rng.random((2, 30, 3)) < 0.5).astype(float)
+    ref = run(graph, x, record=True)
+    lava = run(graph, x, backend="lava", record=True)
+    assert ref.layer_counts["rec.lif"].sum() > 10
+    np.testing.assert_array_equal(lava.layer_counts["rec.lif"], ref.layer_counts["rec.lif"])
+    np.testing.assert_allclose(lava.outputs, ref.outputs, rtol=1e-9, atol=1e-9)  # LI readout potential
