@@ -29,12 +29,15 @@ def read_nir(path, dt: Optional[float] = None, timesteps: Optional[int] = None) 
     """Import the NIR file ``path`` as an IR graph (float), discretised at step ``dt`` seconds.
 
     ``dt`` may be left out when the file implies it (``r = tau/dt`` or ``r = 1/dt`` neurons,
-    or ``dt`` in the graph metadata) or no node depends on it.
+    or ``dt`` in the graph metadata) or no node depends on it. ``timesteps`` defaults to the
+    graph metadata's ``timesteps`` (written by :func:`write_nir`).
     """
     path = Path(path)
     model = nir_graph.load(path)
     flat = nir_graph.flatten(model, source=f"NIR file '{path}'")
     dt, dt_source = _resolve_dt(flat, dt, model.metadata, path)
+    if timesteps is None and "timesteps" in model.metadata:  # written by write_nir
+        timesteps = int(np.asarray(model.metadata["timesteps"]).reshape(-1)[0])
     graph = _Importer(flat, dt, path).build(timesteps)
     graph.meta.update({"nir.source": str(path), "nir.dt": repr(dt), "nir.dt_source": dt_source})
     return graph

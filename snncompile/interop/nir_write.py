@@ -28,9 +28,10 @@ def to_nir(graph: Graph, dt: float) -> tuple[nir.NIRGraph, list[str]]:
     for name in nodes:
         for src in graph.inputs_of(name):
             edges += [(s, name) for s in _sources(graph, src)]
-    if "dt" in nodes:
-        raise SnnCompileError("a node named 'dt' clashes with NIR graph metadata")
-    model = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": np.float64(dt)}, type_check=False)
+    metadata = {"dt": np.float64(dt)}
+    if graph.timesteps:
+        metadata["timesteps"] = np.int64(graph.timesteps)
+    model = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=False)
     return model, warnings
 
 
