@@ -241,3 +241,36 @@ def test_time_constant_shorter_than_dt_is_refused(tmp_path):
     nir.write(tmp_path / "tau.nir", g)
     with pytest.raises(SnnCompileError, match=r"tau = 0.0001 is shorter than dt = 0.001"):
         read_nir(tmp_path / "tau.nir", dt=1e-3)
+
+
+@pytest.mark.parametrize("padding, stride, dilation, torch_padding", [
+    ("valid", (1, 1), (1, 1), 0), ("same", (1, 1), (2, 1), (2, 1)), (np.array([1, 0]), (2, 1), (1, 1), (1, 0)),
+    (2, (1, 2), (1, 1), 2),
+])
+def test_conv2d_padding_forms_match_torch(tmp_path, padding, stride, dilation, torch_padding):
+    rng = np.random.default_rng(7)
+    w, b = rng.normal(0, 1, (3, 2, 3, 3)), rng.normal(0, 1, 3)
+    conv = nir.Conv2d(input_shape=(7, 8), weight=w, stride=stride, padding=padding, dilation=dilation,
+                      groups=1, bias=b)
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([2, 7, 8])), "conv": conv,
+                            "output": nir.Output(output_type=conv.output_type["output"])},
+                     edges=[("input", "conv"), ("conv", "output")], type_check=False)
+    nir.write(tmp_path / "conv.nir", g)
+    graph = read_nir(tmp_path / "conv.nir")
+    x = rng.normal(0, 1, (2, 3, 2, 7, 8))
+    expect = torch.nn.functional.conv2d(torch.from_numpy(x.reshape(6, 2, 7, 8)), torch.from_numpy(w),
+                                        torch.from_numpy(b), stride, torch_padding, dilation)
+    res = run(graph, x)
+    assert graph.output.mode == "potential"
+    np.testing.assert_allclose(res.outputs.reshape(expect.shape), expect.numpy(), rtol=1e-12)
+
+
+def test_same_padding_with_an_even_kernel_is_refused(tmp_path):
+    conv = nir.Conv2d(input_shape=(6, 6), weight=np.ones((1, 1, 2, 2)), stride=1, padding="same",
+                      dilation=1, groups=1, bias=np.zeros(1))
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([1, 6, 6])), "c": conv,
+                            "output": nir.Output(output_type=np.array([1, 6, 6]))},
+                     edges=[("input", "c"), ("c", "output")], type_check=False)
+    nir.write(tmp_path / "even.nir", g)
+    with pytest.raises(SnnCompileError, match=r"node 'c': padding='same' with an even kernel \(2, 2\) pads asymmetrically"):
+        read_nir(tmp_path / "even.nir")
