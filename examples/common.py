@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -52,7 +53,7 @@ def train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, forward: Forward
     steps_per_epoch = (len(xt) + batch_size - 1) // batch_size
     opt = torch.optim.Adam(list(params) if params is not None else model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
-    history = []
+    history, started = [], time.perf_counter()
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(xt), generator=gen)
@@ -69,6 +70,8 @@ def train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, forward: Forward
             bar.set_postfix(loss=f"{total / (i + 1):.3f}")
         history.append(total / steps_per_epoch)
     model.eval()
+    print(f"{desc}: {epochs} epoch(s) on {len(xt)} digits in {time.perf_counter() - started:.0f} s, "
+          f"last epoch's loss {history[-1]:.3f}")
     return history
 
 
