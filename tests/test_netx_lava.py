@@ -74,3 +74,43 @@ def test_netx_network_on_our_lava_target_equals_hand_built_lava(netx_case):
     graph, x, expect = netx_case
     res = run_lava_fixed(graph, x)
     np.testing.assert_array_equal(res.outputs, expect)
+
+
+def test_graded_input_mlp_on_the_emulator_equals_hand_built_lava(tmp_path):
+    """8-bit graded input messages into a dense CUBA layer (netx ``input_message_bits=8``)."""
+    from test_netx import _write
+    lava_compat.install()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIF
+
+    rng = np.random.default_rng(9)
+    w, bias = rng.integers(-20, 50, (6, 4)), rng.integers(-10, 10, 6)
+    neuron = dict(CUBA, iDecay=2048, vDecay=256, vThMant=4000)
+    path = _write(tmp_path / "mlp.net", [{"type": b"input", "shape": np.array([4])},
+                                          {"type": b"dense", "shape": np.array([6]), "weight": w,
+                                           "bias": bias, "neuron": neuron}])
+    graph = read_netx(path, input_message_bits=8)
+    x = rng.integers(0, 30, (T, 4)).astype(float)
+    data = np.zeros((4, T + 1))
+    data[:, :T] = x.T
+    src = Source(data=data)
+    mant, bits, exp = optimize_weight_bits(w)
+    dense = Dense(weights=mant, weight_exp=exp, num_weight_bits=bits, num_message_bits=8)
+    lif = LIF(shape=(6,), du=neuron["iDecay"] - 1, dv=neuron["vDecay"], vth=neuron["vThMant"],
+              bias_mant=bias, bias_exp=6)
+    sink = Sink(shape=(6,), buffer=T + 1)
+    src.s_out.connect(dense.s_in)
+    dense.a_out.connect(lif.a_in)
+    lif.s_out.connect(sink.a_in)
+    try:
+        sink.run(condition=RunSteps(num_steps=T + 1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        expect = sink.data.get().T[1:]
+    finally:
+        sink.stop()
+    assert 0.1 < expect.mean() < 0.7
+    res = run(graph, x[None], backend="emulator", precision="fixed")
+    np.testing.assert_array_equal(res.outputs[0], expect)
