@@ -130,3 +130,30 @@ def test_corrupt_and_foreign_files_are_clear_errors(tmp_path):
         read_netx(tmp_path / "other.h5")
     with pytest.raises(SnnCompileError, match=r"does not exist"):
         read_netx(tmp_path / "missing.net")
+
+
+def test_cli_exports_netx_to_onnx_and_runs_it_in_fixed_point(tmp_path):
+    from click.testing import CliRunner
+
+    from snncompile.cli import main
+    from snncompile.ir.onnx_format import load_onnx
+
+    net = _conv_net(tmp_path / "net.net", _params())
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(net), "-T", "12", "-o", str(tmp_path / "net.onnx")])
+    assert result.exit_code == 0, result.output
+    graph = load_onnx(tmp_path / "net.onnx")
+    assert graph.node("3.dense").fixed == read_netx(net).node("3.dense").fixed
+    x = (np.random.default_rng(2).random((3, 12, 2, 6, 6)) < 0.4).astype(float)
+    np.savez(tmp_path / "x.npz", x=x)
+    result = runner.invoke(main, ["run", str(tmp_path / "net.onnx"), "--input", str(tmp_path / "x.npz"),
+                                  "--backend", "emulator", "--precision", "fixed", "-o", str(tmp_path / "o.npz")])
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "o.npz") as out:
+        expect = run(read_netx(net), x, backend="emulator", precision="fixed").outputs
+        assert expect.sum() > 0
+        np.testing.assert_array_equal(out["spikes"], expect)
+    (tmp_path / "junk.net").write_bytes(b"junk")
+    bad = runner.invoke(main, ["export", str(tmp_path / "junk.net"), "-o", str(tmp_path / "m.onnx")])
+    assert bad.exit_code == 1 and "junk.net' is not a readable netx HDF5 network" in bad.output
+    assert not (tmp_path / "m.onnx").exists()
