@@ -1,108 +1,28 @@
 """Emulator fixed point == Lava's stock fixed_pt processes (Dense, Conv, LIF), bit for bit.
 
-These run raw Lava processes (no snncompile Lava mapping involved), so they check the
-equations written in ``snncompile.ir.fixed`` against the installed Lava source itself,
-with random integer parameters near the wrap/saturation limits (hypothesis).
-
-Timing: Lava's Dense/Conv deliver one step late. Feeding the emulator the input shifted
-by one step per synapse stage lines its last layer up with Lava's; that layer gets zero
-input at the first step in both, so it evolves identically (bias, decay of u_init/v_init);
-earlier layers must then stay at rest without input (no bias, zero state).
+These run raw Lava processes (``targets/emulator/stock_lava.py``: no snncompile Lava
+mapping involved), so they check the equations written in ``snncompile.ir.fixed``
+against the installed Lava source itself, with random integer parameters near the
+wrap/saturation limits (hypothesis). Lava's per-stage latency is aligned as described
+in ``stock_lava``.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from snncompile.ir import fixed as fx
 from snncompile.ir import nodes as ir
-from snncompile.ir.graph import Graph
-from snncompile.targets.emulator.integer import IntegerSimulator
+from snncompile.targets.emulator.stock_lava import emulate_chain, run_stock_chain
 
 pytestmark = pytest.mark.lava
 
 
-def _lava():
-    from snncompile import lava_compat
-    lava_compat.install()
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.conv.process import Conv
-    from lava.proc.dense.process import Dense
-    from lava.proc.io.sink import RingBuffer as Sink
-    from lava.proc.io.source import RingBuffer as Source
-    from lava.proc.lif.process import LIF
-    return dict(RunSteps=RunSteps, Cfg=Loihi2SimCfg, Conv=Conv, Dense=Dense, Sink=Sink,
-                Source=Source, LIF=LIF)
-
-
-def _lif_kwargs(f: fx.NeuronFixed, shape):
-    return dict(shape=shape, du=int(f.du), dv=int(f.dv), vth=int(f.vth),
-                bias_mant=np.broadcast_to(f.bias_mant, shape).copy(),
-                bias_exp=np.broadcast_to(f.bias_exp, shape).copy(),
-                u=np.broadcast_to(f.u_init, shape).copy(), v=np.broadcast_to(f.v_init, shape).copy())
-
-
-def lava_chain(x: np.ndarray, layers: list):
-    """Run Source -> (synapse -> LIF)* -> Sink on Lava fixed_pt.
-
-    ``x``: (T, *in_shape) integers (PyTorch layout); ``layers``: list of
-    (synapse ir node, NeuronFixed, neuron shape). Returns (spikes (T, *out_shape) in PyTorch
-    layout, final u, final v of the last LIF in PyTorch layout)."""
-    L = _lava()
-    T = x.shape[0]
-    to_lava = (lambda a: a.transpose(2, 1, 0)) if x.ndim == 4 else (lambda a: a)
-    data = np.stack([to_lava(x[t]) for t in range(T)], axis=-1).astype(np.int32)
-    src = L["Source"](data=data)
-    port, lifs = src.s_out, []
-    for syn, nf, shape in layers:
-        f = syn.fixed
-        if isinstance(syn, ir.Linear):
-            conn = L["Dense"](weights=np.asarray(f.weight), weight_exp=f.weight_exp,
-                              num_weight_bits=f.num_weight_bits, num_message_bits=f.num_message_bits)
-            lshape = shape
-        else:
-            w = np.asarray(f.weight).transpose(0, 3, 2, 1)[:, ::-1, ::-1].copy()
-            in_whc = tuple(port.shape)
-            conn = L["Conv"](weight=w, input_shape=in_whc, padding=syn.padding[::-1],
-                             stride=syn.stride[::-1], dilation=syn.dilation[::-1], groups=syn.groups,
-                             num_message_bits=f.num_message_bits)
-            lshape = tuple(shape[::-1])
-        lif = L["LIF"](**_lif_kwargs(nf, lshape))
-        port.connect(conn.s_in)
-        conn.a_out.connect(lif.a_in)
-        port, last = lif.s_out, lif
-        lifs.append(lif)
-    sink = L["Sink"](shape=tuple(port.shape), buffer=T)
-    port.connect(sink.a_in)
-    try:
-        src.run(condition=L["RunSteps"](num_steps=T), run_cfg=L["Cfg"](select_tag="fixed_pt"))
-        spikes, u, v = sink.data.get(), last.u.get(), last.v.get()
-    finally:
-        src.stop()
-    back = (lambda a: a.transpose(2, 1, 0)) if spikes.ndim == 4 else (lambda a: a)
-    return (np.stack([back(spikes[..., t]) for t in range(T)]).astype(np.int64),
-            back(u).astype(np.int64), back(v).astype(np.int64))
-
-
-def emulate_chain(x: np.ndarray, layers: list, message_bits: int):
-    """The same chain as an IR graph on the emulator, fed one step late per synapse stage
-    (every stage but the last must be quiet: see module doc)."""
-    g = Graph("chain", timesteps=x.shape[0])
-    prev = g.add(ir.Input("in", shape=x.shape[1:], fixed=fx.InputFixed(num_message_bits=message_bits)))
-    for i, (syn, nf, shape) in enumerate(layers):
-        prev = g.add(syn, [prev])
-        prev = g.add(ir.Neuron(f"lif{i}", shape=shape, fixed=nf), [prev])
-    g.add(ir.Output("out"), [prev])
-    k = len(layers)     # Lava: one step of latency per synapse stage
-    xs = np.concatenate([np.zeros_like(x[:k]), x])[:x.shape[0]].astype(np.float64)
-    sim = IntegerSimulator(g, 1)
-    outs = [sim.step(torch.from_numpy(xs[t][None]))[0].numpy() for t in range(x.shape[0])]
-    last = sim.neurons[f"lif{len(layers) - 1}"]
-    return np.stack(outs), last.u[0].numpy(), last.v[0].numpy()
+def lava_chain(x, layers):
+    spikes, u, v, _ = run_stock_chain(x, layers)
+    return spikes, u, v
 
 
 # -- strategies: integers at and around the limits -----------------------------------------
