@@ -21,14 +21,16 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 SHIPPED = DATA / "mnist_convsnn.pt"
 #: Test digits run on Lava by default: fits the 3-minute budget on 2 cores.
 DEFAULT_LAVA_SAMPLES = 250
+REGENERATE = "python examples/ex1_conv_spikingjelly.py --ship"
 
 
-def shipped_metadata(model_path: Path = SHIPPED) -> dict:
-    meta_path = Path(model_path).with_suffix(".json")
-    if not meta_path.exists():
-        raise SnnCompileError(f"model metadata '{meta_path}' is missing; regenerate the model with "
-                              f"python examples/ex1_conv_spikingjelly.py --ship")
-    return json.loads(meta_path.read_text())
+def shipped_metadata(model_path=None) -> dict:
+    """The shipped model's JSON: input shape, T, seed, accuracy, how to regenerate it."""
+    model_path = Path(model_path or SHIPPED)
+    for path in (model_path, model_path.with_suffix(".json")):
+        if not path.exists():
+            raise SnnCompileError(f"shipped model file '{path}' is missing; regenerate it with {REGENERATE}")
+    return json.loads(model_path.with_suffix(".json").read_text())
 
 
 def torch_accuracy(model, x, y, timesteps: int, batch_size: int = 250) -> float:
@@ -65,10 +67,7 @@ def torch_accuracy(model, x, y, timesteps: int, batch_size: int = 250) -> float:
 def command(out_dir, lava_samples, test_samples):
     """Run the whole pipeline on the shipped MNIST conv SNN (about 2 minutes on 2 cores)."""
     started = time.perf_counter()
-    meta = shipped_metadata()
-    if not SHIPPED.exists():
-        raise SnnCompileError(f"shipped model '{SHIPPED}' is missing; regenerate it with "
-                              f"{meta['regenerate']}")
+    meta = shipped_metadata(SHIPPED)
     from snncompile.frontend import load_model
     from snncompile.mnist import load_mnist
     from snncompile.pipeline import deploy
