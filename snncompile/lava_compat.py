@@ -70,6 +70,24 @@ def install() -> None:
         # Imported before the hook: it only got this far if it works as it is.
         loaded.__snncompile_checked__ = True
     sys.meta_path.insert(0, _LavaVarModelFinder())
+    _import_runtime_multiprocessing()
+
+
+def _import_runtime_multiprocessing() -> None:
+    """Lava's runtime calls ``multiprocessing.set_start_method('fork')`` at import, which
+    raises "context has already been set" once anything fixed the start method (torch.fx
+    tracing, SpikingJelly's NIR export, snnTorch training). Lava needs 'fork' anyway (the
+    Linux default), so import it here once with its call let through (``force=True``)."""
+    import multiprocessing
+
+    if importlib.util.find_spec("lava") is None:
+        return
+    original = multiprocessing.set_start_method
+    multiprocessing.set_start_method = lambda method, force=False: original(method, force=True)
+    try:
+        import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
+    finally:
+        multiprocessing.set_start_method = original
 
 
 def check() -> str:

@@ -161,7 +161,7 @@ class _Importer:
         try:
             if isinstance(node, nir_neurons.NEURONS):
                 return self._neuron(name, node, src, in_shape)
-            ir_node, spiking = self._synapse(name, node, in_shape), self.spiking_source(name)
+            ir_node, spiking = self._synapse(name, node, in_shape), self._spiking_source(name)
         except SnnCompileError:
             raise
         except (ValueError, TypeError, IndexError) as exc:
@@ -173,7 +173,7 @@ class _Importer:
         self._add(ir_node, [src], shape)
         self._set(name, ir_node.name, spiking)
 
-    def spiking_source(self, name) -> bool:
+    def _spiking_source(self, name) -> bool:
         """Flatten keeps spikes spikes; every other synapse makes a current."""
         node = self.flat.nodes[name]
         return isinstance(node, nir.Flatten) and all(self.spiking[p] for p in self.flat.inputs_of(name)
