@@ -124,3 +124,10 @@ def test_spikingjelly_batchnorm_maxpool_and_soft_reset_are_named_errors():
     soft = torch.nn.Sequential(layer.Linear(3, 2), sj_neuron.IFNode(v_reset=None))
     with pytest.raises(SnnCompileError, match=r"module '1' \(spikingjelly.IFNode\): soft reset"):
         library_to_nir(soft, torch.zeros(1, 3))
+
+
+def test_snntorch_scalar_beta_that_its_exporter_cannot_shape_is_named():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero"))
+    with pytest.raises(SnnCompileError, match=r"module '1' \(snntorch.Leaky\): snnTorch's NIR exporter needs "
+                                              r"beta, threshold as tensors with one value per neuron"):
+        library_to_nir(net, torch.zeros(1, 4))

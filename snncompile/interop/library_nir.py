@@ -100,7 +100,21 @@ def _check_snntorch(model: torch.nn.Module) -> list[str]:
                                 f"is not exported; NIR spikes are 1")
             if getattr(module, "inhibition", False):
                 raise SnnCompileError(f"{where}: inhibition=True has no NIR equivalent")
+            if cls in ("Leaky", "Synaptic"):
+                _check_per_neuron(module, where)
     return warnings
+
+
+def _check_per_neuron(module, where: str) -> None:
+    """snnTorch's exporter copies beta/alpha/threshold as they are: a scalar gives a NIR node
+    without a shape, and NIR's type inference then fails with a message naming no module."""
+    keys = ("alpha", "beta", "threshold") if hasattr(module, "alpha") else ("beta", "threshold")
+    sizes = {k: int(torch.as_tensor(getattr(module, k)).numel()) for k in keys}
+    if min(sizes.values()) <= 1 or len(set(sizes.values())) > 1:
+        raise SnnCompileError(
+            f"{where}: snnTorch's NIR exporter needs {', '.join(keys)} as tensors with one value "
+            f"per neuron (got sizes {sizes}); e.g. beta=torch.full((n,), 0.9), "
+            f"threshold=torch.ones(n)")
 
 
 def _check_spikingjelly(model: torch.nn.Module) -> list[str]:
