@@ -45,9 +45,9 @@ def wrap24(x: torch.Tensor) -> torch.Tensor:
 
 
 def rtz_decay(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """``sign(x*f) * (|x*f| >> 12)``: Lava's decay, rounding toward zero."""
-    p = x * factor
-    return torch.sign(p) * (p.abs() >> fx.DECAY_SHIFT)
+    """``sign(x*f) * (|x*f| >> 12)``: Lava's decay, rounding toward zero. Integer division
+    truncating toward zero by 4096 is exactly that (``|x*f| < 2**44``: no int64 overflow)."""
+    return torch.div(x * factor, fx.DECAY_UNITY, rounding_mode="trunc")
 
 
 def shift(x: torch.Tensor, e: int) -> torch.Tensor:
@@ -82,15 +82,17 @@ class IntNeuronState:
         #: Largest |u| of the last step: while it is small, no int32 wrap can happen (fast path).
         self.u_max = absmax(self.u)
 
-    def _decay(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """rtz decay, skipping the multiply where Lava's factor is 0 or exactly 4096."""
+    def _decay(self, x: torch.Tensor, keep: torch.Tensor, tame: bool) -> torch.Tensor:
+        """rtz decay (int32-wrapped unless ``tame``), skipping the multiply where Lava's
+        factor is 0 or exactly 4096."""
         if keep.dim() == 0:
             k = int(keep)
             if k == 0:
                 return torch.zeros_like(x)
             if k == fx.DECAY_UNITY:
                 return x
-        return wrap32(rtz_decay(x, keep))
+        d = rtz_decay(x, keep)
+        return d if tame else wrap32(d)
 
     def step(self, a: torch.Tensor) -> torch.Tensor:
         lim = fx.STATE_MAX
@@ -103,9 +105,9 @@ class IntNeuronState:
         if tame:
             u = a << fx.ACT_SHIFT
             if not (self.keep_u.dim() == 0 and int(self.keep_u) == 0):   # du = 4095: u forgotten
-                u = u + self._decay(self.u, self.keep_u)
+                u = u + self._decay(self.u, self.keep_u, True)
         else:
-            u = wrap32(self._decay(self.u, self.keep_u) + wrap32(wrap32(a) << fx.ACT_SHIFT))
+            u = wrap32(self._decay(self.u, self.keep_u, False) + wrap32(wrap32(a) << fx.ACT_SHIFT))
         u_max = absmax(u)
         if u_max >= lim:
             if self.events is not None:
@@ -113,7 +115,7 @@ class IntNeuronState:
             u = torch.where(u > lim, u - 2 * lim, torch.where(u <= -lim, u + 2 * lim, u))
             u_max = absmax(u)
         self.u, self.u_max = u, u_max
-        v = self._decay(self.v, self.keep_v) + u + self.bias
+        v = self._decay(self.v, self.keep_v, tame) + u + self.bias
         if not tame:
             v = wrap32(v)
         if self.events is not None:

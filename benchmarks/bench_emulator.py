@@ -1,0 +1,123 @@
+"""Emulator (batched integer torch) vs Lava fixed_pt on the same conv network, one run.
+
+Network (Lava-stock mappable, so Lava runs with no snncompile mapping involved):
+spike input 1x28x28 (Bernoulli-coded MNIST digits, T steps) -> Conv 8@3x3/2 -> LIF ->
+Conv 16@3x3/2 -> LIF -> Dense 784->10 -> LIF, quantized to 8 bits by ``snncompile.quantize``.
+
+* identical spikes: the first ``--check`` digits, each in its own Lava run, must give
+  exactly the emulator's output spikes (Lava's 3 steps of pipeline latency aligned);
+* Lava marginal time per sample: (one run of K digits back to back - one run of 1 digit)
+  / (K - 1): compile and start-up excluded, results read back outside the timing;
+* emulator marginal time per sample: (batch 2B - batch B) / B, best of 3.
+
+    .venv/bin/python benchmarks/bench_emulator.py [--write]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = "## Emulator vs Lava fixed point, marginal time per sample (bench_emulator.py)"
+
+
+def network(T: int):
+    from snncompile.ir import nodes as ir
+    from snncompile.ir.graph import Graph
+    rng = np.random.default_rng(0)
+    g = Graph("conv_bench", timesteps=T)
+    g.add(ir.Input("in", shape=(1, 28, 28)))
+    g.add(ir.Conv2d("conv1", weight=rng.normal(0.1, 0.5, (8, 1, 3, 3)), stride=2, padding=1), ["in"])
+    g.add(ir.Neuron("lif1", shape=(8, 14, 14), dv=0.1, threshold=1.0), ["conv1"])
+    g.add(ir.Conv2d("conv2", weight=rng.normal(0.05, 0.4, (16, 8, 3, 3)), stride=2, padding=1), ["lif1"])
+    g.add(ir.Neuron("lif2", shape=(16, 7, 7), dv=0.1, threshold=1.0), ["conv2"])
+    g.add(ir.Flatten("flat"), ["lif2"])
+    g.add(ir.Linear("fc", weight=rng.normal(0.02, 0.15, (10, 784))), ["flat"])
+    g.add(ir.Neuron("lif3", shape=(10,), dv=0.1, threshold=1.0), ["fc"])
+    g.add(ir.Output("out"), ["lif3"])
+    return g
+
+
+def spike_digits(n: int, T: int, seed: int = 0) -> np.ndarray:
+    from snncompile.mnist import load_mnist
+    x = load_mnist().x_test[:n]
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, T) + x.shape[1:]) < x[:, None]).astype(np.float64)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--T", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lava-k", type=int, default=20)
+    ap.add_argument("--check", type=int, default=5)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args(argv)
+    import torch
+
+    from snncompile.quantize import quantize
+    from snncompile.targets import emulator
+    from snncompile.targets.emulator.stock_lava import run_stock_chain
+
+    T, B = args.T, args.batch
+    g = network(T)
+    x = spike_digits(max(2 * B, args.lava_k), T)
+    qg, _ = quantize(g, calib=x[:64])
+    layers = [(qg.node("conv1"), qg.node("lif1").fixed, (8, 14, 14)),
+              (qg.node("conv2"), qg.node("lif2").fixed, (16, 7, 7)),
+              (qg.node("fc"), qg.node("lif3").fixed, (10,))]
+    k = len(layers)
+
+    # identical spikes, digit by digit (the emulator fed k steps late: Lava's latency)
+    shifted = np.concatenate([np.zeros_like(x[:, :k]), x], axis=1)[:, :T]
+    em = emulator.run(qg, shifted[:args.check], precision="fixed", record=True)
+    mismatches, checked_spikes = 0, 0
+    for i in range(args.check):
+        lava_s, _, _, _ = run_stock_chain(x[i].astype(np.int64), layers)
+        mismatches += int(np.sum(lava_s.reshape(T, -1) != em.outputs[i]))
+        checked_spikes += int(lava_s.sum())
+
+    # Lava marginal time per sample
+    def lava_time(n):
+        seq = x[:n].reshape((n * T,) + x.shape[2:]).astype(np.int64)
+        return run_stock_chain(seq, layers)[3]
+    t1, tk = lava_time(1), lava_time(args.lava_k)
+    lava_per = (tk - t1) / (args.lava_k - 1)
+
+    # emulator marginal time per sample
+    def emu_time(n):
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            emulator.run(qg, x[:n], precision="fixed", batch_size=n)
+            best = min(best, time.perf_counter() - t0)
+        return best
+    e1, e2 = emu_time(B), emu_time(2 * B)
+    emu_per = (e2 - e1) / B
+    text = "\n".join([
+        f"- network: spikes 1x28x28, T={T} -> Conv8/2 -> LIF -> Conv16/2 -> LIF -> Dense 784->10 -> LIF, "
+        f"8-bit (snncompile.quantize)",
+        f"- identical spikes: {args.check} digits, {checked_spikes} output spikes, {mismatches} mismatches "
+        f"(emulator vs Lava stock fixed_pt)",
+        f"- Lava fixed_pt (Loihi2SimCfg, stock processes): {1000 * lava_per:.2f} ms per sample marginal "
+        f"({args.lava_k} digits back to back: {tk:.2f} s; 1 digit: {t1:.2f} s incl. start-up)",
+        f"- emulator fixed (torch {torch.__version__}, {torch.get_num_threads()} threads): "
+        f"{1e6 * emu_per:.1f} us per sample marginal (batch {B}: {e1:.3f} s, batch {2 * B}: {e2:.3f} s)",
+        f"- speed-up: {lava_per / emu_per:.0f}x",
+    ])
+    print(text)
+    if args.write:
+        from bench_mnist_quant import write_section
+        write_section(SECTION, text + f"\n- machine: {platform.machine()}, 2-core CPU; measured "
+                                 f"{time.strftime('%Y-%m-%d')}")
+    return 0 if mismatches == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    sys.exit(main())
