@@ -9,7 +9,6 @@ library's exporter, so users get one precise warning or ``SnnCompileError`` per 
 """
 from __future__ import annotations
 
-
 import nir
 import torch
 
