@@ -157,3 +157,14 @@ def test_cli_exports_netx_to_onnx_and_runs_it_in_fixed_point(tmp_path):
     bad = runner.invoke(main, ["export", str(tmp_path / "junk.net"), "-o", str(tmp_path / "m.onnx")])
     assert bad.exit_code == 1 and "junk.net' is not a readable netx HDF5 network" in bad.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_network_without_input_layer_takes_its_input_size_from_the_first_dense_weight(tmp_path):
+    w = np.arange(15).reshape(3, 5) - 5
+    graph = read_netx(_write(tmp_path / "noin.net", [
+        {"type": b"dense", "shape": np.array([3]), "weight": w, "neuron": dict(CUBA, vThMant=10)}]))
+    assert graph.input.shape == (5,) and graph.inputs_of("0.dense") == ["input"]
+    conv_first = _write(tmp_path / "conv.net", [{"type": b"conv", "shape": np.array([3, 4, 4]),
+                                                 "weight": np.ones((3, 2, 3, 3))}])
+    with pytest.raises(SnnCompileError, match=r"layer 0: 'conv' layer before any input layer"):
+        read_netx(conv_first)

@@ -133,8 +133,14 @@ class _Builder:
                                    f"NotImplementedError for it)")
             if kind == "input":
                 self._input(i, layer)
+            elif self.last is None and kind == "dense" and "weight" in layer:
+                # slayer exports often start with a dense block: its weight gives the input
+                # size (as netx infers it from the Dense process's s_in port).
+                self._input(i, {"shape": np.array([np.asarray(layer["weight"]).shape[-1]])})
+                self._dense(i, layer, last=i == len(layers) - 1)
             elif self.last is None:
-                raise self.fail(i, f"'{kind}' layer before any input layer: the input shape is unknown")
+                raise self.fail(i, f"'{kind}' layer before any input layer: the input shape is unknown "
+                                   f"(netx needs input_shape for it too)")
             elif kind == "flatten":
                 self.flatten_next = True
             elif kind == "dense":
