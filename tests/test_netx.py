@@ -168,3 +168,16 @@ def test_network_without_input_layer_takes_its_input_size_from_the_first_dense_w
                                                  "weight": np.ones((3, 2, 3, 3))}])
     with pytest.raises(SnnCompileError, match=r"layer 0: 'conv' layer before any input layer"):
         read_netx(conv_first)
+
+
+def test_netx_network_written_as_nir_keeps_its_float_twin_and_says_so(tmp_path):
+    from snncompile.interop.nir import read_nir, write_nir
+    graph = read_netx(_conv_net(tmp_path / "net.net", _params()))
+    notes = write_nir(graph, tmp_path / "net.nir")
+    assert notes[0] == ("graph 'net' is quantized: NIR carries its float parameters only (the "
+                        "integers of 6 node(s) are not written)")
+    # netx neurons start at v = 0 although they have a bias; NIR readers start at v_leak
+    assert [n.split(":")[0] for n in notes[1:]] == ["node '1.neuron' (Neuron)", "node '3.neuron' (Neuron)"]
+    assert all("initial state" in n for n in notes[1:])
+    back = read_nir(tmp_path / "net.nir")
+    assert float(back.node("3.neuron").threshold) == 1200.0 and back.node("3.dense").weight.shape == (5, 48)

@@ -19,6 +19,10 @@ from snncompile.ir.graph import Graph
 def to_nir(graph: Graph, dt: float) -> tuple[nir.NIRGraph, list[str]]:
     graph.validate()
     warnings: list[str] = []
+    fixed = [n.name for n in graph if getattr(n, "fixed", None) is not None]
+    if fixed:
+        warnings.append(f"graph '{graph.name}' is quantized: NIR carries its float parameters only "
+                        f"(the integers of {len(fixed)} node(s) are not written)")
     nodes: dict[str, nir.NIRNode] = {}
     for node in graph:
         if isinstance(node, ir.Add):
