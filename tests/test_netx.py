@@ -180,4 +180,4 @@ def test_netx_network_written_as_nir_keeps_its_float_twin_and_says_so(tmp_path):
     assert [n.split(":")[0] for n in notes[1:]] == ["node '1.neuron' (Neuron)", "node '3.neuron' (Neuron)"]
     assert all("initial state" in n for n in notes[1:])
     back = read_nir(tmp_path / "net.nir")
-    assert float(back.node("3.neuron").threshold) == 1200.0 and back.node("3.dense").weight.shape == (5, 48)
+    assert np.all(back.node("3.neuron").threshold == 1200.0) and back.node("3.dense").weight.shape == (5, 48)
