@@ -1,0 +1,255 @@
+"""Graph -> a network of Lava processes that runs many samples back to back.
+
+One IR value becomes a list of Lava OutPorts whose (fan-in) sum it is, plus a
+constant (``plan.const``) added where it lands. Joins (Add) are fan-in: every operand's
+ports connect to the consumer's input port, shorter branches first pass a ``Delay``
+so all operands arrive on the same Lava step. Neurons restart at the first step of
+each sample as it reaches their stage (LIFReset-style staggering), so samples run
+back to back with no gap: ``period = T``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir import nodes as ir
+from snncompile.targets.lava import params as prm
+from snncompile.targets.lava.layout import Layout
+from snncompile.targets.lava.plan import Plan, plan
+
+#: num_message_bits for graded (non-binary) messages into Dense/Conv.
+GRADED_BITS = 24
+
+
+@dataclass
+class Value:
+    """An IR node's output as it exists in the Lava network."""
+
+    ports: list
+    latency: int
+    layout: Layout
+    #: True when the value is one port carrying 0/1 spikes (binary messages suffice).
+    binary: bool
+
+
+@dataclass
+class Schedule:
+    n_samples: int
+    steps: int
+
+    @property
+    def period(self) -> int:
+        return self.steps
+
+    def final_step(self, max_latency: int) -> int:
+        """Lava steps until the last sample's last step has passed a stage of that latency."""
+        return (self.n_samples - 1) * self.period + self.steps + max_latency
+
+
+@dataclass
+class LavaNet:
+    """The built network: run ``source`` for ``num_steps``; collectors write to ``folder``."""
+
+    source: object
+    num_steps: int
+    output: str                                    # path of the output collector's .npz
+    output_layout: Layout
+    records: dict = field(default_factory=dict)    # node name -> (path, Layout)
+    processes: list = field(default_factory=list)  # every process, in build order
+
+    @property
+    def process_count(self) -> int:
+        return len(self.processes)
+
+
+class _Builder:
+    def __init__(self, graph, p: Plan, sched: Schedule, folder: str, record: bool):
+        self.g, self.p, self.s, self.folder, self.record = graph, p, sched, folder, record
+        self.values: dict[str, Value] = {}
+        self.processes: list = []
+        self.pending_recurrent: list = []  # (src name, Delay process)
+        self.final_step = sched.final_step(max(p.latency.values()))
+
+    # -- helpers ----------------------------------------------------------------
+    def _add(self, proc):
+        self.processes.append(proc)
+        return proc
+
+    @staticmethod
+    def _connect(value: Value, in_port) -> None:
+        for port in value.ports:
+            port.connect(in_port)
+
+    def _const_lava(self, name: str, layout: Layout):
+        c = self.p.const[name]
+        return 0.0 if c is None else layout.to_lava(c)
+
+    def _collector(self, name: str, value: Value, keep_steps: bool, const):
+        from snncompile.targets.lava.procs.process import Collector
+
+        path = os.path.join(self.folder, f"{len(self.processes):04d}.npz")
+        col = self._add(Collector(
+            shape=value.layout.lava_shape, n_samples=self.s.n_samples, steps=self.s.steps,
+            period=self.s.period, phase=value.latency, final_step=self.final_step, path=path,
+            keep_steps=keep_steps, bias=const, name=f"collect:{name}"))
+        self._connect(value, col.a_in)
+        return path
+
+    # -- node kinds --------------------------------------------------------------
+    def build(self, x: np.ndarray, static: bool) -> LavaNet:
+        out_path = out_layout = None
+        records = {}
+        for name in self.p.order:
+            node = self.g.node(name)
+            if isinstance(node, ir.Input):
+                val = self._input(node, x, static)
+            elif isinstance(node, ir.Output):
+                src = self.g.inputs_of(name)[0]
+                val = self.values[src]
+                const = self._const_lava(name, val.layout) if node.mode == "potential" else 0.0
+                out_path, out_layout = self._collector(name, val, True, const), val.layout
+                continue
+            else:
+                val = getattr(self, "_add_node" if isinstance(node, ir.Add) else f"_{node.kind.lower()}")(node, name)
+            self.values[name] = val
+            if self.record:
+                path = self._collector(name, val, False, self._const_lava(name, val.layout))
+                records[name] = (path, val.layout)
+        for src, delay_proc in self.pending_recurrent:
+            self._connect(self.values[src], delay_proc.a_in)
+        return LavaNet(source=self.processes[0], num_steps=self.final_step, output=out_path,
+                       output_layout=out_layout, records=records, processes=self.processes)
+
+    def _input(self, node: ir.Input, x: np.ndarray, static: bool) -> Value:
+        from snncompile.targets.lava.procs.process import SampleSource
+
+        layout = Layout(tuple(node.shape))
+        lead = x.shape[:1] if static else x.shape[:2]
+        flat = x.reshape(lead + (-1,))
+        data = np.ascontiguousarray(layout.batch_to_lava(flat)).reshape(lead + layout.lava_shape)
+        src = self._add(SampleSource(data=data, shape=layout.lava_shape, steps=self.s.steps,
+                                     period=self.s.period, static=static, name=f"input:{node.name}"))
+        binary = bool(np.all((x == 0) | (x == 1)))
+        return Value([src.s_out], 0, layout, binary)
+
+    def _single_input(self, name: str) -> Value:
+        return self.values[self.g.inputs_of(name)[0]]
+
+    def _bits(self, val: Value) -> int:
+        return 0 if val.binary else GRADED_BITS
+
+    def _linear(self, node: ir.Linear, name: str) -> Value:
+        from lava.proc.dense.process import Dense
+
+        val = self._single_input(name)
+        dense = self._add(Dense(weights=prm.dense_weights(node, val.layout),
+                                num_message_bits=self._bits(val), name=name))
+        self._connect(val, dense.s_in)
+        return Value([dense.a_out], val.latency + 1, Layout(self.g.shape(name)), False)
+
+    def _conv(self, name: str, weight: np.ndarray, node, groups: int, dilation=(1, 1)) -> Value:
+        from lava.proc.conv.process import Conv
+
+        val = self._single_input(name)
+        conv = self._add(Conv(weight=weight, input_shape=val.layout.lava_shape,
+                              padding=tuple(node.padding[::-1]), stride=tuple(node.stride[::-1]),
+                              dilation=tuple(dilation[::-1]), groups=groups,
+                              num_message_bits=self._bits(val), name=name))
+        self._connect(val, conv.s_in)
+        layout = Layout(self.g.shape(name))
+        if tuple(conv.a_out.shape) != layout.lava_shape:  # guards the layout arithmetic
+            raise SnnCompileError(f"node '{name}': Lava Conv output {conv.a_out.shape} does not "
+                                  f"match the IR shape {self.g.shape(name)}")
+        return Value([conv.a_out], val.latency + 1, layout, False)
+
+    def _conv2d(self, node: ir.Conv2d, name: str) -> Value:
+        return self._conv(name, prm.conv_weights(node), node, node.groups, node.dilation)
+
+    def _pool(self, node, name: str) -> Value:
+        channels = self.g.shape(name)[0]
+        return self._conv(name, prm.pool_weights(node, channels), node, channels)
+
+    _sumpool2d = _avgpool2d = _pool
+
+    def _maxpool2d(self, node: ir.MaxPool2d, name: str) -> Value:
+        from snncompile.targets.lava.procs.process import MaxPool
+
+        val = self._single_input(name)
+        layout = Layout(self.g.shape(name))
+        in_name = self.g.inputs_of(name)[0]
+        mp = self._add(MaxPool(in_shape=val.layout.lava_shape, out_shape=layout.lava_shape,
+                               kernel_size=node.kernel_size[::-1], stride=node.stride[::-1],
+                               padding=node.padding[::-1],
+                               bias=self._const_lava(in_name, val.layout), name=name))
+        self._connect(val, mp.a_in)
+        return Value([mp.s_out], val.latency, layout, val.binary and self.p.const[in_name] is None)
+
+    def _flatten(self, node: ir.Flatten, name: str) -> Value:
+        val = self._single_input(name)
+        layout = val.layout.flattened()
+        ports = val.ports if len(val.layout.lava_shape) == 1 else [
+            port.reshape(layout.lava_shape) for port in val.ports]
+        return Value(ports, val.latency, layout, val.binary)
+
+    def _add_node(self, node: ir.Add, name: str) -> Value:
+        from snncompile.targets.lava.procs.process import Delay
+
+        latency = self.p.latency[name]
+        ports, layout = [], None
+        for src in self.g.inputs_of(name):
+            if self.g.delay(src, name):
+                continue
+            val = self.values[src]
+            if layout is None:
+                layout = val.layout
+            elif not layout.same_as(val.layout):
+                raise SnnCompileError(f"node '{name}' (Add): its inputs are laid out differently in "
+                                      f"Lava (a flattened image joined with a vector); not supported")
+            if val.latency < latency:  # delay-balance the shorter branch
+                delay = self._add(Delay(shape=layout.lava_shape, delay=latency - val.latency,
+                                        name=f"balance:{src}->{name}"))
+                self._connect(val, delay.a_in)
+                val = Value([delay.s_out], latency, layout, val.binary)
+            ports += val.ports
+        for src in self.g.inputs_of(name):
+            if self.g.delay(src, name):
+                rec = self._add(Delay(
+                    shape=layout.lava_shape, delay=self.p.recurrent_delay[(src, name)],
+                    period=self.s.period, gate_phase=latency,
+                    bias=self._const_lava(src, layout), name=f"recurrent:{src}->{name}"))
+                self.pending_recurrent.append((src, rec))
+                ports.append(rec.s_out)
+        return Value(ports, latency, layout, False)
+
+    def _neuron(self, node: ir.Neuron, name: str) -> Value:
+        from lava.proc.lif.process import LIFReset
+
+        from snncompile.targets.lava.procs.process import SnnNeuron
+
+        val = self._single_input(name)
+        in_name = self.g.inputs_of(name)[0]
+        np_ = prm.neuron_params(node, val.layout, self.p.const[in_name])
+        shape = val.layout.lava_shape
+        if np_.stock:
+            neuron = LIFReset(shape=shape, reset_interval=self.s.period,
+                              reset_offset=(val.latency + 1) % self.s.period, name=name,
+                              **np_.lif_kwargs())
+        else:
+            neuron = SnnNeuron(shape=shape, params=np_.arrays, reset_mode=np_.reset_mode,
+                               compare=np_.compare, period=self.s.period, phase=val.latency, name=name)
+        self._add(neuron)
+        self._connect(val, neuron.a_in)
+        return Value([neuron.s_out], val.latency, val.layout, True)
+
+
+def build(graph, x: np.ndarray, static: bool, steps: int, folder: str,
+          record: bool = False, the_plan: Optional[Plan] = None) -> LavaNet:
+    """Build the Lava network of ``graph`` for samples ``x`` ((N, T, *shape), or (N, *shape)
+    when ``static``). Result files go to ``folder``."""
+    p = the_plan or plan(graph)
+    sched = Schedule(n_samples=int(x.shape[0]), steps=int(steps))
+    return _Builder(graph, p, sched, folder, record).build(x, static)

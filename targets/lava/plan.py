@@ -1,0 +1,103 @@
+"""What the Lava mapping needs to know about a graph before building processes.
+
+* ``latency``: the Lava pipeline latency of every node. Lava's Dense/Conv deliver
+  ``W s(t-1)``: every synapse stage adds one step, neurons/pooling/flatten add none.
+  A node's value for model step t of sample k exists at Lava step
+  ``k * period + t + latency``.
+* ``const``: the constant part of every value (biases of synapses, carried through
+  later linear stages). Lava's Dense/Conv have no bias; the constant is added where
+  the current lands (neuron ``u_bias``, MaxPool, readout), in the IR's own float64.
+* recurrent edges: the extra delay each needs (``need - latency[src] + 1``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir import nodes as ir
+from snncompile.targets.reference import _synapse
+
+#: Node kinds that cost one Lava step (mapped to Dense / Conv).
+LAVA_SYNAPSES = (ir.Linear, ir.Conv2d, ir.SumPool2d, ir.AvgPool2d)
+ZERO_LATENCY = (ir.Input, ir.Neuron, ir.MaxPool2d, ir.Flatten, ir.Add, ir.Output)
+
+
+@dataclass
+class Plan:
+    order: list[str]
+    latency: dict[str, int] = field(default_factory=dict)
+    const: dict[str, Optional[np.ndarray]] = field(default_factory=dict)
+    #: (src, dst) -> extra steps a recurrent edge needs in Lava.
+    recurrent_delay: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _forward_inputs(graph, name: str) -> list[str]:
+    return [s for s in graph.inputs_of(name) if not graph.delay(s, name)]
+
+
+def _check_mappable(graph, name: str) -> None:
+    node = graph.node(name)
+    if not isinstance(node, LAVA_SYNAPSES + ZERO_LATENCY):
+        raise SnnCompileError(f"node '{name}' ({node.kind}): the Lava target has no mapping for "
+                              f"this kind of node")
+    for src in graph.inputs_of(name):
+        if graph.delay(src, name) and not isinstance(node, ir.Add):
+            raise SnnCompileError(
+                f"recurrent edge '{src}' -> '{name}' ({node.kind}): the Lava target supports "
+                f"recurrent (delayed) edges only into an Add (e.g. Neuron -> Linear --delay--> Add "
+                f"-> Neuron); not supported yet here")
+    if isinstance(node, ir.Add) and not _forward_inputs(graph, name):
+        raise SnnCompileError(f"node '{name}' (Add): all its inputs are recurrent; the Lava "
+                              f"target needs at least one non-delayed input")
+
+
+def _const_through(node: ir.Node, c_in: Optional[np.ndarray], in_shape, out_shape):
+    """The constant part of a synapse's output, given the constant part of its input."""
+    has_bias = getattr(node, "bias", None) is not None
+    if c_in is None and not has_bias:
+        return None
+    x = np.zeros(in_shape) if c_in is None else np.broadcast_to(c_in, in_shape)
+    with torch.no_grad():
+        out = _synapse(node, torch.as_tensor(np.array(x, dtype=np.float64))[None], {})
+    out = out[0].numpy().reshape(out_shape)
+    return out if np.any(out) else None
+
+
+def plan(graph) -> Plan:
+    """Latency and constant current of every node; checks that everything maps."""
+    graph.validate()
+    p = Plan(order=graph.order())
+    for name in p.order:
+        _check_mappable(graph, name)
+        node = graph.node(name)
+        ins = _forward_inputs(graph, name)
+        shape = graph.shape(name)
+        if isinstance(node, ir.Input):
+            p.latency[name], p.const[name] = 0, None
+            continue
+        lat_in = max(p.latency[s] for s in ins)
+        p.latency[name] = lat_in + (1 if isinstance(node, LAVA_SYNAPSES) else 0)
+        if isinstance(node, LAVA_SYNAPSES):
+            p.const[name] = _const_through(node, p.const[ins[0]], graph.shape(ins[0]), shape)
+        elif isinstance(node, ir.Add):
+            parts = [p.const[s] for s in ins if p.const[s] is not None]
+            p.const[name] = np.sum([np.broadcast_to(c, shape) for c in parts], axis=0) if parts else None
+        elif isinstance(node, (ir.Flatten, ir.Output)):
+            c = p.const[ins[0]]
+            p.const[name] = None if c is None else np.asarray(c).reshape(shape)
+        else:  # Neuron, MaxPool: the constant is consumed there
+            p.const[name] = None
+    for dst in p.order:
+        for src in graph.inputs_of(dst):
+            if graph.delay(src, dst):
+                extra = p.latency[dst] - p.latency[src] + 1
+                if extra < 0:
+                    raise SnnCompileError(
+                        f"recurrent edge '{src}' -> '{dst}': its source is {-extra} Lava step(s) "
+                        f"too deep in the pipeline to arrive by the next step; not supported yet")
+                p.recurrent_delay[(src, dst)] = extra
+    return p

@@ -1,0 +1,220 @@
+"""numpy-only ProcessModels of our processes: float (``floating_pt``) and integer
+(``fixed_pt``). Stateless logic is shared; only the message types differ."""
+from __future__ import annotations
+
+import numpy as np
+
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from snncompile.targets.lava.procs.process import Collector, Delay, MaxPool, SampleSource, SnnNeuron
+
+FLOAT, INT = float, np.int32
+
+
+def _window(tau: int, phase: int, period: int, n_samples: int, steps: int):
+    """(sample, step) seen at Lava step ``tau`` by a stage of latency ``phase``, or None."""
+    rel = tau - phase
+    if rel < 0:
+        return None
+    k, t = divmod(rel, period)
+    if k >= n_samples or t >= steps:
+        return None
+    return k, t
+
+
+# -- SampleSource -------------------------------------------------------------
+class _SourceLogic(PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.data = np.asarray(p["data"])
+        self.static, self.steps, self.period = p["static"], p["steps"], p["period"]
+        self.zeros = np.zeros(p["shape"], dtype=self.data.dtype)
+
+    def run_spk(self):
+        where = _window(int(self.time_step) - 1, 0, self.period, self.data.shape[0], self.steps)
+        if where is None:
+            self.s_out.send(self.zeros)
+        else:
+            k, t = where
+            self.s_out.send(self.data[k] if self.static else self.data[k, t])
+
+
+@implements(proc=SampleSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySampleSourceFloat(_SourceLogic):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FLOAT)
+
+
+@implements(proc=SampleSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PySampleSourceFixed(_SourceLogic):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
+
+
+# -- Delay --------------------------------------------------------------------
+class _DelayLogic(PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.delay, self.period, self.gate_phase = p["delay"], p["period"], p["gate_phase"]
+        self.bias = np.asarray(p["bias"])
+        self.buffer = np.zeros((max(self.delay, 1),) + tuple(p["shape"]))
+        self.head = 0
+
+    def _gated(self, value):
+        if self.gate_phase < 0:
+            return value
+        tau = int(self.time_step) - 1
+        if tau >= self.gate_phase and (tau - self.gate_phase) % self.period == 0:
+            return np.zeros_like(value)
+        return value + self.bias
+
+    def run_spk(self):
+        if self.delay == 0:
+            self.s_out.send(self._gated(self.a_in.recv()))
+            return
+        # Send first, then receive: a delay of at least one step may close a cycle.
+        self.s_out.send(self._gated(self.buffer[self.head].copy()))
+        self.buffer[self.head] = self.a_in.recv()
+        self.head = (self.head + 1) % self.delay
+
+
+@implements(proc=Delay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyDelayFloat(_DelayLogic):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FLOAT)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FLOAT)
+
+
+@implements(proc=Delay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyDelayFixed(_DelayLogic):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
+
+
+# -- MaxPool ------------------------------------------------------------------
+class _MaxPoolLogic(PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.kernel, self.stride, self.padding = p["kernel_size"], p["stride"], p["padding"]
+        self.bias = np.asarray(p["bias"])
+        self.out_shape = tuple(p["out_shape"])
+
+    def run_spk(self):
+        x = self.a_in.recv() + self.bias
+        (px, py), (kx, ky), (sx, sy) = self.padding, self.kernel, self.stride
+        x = np.pad(x.astype(np.float64), ((px, px), (py, py), (0, 0)), constant_values=-np.inf)
+        win = np.lib.stride_tricks.sliding_window_view(x, (kx, ky), axis=(0, 1))
+        out = win[::sx, ::sy].max(axis=(-2, -1))
+        self.s_out.send(out[: self.out_shape[0], : self.out_shape[1]])
+
+
+@implements(proc=MaxPool, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyMaxPoolFloat(_MaxPoolLogic):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FLOAT)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FLOAT)
+
+
+@implements(proc=MaxPool, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyMaxPoolFixed(_MaxPoolLogic):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
+
+
+# -- SnnNeuron ----------------------------------------------------------------
+@implements(proc=SnnNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySnnNeuronFloat(PyLoihiProcessModel):
+    """Float equations of ``snncompile.ir.nodes.Neuron``, with the sample-start reset."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FLOAT)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FLOAT)
+    u: np.ndarray = LavaPyType(np.ndarray, FLOAT)
+    v: np.ndarray = LavaPyType(np.ndarray, FLOAT)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.prm = {k: np.asarray(val, dtype=np.float64) for k, val in p["params"].items()}
+        self.keep_u, self.keep_v = 1.0 - self.prm["du"], 1.0 - self.prm["dv"]
+        self.reset_mode, self.ge = p["reset_mode"], p["compare"] == ">="
+        self.period, self.offset = p["period"], p["phase"]
+
+    def run_spk(self):
+        a = self.a_in.recv()
+        tau, prm = int(self.time_step) - 1, self.prm
+        if tau >= self.offset and (tau - self.offset) % self.period == 0:
+            self.u[:] = prm["u_init"]
+            self.v[:] = prm["v_init"]
+        self.u[:] = self.u * self.keep_u + a + prm["u_bias"]
+        self.v[:] = self.v * self.keep_v + self.u + prm["bias"]
+        s = self.v >= prm["vth"] if self.ge else self.v > prm["vth"]
+        if self.reset_mode == "zero":
+            self.v[:] = np.where(s, prm["reset_value"], self.v)
+        elif self.reset_mode == "subtract":
+            self.v[:] = self.v - prm["reset_amount"] * s
+        self.s_out.send(s.astype(np.float64))
+
+
+# -- Collector ----------------------------------------------------------------
+class _CollectorLogic(PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.n, self.steps, self.period, self.offset = p["n_samples"], p["steps"], p["period"], p["phase"]
+        self.final_step, self.path, self.keep_steps = p["final_step"], p["path"], p["keep_steps"]
+        self.bias = np.asarray(p["bias"], dtype=np.float64).reshape(-1)
+        size = int(np.prod(p["shape"]))
+        if self.keep_steps:
+            self.values = np.zeros((self.n, self.steps, size))
+        else:
+            self.counts = np.zeros((self.n, size))
+            self.step_sums = np.zeros((self.n, self.steps))
+
+    def run_spk(self):
+        a = self.a_in.recv()
+        where = _window(int(self.time_step) - 1, self.offset, self.period, self.n, self.steps)
+        if where is not None:
+            k, t = where
+            val = a.reshape(-1) + self.bias
+            if self.keep_steps:
+                self.values[k, t] = val
+            else:
+                self.counts[k] += val
+                self.step_sums[k, t] = val.sum()
+        if int(self.time_step) == self.final_step:
+            if self.keep_steps:
+                np.savez(self.path, values=self.values)
+            else:
+                np.savez(self.path, counts=self.counts, step_sums=self.step_sums)
+
+
+@implements(proc=Collector, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyCollectorFloat(_CollectorLogic):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FLOAT)
+
+
+@implements(proc=Collector, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyCollectorFixed(_CollectorLogic):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)

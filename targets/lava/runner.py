@@ -1,0 +1,187 @@
+"""Run a built Lava network once and read its results back; always stop the runtime."""
+from __future__ import annotations
+
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from snncompile.errors import SnnCompileError
+from snncompile.targets.base import RunResult, prepare_inputs
+from snncompile.targets.lava import params as prm
+from snncompile.targets.lava.builder import LavaNet, build
+from snncompile.targets.lava.plan import plan
+
+TAGS = {"float": "floating_pt", "fixed": "fixed_pt"}
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each phase of the last run (for benchmarks)."""
+
+    build: float = 0.0
+    run: float = 0.0       # compile + spawn + all steps (Lava's run() call)
+    readback: float = 0.0
+    steps: int = 0
+    processes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+#: Timings of the most recent ``run`` in this process.
+last_timings = Timings()
+
+
+def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -> None:
+    """Compile and run ``net`` for its steps. A Lava failure or an interrupt stops the
+    runtime (no orphan worker processes) and surfaces as one clear error."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    cfg = Loihi2SimCfg(select_tag=TAGS[precision])
+    ok = False
+    watchdog = _Watchdog(net)
+    try:
+        watchdog.start()
+        net.source.run(condition=RunSteps(num_steps=net.num_steps), run_cfg=cfg)
+        ok = True
+    except KeyboardInterrupt:
+        if watchdog.errors is None:
+            raise
+        raise SnnCompileError(f"Lava run of graph '{graph_name}' failed: {watchdog.errors}") from None
+    except SnnCompileError:
+        raise
+    except Exception as exc:  # Lava raises plain Exceptions from its workers and compiler
+        detail = _worker_errors(net) or f"{type(exc).__name__}: {exc}"
+        raise SnnCompileError(f"Lava run of graph '{graph_name}' failed: {detail}") from exc
+    finally:
+        watchdog.halt()
+        if ok:
+            net.source.stop()
+        else:
+            _kill(net)
+
+
+class _Watchdog(threading.Thread):
+    """Lava's runtime never notices a worker that died: the healthy workers and the
+    runtime wait forever for its messages. While the run lasts no worker may exit, so
+    the first one that does means failure: note its error, terminate the others and
+    interrupt the main thread, which turns it into an SnnCompileError."""
+
+    def __init__(self, net: LavaNet):
+        super().__init__(daemon=True, name="snncompile-lava-watchdog")
+        self.net, self.done, self.errors = net, threading.Event(), None
+
+    def run(self):
+        while not self.done.wait(0.05):
+            infra = getattr(getattr(self.net.source, "runtime", None), "_messaging_infrastructure", None)
+            actors = list(getattr(infra, "actors", []) or [])
+            dead = [a for a in actors if not a._is_done and a.exitcode is not None]
+            if dead:
+                self.errors = "; ".join(_actor_error(a) for a in dead)
+                for a in actors:
+                    if not a._is_done and a.exitcode is None:
+                        a.terminate()
+                # A real signal: a plain interrupt_main() cannot wake a blocked lock wait.
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                return
+
+    def halt(self):
+        self.done.set()
+        self.join()
+
+
+def _actor_error(actor) -> str:
+    exc = actor.exception
+    if exc:
+        return exc[1].strip().splitlines()[-1]
+    return f"a Lava worker process exited with status {actor.exitcode}"
+
+
+def _worker_errors(net: LavaNet) -> str:
+    """The last line of each worker's traceback (Lava only logs them at INFO level)."""
+    runtime = getattr(net.source, "runtime", None)
+    infra = getattr(runtime, "_messaging_infrastructure", None)
+    lines = []
+    for actor in getattr(infra, "actors", []):
+        exc = actor._exception if actor._is_done else None
+        if exc:
+            lines.append(exc[1].strip().splitlines()[-1])
+    return "; ".join(lines)
+
+
+def _kill(net: LavaNet) -> None:
+    """After a failure or an interrupt Lava's own stop() waits forever for dead workers:
+    terminate the workers we started, then free Lava's shared memory."""
+    import multiprocessing as mp
+
+    runtime = getattr(net.source, "runtime", None)
+    infra = getattr(runtime, "_messaging_infrastructure", None)
+    if infra is None:
+        return
+    for actor in infra.actors:
+        if actor._is_done:
+            continue
+        if actor.is_alive():
+            actor.terminate()
+        mp.Process.join(actor, timeout=5)
+        if actor.is_alive():
+            actor.kill()
+            mp.Process.join(actor, timeout=5)
+    try:
+        infra._smm.shutdown()
+    except Exception:  # already shut down
+        pass
+    try:
+        runtime._watchdog_manager.stop()
+    except Exception:
+        pass
+    runtime._is_started = runtime._is_running = False
+
+
+def _static_or_train(graph, x, steps):
+    """(x, T, static): keep a static input as (N, *shape) so it is not copied T times."""
+    x = np.asarray(x)
+    if x.ndim >= 1 and x.shape[1:] == tuple(graph.input.shape):
+        _, T = prepare_inputs(graph, x[:1], steps)  # validates dtype, finiteness, steps
+        if not np.all(np.isfinite(x)):
+            raise SnnCompileError("input contains NaN or Inf values")
+        return np.ascontiguousarray(x, dtype=np.float64), T, True
+    xs, T = prepare_inputs(graph, x, steps)
+    return xs, T, False
+
+
+def run(graph, x, steps: Optional[int] = None, precision: str = "float",
+        record: bool = False) -> RunResult:
+    """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava."""
+    global last_timings
+    prm.check_precision(graph, precision)
+    xs, T, static = _static_or_train(graph, x, steps)
+    the_plan = plan(graph)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as folder:
+        net = build(graph, xs, static, T, folder, record=record, the_plan=the_plan)
+        t1 = time.perf_counter()
+        execute(net, precision, graph.name)
+        t2 = time.perf_counter()
+        result = _read_back(net, graph, precision, xs.shape[0], T)
+        t3 = time.perf_counter()
+    last_timings = Timings(build=t1 - t0, run=t2 - t1, readback=t3 - t2, steps=net.num_steps,
+                           processes=net.process_count)
+    return result
+
+
+def _read_back(net: LavaNet, graph, precision: str, n: int, T: int) -> RunResult:
+    with np.load(net.output) as f:
+        outputs = net.output_layout.batch_to_ir(f["values"])
+    layer_counts, layer_steps = {}, {}
+    for name, (path, layout) in net.records.items():
+        with np.load(path) as f:
+            counts = layout.batch_to_ir(f["counts"])
+            layer_counts[name] = counts.reshape((n,) + tuple(graph.shape(name)))
+            layer_steps[name] = f["step_sums"].copy()
+    return RunResult(outputs=outputs.reshape(n, T, -1), readout=graph.output.mode, backend="lava",
+                     precision=precision, layer_counts=layer_counts, layer_steps=layer_steps)
