@@ -274,3 +274,14 @@ def test_same_padding_with_an_even_kernel_is_refused(tmp_path):
     nir.write(tmp_path / "even.nir", g)
     with pytest.raises(SnnCompileError, match=r"node 'c': padding='same' with an even kernel \(2, 2\) pads asymmetrically"):
         read_nir(tmp_path / "even.nir")
+
+
+def test_integrator_node_accumulates_its_input_as_a_potential(tmp_path):
+    g = nir.NIRGraph.from_list(nir.Input(input_type=np.array([2])), nir.Linear(weight=np.array([[1.0, 2.0], [0.5, 0.0]])),
+                               nir.I(r=np.array([1.0, 1.0])), nir.Output(output_type=np.array([2])))
+    nir.write(tmp_path / "i.nir", g)
+    graph = read_nir(tmp_path / "i.nir")
+    assert graph.output.mode == "potential" and graph.meta["nir.r_convention.i"].startswith("r=1 per step")
+    x = np.random.default_rng(0).normal(0, 1, (3, 7, 2))
+    cur = x @ np.array([[1.0, 2.0], [0.5, 0.0]]).T  # r = 1 per step
+    np.testing.assert_allclose(run(graph, x).outputs, np.cumsum(cur, axis=1), rtol=1e-12, atol=1e-12)

@@ -212,7 +212,7 @@ class _Importer:
             return ir.Flatten(name)
         raise self.fail(name, f"NIR node type {type(node).__name__} is not supported (supported: "
                               f"Input, Output, Affine, Linear, Scale, Conv1d, Conv2d, SumPool2d, "
-                              f"AvgPool2d, Flatten, IF, LIF, LI, CubaLIF, CubaLI, Threshold, subgraphs)")
+                              f"AvgPool2d, Flatten, IF, LIF, LI, CubaLIF, CubaLI, I, Threshold, subgraphs)")
 
     def _conv(self, name, weight, node, in_shape, one_d: bool) -> ir.Conv2d:
         if len(in_shape) != 3:
@@ -244,7 +244,7 @@ class _Importer:
             self.gains.append((name, fit(dyn.gain)))
 
     def _filter(self, name, node, dyn, src, shape, fit):
-        """LI / CubaLI: non-spiking leaky integrators, built as Add nodes with a decaying
+        """LI / CubaLI / I: non-spiking (leaky) integrators, built as Add nodes with a decaying
         recurrent edge (``v[t] = keep * v[t-1] + gain * x[t] + bias``); output is v."""
         if isinstance(node, nir.CubaLI):
             src = self._leaky(f"{name}.current", src, shape, fit(dyn.current_gain), fit(1 - dyn.du), 0.0)

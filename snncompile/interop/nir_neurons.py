@@ -1,6 +1,6 @@
 """NIR's continuous-time neurons as discrete IR dynamics, and the ``r``/``dt`` conventions.
 
-NIR writes ``tau dv/dt = (v_leak - v) + r I`` (LIF, LI), ``dv/dt = r I`` (IF) and, for
+NIR writes ``tau dv/dt = (v_leak - v) + r I`` (LIF, LI), ``dv/dt = r I`` (IF, I) and, for
 CubaLIF/CubaLI, first ``tau_syn dI/dt = -I + w_in S``. We discretise with forward Euler at
 step ``dt``, updating the current before the membrane, which is exactly what the PyTorch
 libraries do per step:
@@ -30,7 +30,7 @@ import numpy as np
 from snncompile.errors import SnnCompileError
 
 SPIKING = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)
-FILTERS = (nir.LI, nir.CubaLI)
+FILTERS = (nir.LI, nir.CubaLI, nir.I)
 NEURONS = SPIKING + FILTERS
 
 
@@ -77,22 +77,28 @@ def classify_r(r, tau, dt: float, integrator: bool = False) -> tuple[str, np.nda
 
 
 def dt_dependence(node: nir.NIRNode) -> Optional[float]:
-    """The ``dt`` a node implies under the ``r = tau/dt`` or ``r = 1/dt`` conventions, or None."""
-    if isinstance(node, nir.IF):
+    """The ``dt`` a node implies under the ``r = tau/dt`` or ``r = 1/dt`` conventions: one
+    value shared by all its neurons, else None."""
+    if isinstance(node, (nir.IF, nir.I)):
         r = _f(node.r)
-        return None if _close(r, 1.0) else float(np.mean(1.0 / r))
-    if isinstance(node, (nir.LIF, nir.LI)):
-        tau, r = _f(node.tau), _f(node.r)
+        implied = 1.0 / r
+    elif isinstance(node, (nir.LIF, nir.LI)):
+        r = _f(node.r)
+        implied = _f(node.tau) / r
     elif isinstance(node, (nir.CubaLIF, nir.CubaLI)):
-        tau, r = _f(node.tau_mem), _f(node.r)
+        r = _f(node.r)
+        implied = _f(node.tau_mem) / r
     else:
         return None
-    return None if _close(r, 1.0) else float(np.mean(tau / r))
+    first = float(np.reshape(implied, -1)[0])
+    if _close(r, 1.0) or not _close(implied, first):
+        return None
+    return first
 
 
 def needs_dt(node: nir.NIRNode) -> bool:
     return isinstance(node, (nir.LIF, nir.LI, nir.CubaLIF, nir.CubaLI)) or (
-        isinstance(node, nir.IF) and not _close(node.r, 1.0))
+        isinstance(node, (nir.IF, nir.I)) and not _close(node.r, 1.0))
 
 
 def dynamics(node: nir.NIRNode, name: str, dt: float) -> Dynamics:
@@ -102,6 +108,10 @@ def dynamics(node: nir.NIRNode, name: str, dt: float) -> Dynamics:
         thr = _f(node.threshold)
         return Dynamics(du=one(thr), dv=one(thr), gain=one(thr), bias=0 * thr, threshold=thr,
                         reset_value=0 * thr, v_init=0 * thr, convention="stateless threshold")
+    if isinstance(node, nir.I):  # a non-leaky, non-spiking integrator: read out as potential
+        label, gain = classify_r(node.r, None, dt, integrator=True)
+        zero = 0 * _f(node.r)
+        return Dynamics(du=one(node.r), dv=zero, gain=gain, bias=zero, v_init=zero, convention=label)
     if isinstance(node, nir.IF):
         label, gain = classify_r(node.r, None, dt, integrator=True)
         thr = _f(node.v_threshold)
