@@ -46,6 +46,8 @@ def test_snntorch_leaky_zero_reset_round_trip_gives_the_same_spikes(tmp_path):
     assert float(graph.meta["nir.dt"]) == pytest.approx(1e-4)
     assert graph.meta["nir.r_convention.1"].startswith("r=tau/dt")
     res = run(graph, x.permute(1, 0, 2).numpy())
+    assert read_nir(tmp_path / "snt.nir", dt=5e-5).meta["nir.dt_source"] == (
+        "given (the file suggests dt = 0.0001, implied by r = tau/dt or r = 1/dt of 1, 3)")
     assert expect.sum() > 50
     np.testing.assert_array_equal(res.outputs, expect)
 

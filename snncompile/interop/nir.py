@@ -56,20 +56,17 @@ def write_nir(graph: Graph, path, dt: float = 1e-4) -> list[str]:
 
 
 def _resolve_dt(flat: nir_graph.FlatNIR, dt, meta: dict, path: Path) -> tuple[float, str]:
+    """(dt, how it was chosen): given, else the file's metadata, else implied by the nodes."""
+    found = _file_dt(flat, meta)
     if dt is not None:
         dt = float(dt)
         if not dt > 0 or not np.isfinite(dt):
             raise SnnCompileError(f"--dt must be a positive number of seconds, got {dt}")
+        if found and not np.isclose(found[0], dt, rtol=1e-4):
+            return dt, f"given (the file suggests dt = {found[0]:g}, {found[1]})"
         return dt, "given"
-    if "dt" in meta:
-        return float(np.asarray(meta["dt"]).reshape(-1)[0]), "NIR graph metadata 'dt'"
-    implied = {name: nir_neurons.dt_dependence(node) for name, node in flat.nodes.items()}
-    implied = {k: v for k, v in implied.items() if v is not None}
-    if implied:
-        values = np.array(list(implied.values()))
-        if np.allclose(values, values[0], rtol=1e-4):
-            names = ", ".join(sorted(implied))
-            return float(values[0]), f"implied by r = tau/dt or r = 1/dt of {names}"
+    if found:
+        return found
     if not any(nir_neurons.needs_dt(node) for node in flat.nodes.values()):
         return 1.0, "not needed (no time constants)"
     raise SnnCompileError(
@@ -362,6 +359,19 @@ def _scale_edge(g: Graph, src: str, dst: str, gain, imp) -> None:
     g.add(scale, [src])
     g.nx.add_edge(scale.name, dst, index=edge["index"], delay=edge.get("delay", 0))
     g.infer_shapes()
+
+
+def _file_dt(flat: nir_graph.FlatNIR, meta: dict) -> Optional[tuple[float, str]]:
+    """The step the file states (metadata 'dt') or implies (r = tau/dt, r = 1/dt), if any."""
+    if "dt" in meta:
+        return float(np.asarray(meta["dt"]).reshape(-1)[0]), "NIR graph metadata 'dt'"
+    implied = {name: nir_neurons.dt_dependence(node) for name, node in flat.nodes.items()}
+    implied = {k: v for k, v in implied.items() if v is not None}
+    if implied:
+        values = np.array(list(implied.values()))
+        if np.allclose(values, values[0], rtol=1e-4):
+            return float(values[0]), f"implied by r = tau/dt or r = 1/dt of {', '.join(sorted(implied))}"
+    return None
 
 
 def _graph_name(path: Path) -> str:
