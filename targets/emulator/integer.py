@@ -61,6 +61,34 @@ def _need_fixed(node: ir.Node):
     return node.fixed
 
 
+def lif_step_exact(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount,
+                   compare_ge: bool, reset_mode: str):
+    """One LIF step, every wrap of ``ir.fixed`` written out (no fast-path shortcuts): the
+    body ``torch.compile`` fuses into one elementwise kernel (see ``IntNeuronState``)."""
+    lim = fx.STATE_MAX
+    up = wrap32(wrap32(rtz_decay(u, keep_u)) + wrap32(wrap32(a) << fx.ACT_SHIFT))
+    u2 = torch.where(up > lim, up - 2 * lim, torch.where(up <= -lim, up + 2 * lim, up))
+    v2 = wrap32(wrap32(rtz_decay(v, keep_v)) + u2 + bias).clamp(-(lim - 1), lim - 1)
+    s = (v2 >= vth) if compare_ge else (v2 > vth)
+    if reset_mode == "zero":
+        v2 = torch.where(s, reset_value, v2)
+    elif reset_mode == "subtract":
+        v2 = (v2 - reset_amount * s).clamp(-(lim - 1), lim - 1)
+    return u2, v2, s.to(INT)
+
+
+_COMPILED = {}
+
+
+def compiled_lif_step(key):
+    """``lif_step_exact`` fused by torch.compile, one compiled function per ``key`` (state
+    and parameter shapes, compare, reset mode) so none ever recompiles or falls back;
+    integer ops only, so the fused kernel computes the same integers."""
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(lif_step_exact, dynamic=False)
+    return _COMPILED[key]
+
+
 class IntNeuronState:
     """One LIF population in Lava's bit-accurate integer arithmetic (see ir.fixed)."""
 
@@ -94,7 +122,19 @@ class IntNeuronState:
         d = rtz_decay(x, keep)
         return d if tame else wrap32(d)
 
+    #: Use the torch.compile'd fused kernel (set by the simulator; no event counting there).
+    fused = False
+
     def step(self, a: torch.Tensor) -> torch.Tensor:
+        if self.fused and self.events is None:
+            f = self.f
+            key = (tuple(self.u.shape), tuple(a.shape), f.compare, f.reset_mode,
+                   *(tuple(t.shape) for t in (self.keep_u, self.keep_v, self.bias, self.vth,
+                                              self.reset_value, self.reset_amount)))
+            self.u, self.v, s = compiled_lif_step(key)(
+                self.u, self.v, a, self.keep_u, self.keep_v, self.bias, self.vth, self.reset_value,
+                self.reset_amount, f.compare == ">=", f.reset_mode)
+            return s
         lim = fx.STATE_MAX
         a_max = absmax(a)
         # Fast path: |a| < 2**24 and |u| <= 2**29 keep every int32 intermediate in range
@@ -219,8 +259,10 @@ class _IntSynapse:
 class IntegerSimulator(Simulator):
     """The reference graph walk with Loihi integer arithmetic on int64 tensors."""
 
-    def __init__(self, graph, batch: int, record: bool = False):
+    def __init__(self, graph, batch: int, record: bool = False, fused: bool = False):
         super().__init__(graph, batch, record=record)
+        for state in self.neurons.values():
+            state.fused = fused
         self.synapses = {}
         for name in self.order:
             node = graph.node(name)
