@@ -78,14 +78,14 @@ def lava_subset(qgraph, data, rq, n: int) -> str:
     t0 = time.perf_counter()
     try:
         rl = lava.run(qgraph, x, precision="fixed", record=True)
-    except SnnCompileError as exc:
-        return f"- Lava fixed point on {n} test digits: NOT RUN ({exc})"
+    except (SnnCompileError, AttributeError, ImportError) as exc:   # Lava target incomplete
+        return f"- Lava fixed point on {n} test digits: NOT RUN ({type(exc).__name__}: {exc})"
     dt = time.perf_counter() - t0
     same = int(np.sum(np.all(rl.outputs == rq.outputs[:n], axis=(1, 2))))
     layers = [k for k in rl.layer_counts if k in rq.layer_counts]
     mism = sum(int(np.sum(rl.layer_counts[k] != rq.layer_counts[k][:n])) for k in layers)
     return (f"- Lava fixed point on the first {n} test digits: accuracy {rl.accuracy(data.y_test[:n]):.2%} "
-            f"(emulator on the same: {rq.accuracy(data.y_test[:n]) if False else np.mean(rq.pred[:n] == data.y_test[:n]):.2%}); "
+            f"(emulator on the same: {np.mean(rq.pred[:n] == data.y_test[:n]):.2%}); "
             f"outputs identical to the emulator on {same}/{n} digits; per-neuron spike-count "
             f"mismatches over {len(layers)} recorded layers: {mism}; {dt:.1f} s")
 
