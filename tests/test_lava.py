@@ -198,6 +198,68 @@ def test_worker_failure_is_one_clear_error_and_leaves_no_processes(monkeypatch):
     assert not [p for p in multiprocessing.active_children() if "SystemProcess" in p.name]
 
 
-def test_fixed_precision_not_yet_available_is_a_clear_error():
-    with pytest.raises(SnnCompileError, match="precision fixed on the Lava target is not available yet"):
-        run(_nir_lif_graph(), np.zeros((1, 5, 1)), backend="lava", precision="fixed")
+def _nir_lif_fixed_graph():
+    """The same LIF with the README's fixed-point Lava parameters, as quantized IR."""
+    from snncompile.ir import fixed as fx
+
+    g = _nir_lif_graph()
+    g.input.fixed = fx.InputFixed(num_message_bits=0)
+    g.node("affine").fixed = fx.SynapseFixed(weight=np.array([[10]]), num_message_bits=0)
+    g.node("lif").fixed = fx.NeuronFixed(du=4095, dv=163, vth=25)
+    g.output.fixed = fx.ReadoutFixed(mode="spikes")
+    return g
+
+
+def test_golden_lif_fixed_point_spikes_and_integer_v_trace(tmp_path):
+    """Model time: the exact solution's steps; Lava raw time: Lava's fixed_pt trace, the
+    integer v identical on every step."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.monitor.process import Monitor
+
+    from snncompile.targets.lava.builder import build
+
+    trace = _golden("lif_lava_cpu_fixed.csv")
+    graph = _nir_lif_fixed_graph()
+    res = run(graph, trace[None, :, :1], backend="lava", precision="fixed")
+    assert np.nonzero(res.outputs[0, :, 0])[0].tolist() == [460, 510, 710, 760]
+    net = build(graph, trace[None, :, :1], static=False, steps=1000, folder=str(tmp_path),
+                precision="fixed")
+    lif = next(p for p in net.processes if p.name == "lif")
+    v_mon = Monitor()
+    v_mon.probe(lif.v, 1000)
+    try:
+        net.source.run(condition=RunSteps(num_steps=1000), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        v = v_mon.get_data()["lif"]["v"][:, 0]
+    finally:
+        net.source.stop()
+    assert np.array_equal(v, trace[:, 1])
+
+
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_architecture_matrix_fixed_point_is_bit_exact_with_the_emulator(name):
+    """Quantized (calibrated) graphs: Lava's fixed_pt models and our bit-accurate processes
+    give exactly the emulator's integers (spikes, or readout integers)."""
+    from snncompile.quantize import quantize
+
+    zm = zoo.MODELS[name]
+    x = zm.inputs(N_SAMPLES, seed=5)
+    qgraph, _ = quantize(zm.graph(), calib=x[:8])
+    lava = run(qgraph, x, backend="lava", precision="fixed")
+    emu = run(qgraph, x, backend="emulator", precision="fixed")
+    assert np.abs(emu.outputs).sum() > 0
+    assert np.array_equal(lava.outputs, emu.outputs)
+
+
+def test_fixed_point_recorded_counts_match_the_emulator():
+    from snncompile.quantize import quantize
+
+    zm = zoo.MODELS["sj_sew"]
+    x = zm.inputs(4, seed=2)
+    qgraph, _ = quantize(zm.graph(), calib=x)
+    lava = run(qgraph, x, backend="lava", precision="fixed", record=True)
+    emu = run(qgraph, x, backend="emulator", precision="fixed", record=True)
+    assert set(lava.layer_counts) == set(emu.layer_counts)
+    for layer in emu.layer_counts:
+        np.testing.assert_array_equal(lava.layer_counts[layer], emu.layer_counts[layer], err_msg=layer)
+        np.testing.assert_array_equal(lava.layer_steps[layer], emu.layer_steps[layer], err_msg=layer)

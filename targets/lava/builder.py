@@ -21,10 +21,6 @@ from snncompile.targets.lava import params as prm
 from snncompile.targets.lava.layout import Layout
 from snncompile.targets.lava.plan import Plan, plan
 
-#: num_message_bits for graded (non-binary) messages into Dense/Conv.
-GRADED_BITS = 24
-
-
 @dataclass
 class Value:
     """An IR node's output as it exists in the Lava network."""
@@ -67,8 +63,9 @@ class LavaNet:
 
 
 class _Builder:
-    def __init__(self, graph, p: Plan, sched: Schedule, folder: str, record: bool):
+    def __init__(self, graph, p: Plan, sched: Schedule, folder: str, record: bool, precision: str):
         self.g, self.p, self.s, self.folder, self.record = graph, p, sched, folder, record
+        self.precision = precision
         self.values: dict[str, Value] = {}
         self.processes: list = []
         self.pending_recurrent: list = []  # (src name, Delay process)
@@ -85,8 +82,11 @@ class _Builder:
             port.connect(in_port)
 
     def _const_lava(self, name: str, layout: Layout):
+        """The float constant current of a value (fixed point: folded by the quantizer)."""
         c = self.p.const[name]
-        return 0.0 if c is None else layout.to_lava(c)
+        if c is None or self.precision == "fixed":
+            return 0
+        return layout.to_lava(c)
 
     def _collector(self, name: str, value: Value, keep_steps: bool, const):
         from snncompile.targets.lava.procs.process import Collector
@@ -110,7 +110,7 @@ class _Builder:
             elif isinstance(node, ir.Output):
                 src = self.g.inputs_of(name)[0]
                 val = self.values[src]
-                const = self._const_lava(name, val.layout) if node.mode == "potential" else 0.0
+                const = prm.readout_bias(self.g, val.layout, self.p.const[name], self.precision)
                 out_path, out_layout = self._collector(name, val, True, const), val.layout
                 continue
             else:
@@ -130,24 +130,24 @@ class _Builder:
         layout = Layout(tuple(node.shape))
         lead = x.shape[:1] if static else x.shape[:2]
         flat = x.reshape(lead + (-1,))
-        data = np.ascontiguousarray(layout.batch_to_lava(flat)).reshape(lead + layout.lava_shape)
+        msgs, binary = prm.input_messages(node, flat, self.precision)
+        data = np.ascontiguousarray(layout.batch_to_lava(msgs)).reshape(lead + layout.lava_shape)
         src = self._add(SampleSource(data=data, shape=layout.lava_shape, steps=self.s.steps,
                                      period=self.s.period, static=static, name=f"input:{node.name}"))
-        binary = bool(np.all((x == 0) | (x == 1)))
         return Value([src.s_out], 0, layout, binary)
 
     def _single_input(self, name: str) -> Value:
         return self.values[self.g.inputs_of(name)[0]]
 
-    def _bits(self, val: Value) -> int:
-        return 0 if val.binary else GRADED_BITS
+    def _bits(self, node, val: Value) -> int:
+        return prm.message_bits(node, val.binary, self.precision)
 
     def _linear(self, node: ir.Linear, name: str) -> Value:
         from lava.proc.dense.process import Dense
 
         val = self._single_input(name)
-        dense = self._add(Dense(weights=prm.dense_weights(node, val.layout),
-                                num_message_bits=self._bits(val), name=name))
+        dense = self._add(Dense(**prm.dense_kwargs(node, val.layout, self.precision),
+                                num_message_bits=self._bits(node, val), name=name))
         self._connect(val, dense.s_in)
         return Value([dense.a_out], val.latency + 1, Layout(self.g.shape(name)), False)
 
@@ -158,7 +158,7 @@ class _Builder:
         conv = self._add(Conv(weight=weight, input_shape=val.layout.lava_shape,
                               padding=tuple(node.padding[::-1]), stride=tuple(node.stride[::-1]),
                               dilation=tuple(dilation[::-1]), groups=groups,
-                              num_message_bits=self._bits(val), name=name))
+                              num_message_bits=self._bits(node, val), name=name))
         self._connect(val, conv.s_in)
         layout = Layout(self.g.shape(name))
         if tuple(conv.a_out.shape) != layout.lava_shape:  # guards the layout arithmetic
@@ -167,11 +167,11 @@ class _Builder:
         return Value([conv.a_out], val.latency + 1, layout, False)
 
     def _conv2d(self, node: ir.Conv2d, name: str) -> Value:
-        return self._conv(name, prm.conv_weights(node), node, node.groups, node.dilation)
+        return self._conv(name, prm.conv_weights(node, self.precision), node, node.groups, node.dilation)
 
     def _pool(self, node, name: str) -> Value:
         channels = self.g.shape(name)[0]
-        return self._conv(name, prm.pool_weights(node, channels), node, channels)
+        return self._conv(name, prm.pool_weights(node, channels, self.precision), node, channels)
 
     _sumpool2d = _avgpool2d = _pool
 
@@ -186,7 +186,7 @@ class _Builder:
                                padding=node.padding[::-1],
                                bias=self._const_lava(in_name, val.layout), name=name))
         self._connect(val, mp.a_in)
-        return Value([mp.s_out], val.latency, layout, val.binary and self.p.const[in_name] is None)
+        return Value([mp.s_out], val.latency, layout, val.binary and not np.any(mp.proc_params["bias"]))
 
     def _flatten(self, node: ir.Flatten, name: str) -> Value:
         val = self._single_input(name)
@@ -232,7 +232,7 @@ class _Builder:
 
         val = self._single_input(name)
         in_name = self.g.inputs_of(name)[0]
-        np_ = prm.neuron_params(node, val.layout, self.p.const[in_name])
+        np_ = prm.neuron_params(node, val.layout, self.p.const[in_name], self.precision)
         shape = val.layout.lava_shape
         if np_.stock:
             neuron = LIFReset(shape=shape, reset_interval=self.s.period,
@@ -247,9 +247,9 @@ class _Builder:
 
 
 def build(graph, x: np.ndarray, static: bool, steps: int, folder: str,
-          record: bool = False, the_plan: Optional[Plan] = None) -> LavaNet:
+          record: bool = False, the_plan: Optional[Plan] = None, precision: str = "float") -> LavaNet:
     """Build the Lava network of ``graph`` for samples ``x`` ((N, T, *shape), or (N, *shape)
     when ``static``). Result files go to ``folder``."""
     p = the_plan or plan(graph)
     sched = Schedule(n_samples=int(x.shape[0]), steps=int(steps))
-    return _Builder(graph, p, sched, folder, record).build(x, static)
+    return _Builder(graph, p, sched, folder, record, precision).build(x, static)

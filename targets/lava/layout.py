@@ -41,9 +41,9 @@ class Layout:
             return self.perm is None and other.perm is None
         return bool(np.array_equal(self.perm, other.perm))
 
-    def to_lava(self, arr) -> np.ndarray:
+    def to_lava(self, arr, dtype=np.float64) -> np.ndarray:
         """An IR-shaped (or broadcastable) array arranged as Lava holds it."""
-        arr = np.broadcast_to(np.asarray(arr, dtype=np.float64), self.ir_shape)
+        arr = np.broadcast_to(np.asarray(arr, dtype=dtype), self.ir_shape)
         if self.is_image:
             return np.ascontiguousarray(arr.transpose(2, 1, 0))
         flat = arr.reshape(-1)

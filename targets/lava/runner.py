@@ -158,12 +158,12 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
         record: bool = False) -> RunResult:
     """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava."""
     global last_timings
-    prm.check_precision(graph, precision)
+    graph = prm.prepare_graph(graph, precision)
     xs, T, static = _static_or_train(graph, x, steps)
     the_plan = plan(graph)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as folder:
-        net = build(graph, xs, static, T, folder, record=record, the_plan=the_plan)
+        net = build(graph, xs, static, T, folder, record=record, the_plan=the_plan, precision=precision)
         t1 = time.perf_counter()
         execute(net, precision, graph.name)
         t2 = time.perf_counter()

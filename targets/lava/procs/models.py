@@ -11,6 +11,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from snncompile.ir import fixed as fx
 from snncompile.targets.lava.procs.process import Collector, Delay, MaxPool, SampleSource, SnnNeuron
 
 FLOAT, INT = float, np.int32
@@ -29,10 +30,12 @@ def _window(tau: int, phase: int, period: int, n_samples: int, steps: int):
 
 # -- SampleSource -------------------------------------------------------------
 class _SourceLogic(PyLoihiProcessModel):
+    dtype = FLOAT
+
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
-        self.data = np.asarray(p["data"])
+        self.data = np.asarray(p["data"]).astype(self.dtype)
         self.static, self.steps, self.period = p["static"], p["steps"], p["period"]
         self.zeros = np.zeros(p["shape"], dtype=self.data.dtype)
 
@@ -56,17 +59,20 @@ class PySampleSourceFloat(_SourceLogic):
 @requires(CPU)
 @tag("fixed_pt", "bit_accurate_loihi")
 class PySampleSourceFixed(_SourceLogic):
+    dtype = INT
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
 
 
 # -- Delay --------------------------------------------------------------------
 class _DelayLogic(PyLoihiProcessModel):
+    dtype = FLOAT
+
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
         self.delay, self.period, self.gate_phase = p["delay"], p["period"], p["gate_phase"]
         self.bias = np.asarray(p["bias"])
-        self.buffer = np.zeros((max(self.delay, 1),) + tuple(p["shape"]))
+        self.buffer = np.zeros((max(self.delay, 1),) + tuple(p["shape"]), dtype=self.dtype)
         self.head = 0
 
     def _gated(self, value):
@@ -99,12 +105,15 @@ class PyDelayFloat(_DelayLogic):
 @requires(CPU)
 @tag("fixed_pt", "bit_accurate_loihi")
 class PyDelayFixed(_DelayLogic):
+    dtype = INT
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
 
 
 # -- MaxPool ------------------------------------------------------------------
 class _MaxPoolLogic(PyLoihiProcessModel):
+    dtype = FLOAT
+
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -118,7 +127,7 @@ class _MaxPoolLogic(PyLoihiProcessModel):
         x = np.pad(x.astype(np.float64), ((px, px), (py, py), (0, 0)), constant_values=-np.inf)
         win = np.lib.stride_tricks.sliding_window_view(x, (kx, ky), axis=(0, 1))
         out = win[::sx, ::sy].max(axis=(-2, -1))
-        self.s_out.send(out[: self.out_shape[0], : self.out_shape[1]])
+        self.s_out.send(out[: self.out_shape[0], : self.out_shape[1]].astype(self.dtype))
 
 
 @implements(proc=MaxPool, protocol=LoihiProtocol)
@@ -133,6 +142,7 @@ class PyMaxPoolFloat(_MaxPoolLogic):
 @requires(CPU)
 @tag("fixed_pt", "bit_accurate_loihi")
 class PyMaxPoolFixed(_MaxPoolLogic):
+    dtype = INT
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
 
@@ -173,27 +183,84 @@ class PySnnNeuronFloat(PyLoihiProcessModel):
         self.s_out.send(s.astype(np.float64))
 
 
+
+@implements(proc=SnnNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PySnnNeuronFixed(PyLoihiProcessModel):
+    """Integer equations of ``snncompile.ir.fixed`` (Neuron), literally, in int64."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        prm = {k: np.asarray(val, dtype=np.int64) for k, val in p["params"].items()}
+        self.prm = prm
+        self.keep_u = fx.DECAY_UNITY - (prm["du"] + 1)
+        self.keep_v = fx.DECAY_UNITY - prm["dv"]
+        self.bias = np.where(prm["bias_exp"] >= 0,
+                             np.left_shift(prm["bias_mant"], np.maximum(prm["bias_exp"], 0)),
+                             np.right_shift(prm["bias_mant"], np.maximum(-prm["bias_exp"], 0)))
+        self.vth = np.left_shift(prm["vth"], fx.VTH_SHIFT)
+        self.reset_mode, self.ge = p["reset_mode"], p["compare"] == ">="
+        self.period, self.offset = p["period"], p["phase"]
+        self.vmax = fx.STATE_MAX - 1
+
+    @staticmethod
+    def _rtz(x: np.ndarray) -> np.ndarray:
+        return np.sign(x) * (np.abs(x) >> fx.DECAY_SHIFT)
+
+    def run_spk(self):
+        a = np.asarray(self.a_in.recv(), dtype=np.int64)
+        tau, prm = int(self.time_step) - 1, self.prm
+        if tau >= self.offset and (tau - self.offset) % self.period == 0:
+            self.u = np.array(np.broadcast_to(prm["u_init"], self.u.shape), dtype=np.int64)
+            self.v = np.array(np.broadcast_to(prm["v_init"], self.v.shape), dtype=np.int64)
+        u = fx.wrap32(self._rtz(np.asarray(self.u, dtype=np.int64) * self.keep_u)
+                      + fx.wrap32(fx.wrap32(a) << fx.ACT_SHIFT))
+        u = np.where(u > fx.STATE_MAX, u - 2 * fx.STATE_MAX,
+                     np.where(u <= -fx.STATE_MAX, u + 2 * fx.STATE_MAX, u))
+        v = fx.wrap32(self._rtz(np.asarray(self.v, dtype=np.int64) * self.keep_v) + u + self.bias)
+        v = np.clip(v, -self.vmax, self.vmax)
+        s = v >= self.vth if self.ge else v > self.vth
+        if self.reset_mode == "zero":
+            v = np.where(s, prm["reset_value"], v)
+        elif self.reset_mode == "subtract":
+            v = np.clip(v - prm["reset_amount"] * s, -self.vmax, self.vmax)
+        self.u, self.v = u, v
+        self.s_out.send(s.astype(INT))
+
+
 # -- Collector ----------------------------------------------------------------
 class _CollectorLogic(PyLoihiProcessModel):
+    dtype = np.float64
+
+    def prepare(self, a: np.ndarray) -> np.ndarray:
+        return a.reshape(-1) + self.bias
+
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
         self.n, self.steps, self.period, self.offset = p["n_samples"], p["steps"], p["period"], p["phase"]
         self.final_step, self.path, self.keep_steps = p["final_step"], p["path"], p["keep_steps"]
-        self.bias = np.asarray(p["bias"], dtype=np.float64).reshape(-1)
+        self.bias = np.asarray(p["bias"], dtype=self.dtype).reshape(-1)
         size = int(np.prod(p["shape"]))
         if self.keep_steps:
-            self.values = np.zeros((self.n, self.steps, size))
+            self.values = np.zeros((self.n, self.steps, size), dtype=self.dtype)
         else:
-            self.counts = np.zeros((self.n, size))
-            self.step_sums = np.zeros((self.n, self.steps))
+            self.counts = np.zeros((self.n, size), dtype=self.dtype)
+            self.step_sums = np.zeros((self.n, self.steps), dtype=self.dtype)
 
     def run_spk(self):
         a = self.a_in.recv()
         where = _window(int(self.time_step) - 1, self.offset, self.period, self.n, self.steps)
         if where is not None:
             k, t = where
-            val = a.reshape(-1) + self.bias
+            val = self.prepare(a)
             if self.keep_steps:
                 self.values[k, t] = val
             else:
@@ -217,4 +284,11 @@ class PyCollectorFloat(_CollectorLogic):
 @requires(CPU)
 @tag("fixed_pt", "bit_accurate_loihi")
 class PyCollectorFixed(_CollectorLogic):
+    """Integer values kept exactly (int64): ``wrap32(a) + bias`` (snncompile.ir.fixed: Output)."""
+
+    dtype = np.int64
+
+    def prepare(self, a: np.ndarray) -> np.ndarray:
+        return fx.wrap32(a.reshape(-1).astype(np.int64)) + self.bias
+
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
