@@ -128,6 +128,17 @@ def test_recurrent_edge_matches_reference():
     assert np.array_equal(lava.outputs, ref.outputs)
 
 
+def test_recurrent_edge_fixed_point_matches_emulator():
+    from snncompile.quantize import quantize
+
+    x = (np.random.default_rng(1).random((N_SAMPLES, 7, 4)) < 0.5).astype(float)
+    qgraph, _ = quantize(_recurrent_graph(), calib=x)
+    lava = run(qgraph, x, backend="lava", precision="fixed")
+    emu = run(qgraph, x, backend="emulator", precision="fixed")
+    assert emu.outputs.sum() > 0
+    assert np.array_equal(lava.outputs, emu.outputs)
+
+
 def test_neuron_features_and_static_input_match_reference():
     """Per-channel thresholds, >=, reset to a value, initial state, current decay with a
     conv bias (our own neuron process), MaxPool over currents, a static input."""
@@ -263,3 +274,20 @@ def test_fixed_point_recorded_counts_match_the_emulator():
     for layer in emu.layer_counts:
         np.testing.assert_array_equal(lava.layer_counts[layer], emu.layer_counts[layer], err_msg=layer)
         np.testing.assert_array_equal(lava.layer_steps[layer], emu.layer_steps[layer], err_msg=layer)
+
+
+def test_interrupt_stops_every_worker_and_propagates():
+    """Ctrl-C during a long run: KeyboardInterrupt reaches the caller, no worker is left."""
+    import signal
+    import threading
+
+    g = _recurrent_graph()
+    x = np.ones((3000, 7, 4))  # ~21k Lava steps: long enough to be interrupted
+    timer = threading.Timer(2.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(g, x, backend="lava")
+    finally:
+        timer.cancel()
+    assert not [p for p in multiprocessing.active_children() if "SystemProcess" in p.name]

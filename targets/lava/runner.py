@@ -43,13 +43,19 @@ def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -
 
     cfg = Loihi2SimCfg(select_tag=TAGS[precision])
     ok = False
-    watchdog = _Watchdog(net)
+    # The watchdog wakes a blocked run with SIGINT, which only the main thread receives.
+    in_main = threading.current_thread() is threading.main_thread()
+    watchdog = _Watchdog(net) if in_main else None
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main else None
     try:
-        watchdog.start()
+        if watchdog:
+            watchdog.start()
         net.source.run(condition=RunSteps(num_steps=net.num_steps), run_cfg=cfg)
         ok = True
     except KeyboardInterrupt:
-        if watchdog.errors is None:
+        if in_main:  # no second interrupt while the workers are being stopped
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if watchdog is None or watchdog.errors is None or "KeyboardInterrupt" in watchdog.errors:
             raise
         raise SnnCompileError(f"Lava run of graph '{graph_name}' failed: {watchdog.errors}") from None
     except SnnCompileError:
@@ -58,11 +64,14 @@ def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -
         detail = _worker_errors(net) or f"{type(exc).__name__}: {exc}"
         raise SnnCompileError(f"Lava run of graph '{graph_name}' failed: {detail}") from exc
     finally:
-        watchdog.halt()
+        if watchdog:
+            watchdog.halt()
         if ok:
             net.source.stop()
         else:
             _kill(net)
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
 
 
 class _Watchdog(threading.Thread):
@@ -77,6 +86,8 @@ class _Watchdog(threading.Thread):
 
     def run(self):
         while not self.done.wait(0.05):
+            if self.errors is not None:
+                return
             infra = getattr(getattr(self.net.source, "runtime", None), "_messaging_infrastructure", None)
             actors = list(getattr(infra, "actors", []) or [])
             dead = [a for a in actors if not a._is_done and a.exitcode is not None]
