@@ -20,7 +20,7 @@ from snncompile.errors import SnnCompileError
 DATA = Path(__file__).resolve().parents[1] / "data"
 SHIPPED = DATA / "mnist_convsnn.pt"
 #: Test digits run on Lava by default: fits the 3-minute budget on 2 cores.
-DEFAULT_LAVA_SAMPLES = 250
+DEFAULT_LAVA_SAMPLES = 500
 REGENERATE = "python examples/ex1_conv_spikingjelly.py --ship"
 
 
