@@ -27,7 +27,7 @@ LAVA_CHUNK = 100
 
 @dataclass
 class DeployResult:
-    """The figures of one deployment, all on the same held-out test digits."""
+    """The figures of one deployment, all on the same held-out test samples."""
 
     name: str
     n_test: int
@@ -38,7 +38,7 @@ class DeployResult:
     fixed_accuracy: Optional[float] = None           # emulator, Loihi fixed point
     lava_precision: str = ""                         # "fixed" (bit-accurate) or "float"
     emulator_accuracy_lava_subset: Optional[float] = None  # emulator, same precision, first n_lava
-    lava_accuracy: Optional[float] = None            # Lava, on the first n_lava digits
+    lava_accuracy: Optional[float] = None            # Lava, on the first n_lava samples
     lava_output_agreement: Optional[float] = None    # fraction of readout values equal to the emulator's
     lava_spike_agreement: Optional[float] = None     # fraction of (sample, neuron) spike counts equal
     lava_prediction_agreement: Optional[float] = None
@@ -63,7 +63,7 @@ class DeployResult:
         joule = lambda v: "n/a" if v is None else _si(v, "J")  # noqa: E731
         lp = self.lava_precision or "-"
         rows = [
-            ("test digits", f"{self.n_test} (Lava: first {self.n_lava})"),
+            ("test samples", f"{self.n_test} (Lava: first {self.n_lava})"),
             ("time steps", str(self.timesteps)),
             ("accuracy PyTorch", pct(self.torch_accuracy)),
             ("accuracy float (emulator)", pct(self.float_accuracy)),
@@ -72,6 +72,7 @@ class DeployResult:
             (f"accuracy Lava {lp}, first {self.n_lava}", pct(self.lava_accuracy)),
             ("spike agreement emulator/Lava", pct(self.lava_spike_agreement)),
             ("readout agreement emulator/Lava", pct(self.lava_output_agreement)),
+            ("counts from", f"emulator, fixed point, {self.n_test} samples"),
             ("SOPs per sample", num(self.synops_per_sample)),
             ("MACs per sample (input layer)", num(self.macs_per_sample)),
             ("energy per sample, SNN", joule(self.energy_per_sample_j)),
@@ -176,20 +177,20 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
     result.files["fixed-point graph"] = str(out / f"{name}.q.onnx")
     result.seconds["quantize"] = clock() - t
 
-    t = stage(f"emulator, float, {len(x_test)} digits")
+    t = stage(f"emulator, float, {len(x_test)} samples")
     res_float = _run_chunked(emulator.run, graph, x_test, 250, "emulator float", precision="float",
                              record=bool(n_lava))
     result.float_accuracy = res_float.accuracy(y_test)
     result.seconds["emulator_float"] = clock() - t
 
-    t = stage(f"emulator, fixed point, {len(x_test)} digits")
+    t = stage(f"emulator, fixed point, {len(x_test)} samples")
     res_fixed = _run_chunked(emulator.run, qgraph, x_test, 250, "emulator fixed",
                              precision="fixed", record=True)
     result.fixed_accuracy = res_fixed.accuracy(y_test)
     result.seconds["emulator_fixed"] = clock() - t
 
     if n_lava:
-        t = stage(f"Lava CPU simulator, first {n_lava} digits")
+        t = stage(f"Lava CPU simulator, first {n_lava} samples")
         _run_lava(result, graph, qgraph, res_float, res_fixed, x_test[:n_lava], y_test[:n_lava])
         result.seconds["lava"] = clock() - t
 
