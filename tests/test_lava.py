@@ -291,3 +291,23 @@ def test_interrupt_stops_every_worker_and_propagates():
     finally:
         timer.cancel()
     assert not [p for p in multiprocessing.active_children() if "SystemProcess" in p.name]
+
+
+def test_runs_after_the_multiprocessing_start_method_was_fixed_elsewhere():
+    """torch.fx tracing or training may set the start method before Lava's runtime is
+    imported; Lava's own import-time set_start_method('fork') would then fail."""
+    import subprocess
+
+    code = ("import multiprocessing as mp; mp.set_start_method('spawn'); import numpy as np; "
+            "from test_lava import _recurrent_graph; from snncompile.targets import run; "
+            "g = _recurrent_graph(); x = np.ones((2, 7, 4)); "
+            "assert np.array_equal(run(g, x, backend='lava').outputs, run(g, x).outputs); print('same')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("same")
+
+
+def test_no_samples_is_a_clear_error():
+    with pytest.raises(SnnCompileError, match="no input samples"):
+        run(_nir_lif_graph(), np.zeros((0, 5, 1)), backend="lava")

@@ -171,6 +171,8 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
     global last_timings
     graph = prm.prepare_graph(graph, precision)
     xs, T, static = _static_or_train(graph, x, steps)
+    if xs.shape[0] == 0:
+        raise SnnCompileError(f"graph '{graph.name}': no input samples to run")
     the_plan = plan(graph)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as folder:
