@@ -21,6 +21,7 @@ from snncompile.targets.lava import params as prm
 from snncompile.targets.lava.layout import Layout
 from snncompile.targets.lava.plan import Plan, plan
 
+
 @dataclass
 class Value:
     """An IR node's output as it exists in the Lava network."""
@@ -114,7 +115,7 @@ class _Builder:
                 out_path, out_layout = self._collector(name, val, True, const), val.layout
                 continue
             else:
-                val = getattr(self, "_add_node" if isinstance(node, ir.Add) else f"_{node.kind.lower()}")(node, name)
+                val = self._map(node, name)
             self.values[name] = val
             if self.record:
                 path = self._collector(name, val, False, self._const_lava(name, val.layout))
@@ -123,6 +124,16 @@ class _Builder:
             self._connect(self.values[src], delay_proc.a_in)
         return LavaNet(source=self.processes[0], num_steps=self.final_step, output=out_path,
                        output_layout=out_layout, records=records, processes=self.processes)
+
+    def _map(self, node: ir.Node, name: str) -> Value:
+        method = getattr(self, "_add_node" if isinstance(node, ir.Add) else f"_{node.kind.lower()}")
+        try:
+            return method(node, name)
+        except SnnCompileError:
+            raise
+        except Exception as exc:  # Lava's process constructors validate with plain exceptions
+            raise SnnCompileError(f"node '{name}' ({node.kind}): Lava rejected its mapping: "
+                                  f"{type(exc).__name__}: {exc}") from exc
 
     def _input(self, node: ir.Input, x: np.ndarray, static: bool) -> Value:
         from snncompile.targets.lava.procs.process import SampleSource
