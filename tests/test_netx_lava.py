@@ -8,7 +8,6 @@ from snncompile.interop.netx import optimize_weight_bits, read_netx
 from snncompile.targets import run
 
 from test_netx import CUBA, CUBA_OUT, _conv_net, _params
-from test_nir_targets import run_lava_fixed
 
 pytestmark = [pytest.mark.lava, pytest.mark.slow]
 
@@ -72,7 +71,7 @@ def test_netx_network_on_the_emulator_equals_hand_built_lava(netx_case):
 
 def test_netx_network_on_our_lava_target_equals_hand_built_lava(netx_case):
     graph, x, expect = netx_case
-    res = run_lava_fixed(graph, x)
+    res = run(graph, x, backend="lava", precision="fixed")
     np.testing.assert_array_equal(res.outputs, expect)
 
 

@@ -11,7 +11,6 @@ from click.testing import CliRunner
 from snncompile.cli import main
 from snncompile.interop.nir import read_nir
 from snncompile.ir import fixed as fx
-from snncompile.errors import SnnCompileError
 from snncompile.targets import run
 
 LIF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "nir-paper-lif"
@@ -19,16 +18,6 @@ if not LIF_DIR.exists():
     LIF_DIR = Path("/work/shared/data/nir-paper-lif")
 SPIKES = [460, 510, 710, 760]
 
-
-def run_lava_fixed(graph, x):
-    """``run(..., backend="lava", precision="fixed")``; skips (saying why) only while the Lava
-    target refuses fixed point as not available yet; any other failure fails the test."""
-    try:
-        return run(graph, x, backend="lava", precision="fixed")
-    except SnnCompileError as exc:
-        if "not available yet" in str(exc):
-            pytest.skip(f"Lava target: {exc}")
-        raise
 
 
 def _trace(name):
@@ -128,7 +117,7 @@ def test_cli_run_on_lava_float_gives_the_model_time_spikes(exported):
 @pytest.mark.lava
 @pytest.mark.slow
 def test_lava_fixed_with_the_readme_integers_gives_the_model_time_spikes():
-    res = run_lava_fixed(_fixed_benchmark(), _input())
+    res = run(_fixed_benchmark(), _input(), backend="lava", precision="fixed")
     assert np.nonzero(res.outputs[0, :, 0])[0].tolist() == SPIKES
 
 
