@@ -137,3 +137,28 @@ def test_recurrent_nested_nir_graph_runs_on_lava_float_like_the_reference(tmp_pa
     assert ref.layer_counts["rec.lif"].sum() > 10
     np.testing.assert_array_equal(lava.layer_counts["rec.lif"], ref.layer_counts["rec.lif"])
     np.testing.assert_allclose(lava.outputs, ref.outputs, rtol=1e-9, atol=1e-9)  # LI readout potential
+
+
+@pytest.mark.lava
+@pytest.mark.slow
+def test_recurrent_nir_population_quantized_runs_identically_on_emulator_and_lava_fixed(tmp_path):
+    import nir
+
+    from snncompile.quantize import quantize
+
+    rng = np.random.default_rng(3)
+    lif = nir.LIF(tau=np.full(8, 5e-3), r=np.full(8, 5.0), v_leak=np.zeros(8),
+                  v_threshold=np.full(8, 0.5), v_reset=np.zeros(8))
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([3])),
+                            "fc": nir.Linear(weight=rng.normal(0, 1.5, (8, 3))), "lif": lif,
+                            "w_rec": nir.Linear(weight=rng.normal(0, 0.8, (8, 8))),
+                            "output": nir.Output(output_type=np.array([8]))},
+                     edges=[("input", "fc"), ("fc", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
+    nir.write(tmp_path / "rec.nir", g)
+    graph = read_nir(tmp_path / "rec.nir", dt=1e-3)
+    assert graph.delay("w_rec", "lif.sum") == 1
+    x = (rng.random((3, 25, 3)) < 0.5).astype(float)
+    qgraph, _ = quantize(graph, calib=x)
+    emulated = run(qgraph, x, backend="emulator", precision="fixed")
+    assert 0.05 < emulated.outputs.mean() < 0.6
+    np.testing.assert_array_equal(run(qgraph, x, backend="lava", precision="fixed").outputs, emulated.outputs)
