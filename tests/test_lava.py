@@ -311,3 +311,43 @@ def test_runs_after_the_multiprocessing_start_method_was_fixed_elsewhere():
 def test_no_samples_is_a_clear_error():
     with pytest.raises(SnnCompileError, match="no input samples"):
         run(_nir_lif_graph(), np.zeros((0, 5, 1)), backend="lava")
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_cli_stops_lava_cleanly(tmp_path):
+    """Ctrl-C reaches the whole process group: `snncompile run --backend lava` exits 130 with
+    one error line, leaves no worker process and no output file."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from snncompile.ir.onnx_format import save_onnx
+
+    save_onnx(_recurrent_graph(), tmp_path / "g.onnx")
+    np.savez(tmp_path / "d.npz", x=np.ones((5000, 7, 4)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snncompile.cli", "run", "g.onnx", "--input", "d.npz", "--backend", "lava",
+         "-o", "out.npz"], cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 90
+        workers = []
+        while time.time() < deadline and len(workers) < 4:  # Lava's workers are running
+            time.sleep(0.2)
+            workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 4, "Lava never started"
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert [line for line in err.splitlines() if line.startswith("error")] == ["error: interrupted"]
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert not (tmp_path / "out.npz").exists()

@@ -1,6 +1,7 @@
 """Run a built Lava network once and read its results back; always stop the runtime."""
 from __future__ import annotations
 
+import os
 import signal
 import tempfile
 import threading
@@ -46,7 +47,7 @@ def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -
     # The watchdog wakes a blocked run with SIGINT, which only the main thread receives.
     in_main = threading.current_thread() is threading.main_thread()
     watchdog = _Watchdog(net) if in_main else None
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main else None
+    previous = signal.signal(signal.SIGINT, _parent_only_interrupt(os.getpid())) if in_main else None
     try:
         if watchdog:
             watchdog.start()
@@ -72,6 +73,18 @@ def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -
             _kill(net)
         if in_main:
             signal.signal(signal.SIGINT, previous)
+
+
+def _parent_only_interrupt(parent_pid: int):
+    """A SIGINT handler the forked Lava workers inherit: Ctrl-C reaches the whole process
+    group, but only the parent raises KeyboardInterrupt (and then stops the workers);
+    the workers ignore it instead of dying mid-message with a traceback each."""
+
+    def handler(signum, frame):
+        if os.getpid() == parent_pid:
+            raise KeyboardInterrupt
+
+    return handler
 
 
 class _Watchdog(threading.Thread):
