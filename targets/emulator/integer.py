@@ -21,6 +21,10 @@ from snncompile.ir import nodes as ir
 from snncompile.targets.reference import Simulator
 
 INT = torch.int64
+#: Spikes travel as float32 0/1 and synapse outputs stay in the exact float dtype of their
+#: product when no wrap can occur: integer *values* in any dtype, converted only where an
+#: integer operation needs them (saves a full int64<->float pass per layer and step).
+SPIKE = torch.float32
 _M32 = 2 ** 32 - 1
 
 
@@ -66,6 +70,7 @@ def lif_step_exact(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount
     """One LIF step, every wrap of ``ir.fixed`` written out (no fast-path shortcuts): the
     body ``torch.compile`` fuses into one elementwise kernel (see ``IntNeuronState``)."""
     lim = fx.STATE_MAX
+    a = a.to(INT)
     up = wrap32(wrap32(rtz_decay(u, keep_u)) + wrap32(wrap32(a) << fx.ACT_SHIFT))
     u2 = torch.where(up > lim, up - 2 * lim, torch.where(up <= -lim, up + 2 * lim, up))
     v2 = wrap32(wrap32(rtz_decay(v, keep_v)) + u2 + bias).clamp(-(lim - 1), lim - 1)
@@ -74,7 +79,7 @@ def lif_step_exact(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount
         v2 = torch.where(s, reset_value, v2)
     elif reset_mode == "subtract":
         v2 = (v2 - reset_amount * s).clamp(-(lim - 1), lim - 1)
-    return u2, v2, s.to(INT)
+    return u2, v2, s.to(SPIKE)
 
 
 _COMPILED = {}
@@ -136,6 +141,7 @@ class IntNeuronState:
                 self.reset_amount, f.compare == ">=", f.reset_mode)
             return s
         lim = fx.STATE_MAX
+        a = a.to(INT)
         a_max = absmax(a)
         # Fast path: |a| < 2**24 and |u| <= 2**29 keep every int32 intermediate in range
         # (|decay(u)| <= 2**29 * 4097/4096, |a << 6| < 2**30, so |u'| < 2**31; then
@@ -170,7 +176,7 @@ class IntNeuronState:
         elif self.f.reset_mode == "subtract":
             v = (v - self.reset_amount * s).clamp_(-(lim - 1), lim - 1)
         self.v = v
-        return s.to(INT)
+        return s.to(SPIKE)
 
 
 def _exact_float_dtype(bound: int):
@@ -199,6 +205,8 @@ class _IntSynapse:
         self._as = {}
         #: When a dict: count of "wrap" events (outputs beyond 24/32 bits) for diagnostics.
         self.events = None
+        #: True when its messages are spikes (0/1) already: the binarisation is skipped.
+        self.spike_input = False
 
     def weight_as(self, dtype):
         if dtype not in self._as:
@@ -208,7 +216,8 @@ class _IntSynapse:
     def __call__(self, m: torch.Tensor) -> torch.Tensor:
         node, f = self.node, self.f
         if f.num_message_bits == 0:
-            m = (m != 0)
+            if not self.spike_input:
+                m = (m != 0)
             bound = self.row_l1
         else:
             bound = absmax(m) * self.row_l1
@@ -227,6 +236,7 @@ class _IntSynapse:
         out = self._conv(m, bound, *args)
         if bound < 2 ** 23:          # |out| <= bound: the 24-bit wrap is the identity
             return out
+        out = out.to(INT)
         if self.events is not None:
             self.events["wrap"] += int(((out < -2 ** 23) | (out >= 2 ** 23)).sum())
         return wrap24(out)
@@ -240,7 +250,7 @@ class _IntSynapse:
     def _conv(self, m, bound, stride, padding, dilation, groups):
         dt = _exact_float_dtype(bound)
         if dt is not None:
-            return F.conv2d(m.to(dt), self.weight_as(dt), None, stride, padding, dilation, groups).to(INT)
+            return F.conv2d(m.to(dt), self.weight_as(dt), None, stride, padding, dilation, groups)
         # int64 fallback: unfold (exact copy of the integers) then an int64 matmul per group
         n, c, h, w_ = m.shape
         co, cig, kh, kw = self.w.shape
@@ -269,14 +279,27 @@ class IntegerSimulator(Simulator):
             if isinstance(node, ir.SYNAPSES):
                 in_ch = graph.shape(self.inputs[name][0])[0]
                 self.synapses[name] = _IntSynapse(node, in_ch)
+                self.synapses[name].spike_input = self._spike_source(self.inputs[name][0])
         inp = graph.input
         self.input_fixed = getattr(inp, "fixed", None) or fx.InputFixed()
         out = graph.output
         self.readout_fixed = getattr(out, "fixed", None) or fx.ReadoutFixed(mode=out.mode)
         self.readout_bias = _i(self.readout_fixed.bias)
 
+    def _spike_source(self, name: str) -> bool:
+        """Does ``name`` carry a neuron's spikes (through Flatten/MaxPool, no delay)?"""
+        node = self.graph.node(name)
+        while isinstance(node, (ir.Flatten, ir.MaxPool2d)):
+            name = self.inputs[name][0]
+            node = self.graph.node(name)
+        return isinstance(node, ir.Neuron)
+
     def _neuron_state(self, node, batch):
         return IntNeuronState(node, batch)
+
+    def _record(self, name, val):
+        # recorded sums stay exact integers whatever dtype the value travelled in
+        super()._record(name, val.to(INT))
 
     def _zeros(self, shape):
         return torch.zeros(shape, dtype=INT)
@@ -289,19 +312,20 @@ class IntegerSimulator(Simulator):
         if isinstance(node, ir.Flatten):
             return ins[0].reshape(ins[0].shape[0], -1)
         if isinstance(node, ir.Add):
-            val = ins[0]
+            val = ins[0].to(INT)
             for other in ins[1:]:
-                val = val + other
+                val = val + other.to(INT)
             return wrap32(val)
         if isinstance(node, ir.MaxPool2d):
             # max over integer windows; -inf padding as torch's max_pool2d (exact in float64
             # for |values| < 2**53, which int32-wrapped messages always are)
             m = ins[0]
-            dt = torch.float32 if (m.dtype == torch.bool or absmax(m) < 2 ** 24) else torch.float64
-            return F.max_pool2d(m.to(dt), node.kernel_size, node.stride, node.padding).to(INT)
+            if not m.is_floating_point():
+                m = m.to(torch.float32 if absmax(m) < 2 ** 24 else torch.float64)
+            return F.max_pool2d(m, node.kernel_size, node.stride, node.padding)
         if isinstance(node, ir.Output):
             if node.mode == "potential":
-                return wrap32(ins[0]) + self.readout_bias
+                return wrap32(ins[0].to(INT)) + self.readout_bias
             return ins[0]
         if node.name in self.synapses:
             return self.synapses[node.name](ins[0])
