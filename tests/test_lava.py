@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import snncompile.targets.lava  # noqa: F401  (installs the import hook before any `lava` import)
 import zoo
 from snncompile.errors import SnnCompileError
 from snncompile.ir import Add, Conv2d, Flatten, Graph, Input, Linear, MaxPool2d, Neuron, Output
@@ -351,3 +352,23 @@ def test_ctrl_c_on_the_cli_stops_lava_cleanly(tmp_path):
     time.sleep(0.5)
     assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_sparse_linear_on_graded_input_uses_lava_sparse_and_matches_reference(tmp_path):
+    from lava.proc.sparse.process import Sparse
+
+    from snncompile.targets.lava.builder import build
+
+    rng = np.random.default_rng(4)
+    w = rng.normal(0, 1.0, (64, 100)) * (rng.random((64, 100)) < 0.05)
+    g = Graph("sparse", timesteps=5)
+    g.add(Input("in", shape=(100,)))
+    g.add(Linear("fc", weight=w, bias=np.full(64, 0.1)), ["in"])
+    g.add(Neuron("n", shape=(64,), dv=0.1, threshold=0.5, reset_mode="subtract"), ["fc"])
+    g.add(Output("out"), ["n"])
+    x = rng.random((N_SAMPLES, 100))  # static, graded
+    net = build(g, x, static=True, steps=5, folder=str(tmp_path))
+    assert [type(p) for p in net.processes if p.name == "fc"] == [Sparse]
+    ref, lava = run(g, x), run(g, x, backend="lava")
+    assert ref.outputs.sum() > 0
+    assert np.array_equal(lava.outputs, ref.outputs)

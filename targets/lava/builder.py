@@ -155,12 +155,20 @@ class _Builder:
 
     def _linear(self, node: ir.Linear, name: str) -> Value:
         from lava.proc.dense.process import Dense
+        from lava.proc.sparse.process import Sparse
 
         val = self._single_input(name)
-        dense = self._add(Dense(**prm.dense_kwargs(node, val.layout, self.precision),
-                                num_message_bits=self._bits(node, val), name=name))
-        self._connect(val, dense.s_in)
-        return Value([dense.a_out], val.latency + 1, Layout(self.g.shape(name)), False)
+        kwargs = prm.dense_kwargs(node, val.layout, self.precision)
+        bits = self._bits(node, val)
+        if prm.use_sparse(kwargs["weights"], bits, self.precision):
+            from scipy.sparse import csr_matrix
+
+            kwargs["weights"] = csr_matrix(kwargs["weights"])
+            synapse = self._add(Sparse(**kwargs, num_message_bits=bits, name=name))
+        else:
+            synapse = self._add(Dense(**kwargs, num_message_bits=bits, name=name))
+        self._connect(val, synapse.s_in)
+        return Value([synapse.a_out], val.latency + 1, Layout(self.g.shape(name)), False)
 
     def _conv(self, name: str, weight: np.ndarray, node, groups: int, dilation=(1, 1)) -> Value:
         from lava.proc.conv.process import Conv
