@@ -108,6 +108,7 @@ class _Builder:
             node = self.g.node(name)
             if isinstance(node, ir.Input):
                 val = self._input(node, x, static)
+                source = self.processes[-1]
             elif isinstance(node, ir.Output):
                 src = self.g.inputs_of(name)[0]
                 val = self.values[src]
@@ -122,7 +123,7 @@ class _Builder:
                 records[name] = (path, val.layout)
         for src, delay_proc in self.pending_recurrent:
             self._connect(self.values[src], delay_proc.a_in)
-        return LavaNet(source=self.processes[0], num_steps=self.final_step, output=out_path,
+        return LavaNet(source=source, num_steps=self.final_step, output=out_path,
                        output_layout=out_layout, records=records, processes=self.processes)
 
     def _map(self, node: ir.Node, name: str) -> Value:
