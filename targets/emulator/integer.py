@@ -335,6 +335,7 @@ class IntegerSimulator(Simulator):
 def input_messages(x: torch.Tensor, f: fx.InputFixed) -> torch.Tensor:
     """Float input values -> integer messages (ir.fixed: Input)."""
     if f.num_message_bits == 0:
-        return (x != 0).to(INT)
+        return (x != 0).to(SPIKE)
     b = f.num_message_bits
-    return torch.round(x * f.scale).clamp(-(2 ** (b - 1)), 2 ** (b - 1) - 1).to(INT)
+    # integer values kept in float64 (exact: |m| < 2**23); consumers convert as needed
+    return torch.round(x * f.scale).clamp_(-(2 ** (b - 1)), 2 ** (b - 1) - 1)
