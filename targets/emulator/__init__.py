@@ -5,6 +5,10 @@ tensors for a whole batch at once (an unquantized graph is quantized first with 
 default, data-free settings). ``precision="float"`` is the reference target's float64
 simulation (the same code, imported), so float and fixed runs share one graph walk.
 
+Checked bit for bit against Lava: ``tests/test_emulator_lava.py`` (Lava's stock Dense, Conv,
+LIF, recurrence; hypothesis, near the wrap/saturation limits) and
+``tests/test_emulator_zoo_lava.py`` (snncompile's Lava target on the whole architecture matrix).
+
 Fixed-precision results: ``outputs`` hold integers (spikes 0/1, or the readout's integer
 potential per step; divide by ``graph.output.fixed.scale`` for float units);
 ``layer_counts``/``layer_steps`` record each node's integer values.
