@@ -197,3 +197,12 @@ def test_golden_lif_benchmark_matches_lava_cpu_fixed():
     assert np.array_equal(chip[:, 2], cpu[:, 2])
     diff = np.nonzero(v[:-1] != chip[1:, 1])[0] + 1
     assert list(diff) == [461, 511, 711, 761] and set(chip[diff, 1]) == {128.0}
+
+
+def test_threshold_that_cannot_be_represented_is_named():
+    """Per-neuron thresholds spanning more than the 17-bit mantissa (and the 24-bit state)."""
+    g = mlp()
+    g.node("lif1").threshold = np.where(np.arange(10) == 0, 1e-7, 1.0)
+    with pytest.raises(SnnCompileError, match=r"node 'lif1' \(Neuron\) cannot be represented.*"
+                                              r"threshold mantissa 0\.\.\d+ outside \[1, 131071\]"):
+        quantize(g)
