@@ -58,6 +58,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lava-k", type=int, default=20)
     ap.add_argument("--check", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for the emulator (1: steadiest on the shared 2-core machine)")
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--mnist", type=int, default=40,
                     help="also time the shipped MNIST conv SNN on the Lava target (first N test digits; 0: skip)")
@@ -69,6 +71,7 @@ def main(argv=None):
     from snncompile.targets.emulator.stock_lava import run_stock_chain
 
     T, B = args.T, args.batch
+    torch.set_num_threads(args.threads)
     g = network(T)
     x = spike_digits(max(2 * B, args.lava_k), T)
     qg, _ = quantize(g, calib=x[:64])

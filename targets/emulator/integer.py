@@ -90,6 +90,14 @@ def compiled_lif_step(key):
     and parameter shapes, compare, reset mode) so none ever recompiles or falls back;
     integer ops only, so the fused kernel computes the same integers."""
     if key not in _COMPILED:
+        import torch._dynamo
+        # every key compiles the same function: let dynamo keep them all (its default limit
+        # of 8 per function would silently fall back to slow recompiles)
+        cfg = torch._dynamo.config
+        for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
+                     "accumulated_recompile_limit"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, max(getattr(cfg, name), 1024))
         _COMPILED[key] = torch.compile(lif_step_exact, dynamic=False)
     return _COMPILED[key]
 
