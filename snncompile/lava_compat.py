@@ -23,6 +23,7 @@ import sys
 from snncompile.errors import SnnCompileError
 
 TARGET_MODULE = "lava.magma.compiler.var_model"
+_RUNTIME = "lava.magma.runtime.message_infrastructure.multiprocessing"
 _BROKEN = "@dataclass\nclass ByteEncoder:"
 _FIXED = "@dataclass(frozen=True)\nclass ByteEncoder:"
 
@@ -60,16 +61,13 @@ class _LavaVarModelFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Install the import hook (idempotent). Call before importing any ``lava`` module."""
-    if not needs_fix():
-        return
-    if any(isinstance(f, _LavaVarModelFinder) for f in sys.meta_path):
-        return
-    loaded = sys.modules.get(TARGET_MODULE)
-    if loaded is not None and not getattr(loaded, "__snncompile_checked__", False):
-        # Imported before the hook: it only got this far if it works as it is.
-        loaded.__snncompile_checked__ = True
-    sys.meta_path.insert(0, _LavaVarModelFinder())
+    """Make Lava importable here (idempotent). Call before importing any ``lava`` module.
+
+    Installs the import hook (Python >= 3.11) and imports Lava's multiprocessing runtime
+    with its start-method call let through (see :func:`_import_runtime_multiprocessing`).
+    """
+    if needs_fix() and not any(isinstance(f, _LavaVarModelFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _LavaVarModelFinder())
     _import_runtime_multiprocessing()
 
 
@@ -80,12 +78,12 @@ def _import_runtime_multiprocessing() -> None:
     Linux default), so import it here once with its call let through (``force=True``)."""
     import multiprocessing
 
-    if importlib.util.find_spec("lava") is None:
+    if _RUNTIME in sys.modules or importlib.util.find_spec("lava") is None:
         return
     original = multiprocessing.set_start_method
     multiprocessing.set_start_method = lambda method, force=False: original(method, force=True)
     try:
-        import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
+        importlib.import_module(_RUNTIME)
     finally:
         multiprocessing.set_start_method = original
 
