@@ -148,11 +148,8 @@ def mnist_lava_target(args, B: int) -> str:
 
     from snncompile.frontend import from_torch, load_model
     from snncompile.mnist import load_mnist
-    from snncompile.pipeline import _import_lava_runtime_first
     from snncompile.quantize import quantize
-    from snncompile.targets import emulator
-    _import_lava_runtime_first()
-    from snncompile.targets import lava
+    from snncompile.targets import emulator, lava
 
     meta = json.loads((ROOT / "snncompile/data/mnist_convsnn.json").read_text())
     data = load_mnist()

@@ -71,8 +71,6 @@ def main(argv=None):
 
 def lava_subset(qgraph, data, rq, n: int) -> str:
     from snncompile.errors import SnnCompileError
-    from snncompile.pipeline import _import_lava_runtime_first
-    _import_lava_runtime_first()
     from snncompile.targets import lava
     x = data.x_test[:n]
     t0 = time.perf_counter()

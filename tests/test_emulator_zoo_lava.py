@@ -24,8 +24,6 @@ N = 20
 
 
 def _lava():
-    from snncompile.pipeline import _import_lava_runtime_first
-    _import_lava_runtime_first()
     from snncompile.targets import lava
     return lava
 

@@ -144,10 +144,6 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
             raise SnnCompileError(f"{c.label}: {c.error}")
     others = []
     try:
-        # Lava's runtime sets the 'fork' start method at import, which fails once torch or a
-        # neuron library fixed it; the demo pipeline's helper lets that one call through.
-        from snncompile.pipeline import _import_lava_runtime_first
-        _import_lava_runtime_first()
         from snncompile.targets import lava
     except Exception as exc:  # Lava not importable at all
         lava = None

@@ -26,20 +26,14 @@ from .integer import IntegerSimulator
 
 def _lava():
     from snncompile import lava_compat
-    lava_compat.install()
-    import multiprocessing
-    original = multiprocessing.set_start_method
-    multiprocessing.set_start_method = lambda method, force=False: original(method, force=True)
-    try:   # Lava sets 'fork' at import; let it through when torch already fixed a method
-        from lava.magma.core.run_conditions import RunSteps
-        from lava.magma.core.run_configs import Loihi2SimCfg
-        from lava.proc.conv.process import Conv
-        from lava.proc.dense.process import Dense
-        from lava.proc.io.sink import RingBuffer as Sink
-        from lava.proc.io.source import RingBuffer as Source
-        from lava.proc.lif.process import LIF
-    finally:
-        multiprocessing.set_start_method = original
+    lava_compat.install()      # import hook + Lava's 'fork' start method
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIF
     return dict(RunSteps=RunSteps, Cfg=Loihi2SimCfg, Conv=Conv, Dense=Dense, Sink=Sink,
                 Source=Source, LIF=LIF)
 
