@@ -26,7 +26,7 @@ from .integer import IntegerSimulator
 
 def _lava():
     from snncompile import lava_compat
-    lava_compat.install()      # import hook + Lava's 'fork' start method
+    lava_compat.install()   # the 3.11 import hook and Lava's 'fork' runtime, once
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.conv.process import Conv
