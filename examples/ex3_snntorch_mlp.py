@@ -7,8 +7,9 @@ presented at every step, the output neurons' spike counts as the prediction
 pipeline on the 1,000 held-out digits: export -> quantize -> emulator (float, fixed) ->
 Lava (a subset) -> energy report.
 
-Note: the model class lives in this script, so loading ``model.pt`` back with
-``snncompile export`` needs ``--trust-code`` (the class must be importable).
+Note: the model class lives in this script, so loading ``model.pt`` back needs
+``--trust-code`` and this folder on the path:
+``PYTHONPATH=examples snncompile export examples/out/ex3_snntorch_mlp/model.pt --input-shape 1,28,28 --timesteps 8 --trust-code``.
 
     python examples/ex3_snntorch_mlp.py          # full: well under a minute on 2 cores
     python examples/ex3_snntorch_mlp.py --fast   # seconds, for the tests
@@ -101,4 +102,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", help="output folder (default examples/out/ex3_snntorch_mlp)")
     parser.add_argument("--lava", type=int, default=100, help="test digits to run on Lava")
     args = parser.parse_args()
-    main(fast=args.fast, out=args.out, n_lava=args.lava)
+    # Run through the module's importable name, so model.pt pickles the classes as
+    # 'ex3_snntorch_mlp.<Class>' (not '__main__.<Class>', which no other process can import).
+    import ex3_snntorch_mlp
+    ex3_snntorch_mlp.main(fast=args.fast, out=args.out, n_lava=args.lava)

@@ -7,8 +7,9 @@ with SpikingJelly (ATan surrogate, T = 4, Adam, cosine schedule), then the snnco
 pipeline on the 1,000 held-out digits: export -> quantize -> emulator (float, fixed) ->
 Lava (a subset) -> energy report (the ADD's 2s are counted as two accumulates).
 
-Note: the model classes live in this script, so loading ``model.pt`` back with
-``snncompile export`` needs ``--trust-code`` (the classes must be importable).
+Note: the model classes live in this script, so loading ``model.pt`` back needs
+``--trust-code`` and this folder on the path:
+``PYTHONPATH=examples snncompile export examples/out/ex4_sew_resnet/model.pt --input-shape 1,28,28 --timesteps 4 --trust-code``.
 
     python examples/ex4_sew_resnet.py          # full: a few minutes on 2 cores
     python examples/ex4_sew_resnet.py --fast   # seconds, for the tests
@@ -101,4 +102,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", help="output folder (default examples/out/ex4_sew_resnet)")
     parser.add_argument("--lava", type=int, default=100, help="test digits to run on Lava")
     args = parser.parse_args()
-    main(fast=args.fast, out=args.out, n_lava=args.lava)
+    # Run through the module's importable name, so model.pt pickles the classes as
+    # 'ex4_sew_resnet.<Class>' (not '__main__.<Class>', which no other process can import).
+    import ex4_sew_resnet
+    ex4_sew_resnet.main(fast=args.fast, out=args.out, n_lava=args.lava)
