@@ -76,6 +76,12 @@ def test_example3_snntorch_mlp(tmp_path):
     ex = load_example("ex3_snntorch_mlp")
     result = ex.main(fast=True, out=tmp_path)
     check_deployment(result, tmp_path)
+    # The class is pickled under the script's module name: loadable with trust, refused without.
+    from snncompile.errors import SnnCompileError
+    from snncompile.frontend import load_model
+    assert type(load_model(tmp_path / "model.pt", trust_code=True)).__module__ == "ex3_snntorch_mlp"
+    with pytest.raises(SnnCompileError, match="ex3_snntorch_mlp.Net"):
+        load_model(tmp_path / "model.pt")
 
 
 def test_example4_sew_resnet(tmp_path):
