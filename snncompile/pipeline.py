@@ -139,7 +139,8 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
     """Export ``model`` (or take ``graph``), quantize, run and report; write files to ``out_dir``.
 
     ``x_test`` are static images (N, *input_shape) or trains (N, T, *input_shape);
-    ``x_calib`` (default: the first 200 test inputs) calibrates the quantizer; Lava runs
+    ``x_calib`` (training inputs, never test inputs; default: none, the quantizer's data-free
+    scales) calibrates the quantizer; Lava runs
     the first ``n_lava`` test inputs (0 skips Lava), in bit-accurate fixed point, or in
     float where the Lava target refuses fixed point; what Lava refused is recorded in
     ``missing`` (and shown in the table) and the other figures still stand.
@@ -160,8 +161,9 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
         log(f"[{name}] {label} ...")
         return clock()
 
-    if n_lava:
-        _import_lava_runtime_first()
+    if n_lava:  # Lava's runtime before torch.fx/training can fix another start method
+        from snncompile import lava_compat
+        lava_compat.install()
     t = stage("export to IR and ONNX")
     if graph is None:
         from snncompile.frontend import from_torch
@@ -171,8 +173,7 @@ def deploy(model, name: str, input_shape, timesteps: int, x_test: np.ndarray, y_
     result.seconds["export"] = clock() - t
 
     t = stage("quantize to Loihi fixed point (8-bit weights)")
-    calib = x_test[:200] if x_calib is None else x_calib
-    qgraph, _qreport = quantize(graph, calib=calib, weight_bits=8)
+    qgraph, _qreport = quantize(graph, calib=x_calib, weight_bits=8)
     save_onnx(qgraph, out / f"{name}.q.onnx")
     result.files["fixed-point graph"] = str(out / f"{name}.q.onnx")
     result.seconds["quantize"] = clock() - t
@@ -239,24 +240,6 @@ def _run_lava(result: DeployResult, graph, qgraph, res_float, res_fixed, x, y) -
         result.lava_prediction_agreement = _agreement(res.pred, ref.pred)
         result.lava_spike_agreement = spike_agreement(g, ref, res)
         return
-
-
-def _import_lava_runtime_first() -> None:
-    """Import Lava's runtime, which calls ``multiprocessing.set_start_method('fork')`` at
-    import and fails ("context has already been set") when anything fixed the start method
-    before -- torch.fx tracing and snnTorch training do. Lava needs 'fork' anyway (the
-    Linux default), so its one call is let through with ``force=True``."""
-    import multiprocessing
-
-    from snncompile import lava_compat
-
-    lava_compat.install()
-    original = multiprocessing.set_start_method
-    multiprocessing.set_start_method = lambda method, force=False: original(method, force=True)
-    try:
-        import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
-    finally:
-        multiprocessing.set_start_method = original
 
 
 def _subset_result(res, n: int):
