@@ -120,17 +120,11 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
     """Run reference float, emulator fixed, Lava fixed and Lava float side by side."""
     from snncompile.ir.onnx_format import load_onnx
     from snncompile.quantize import is_quantized, quantize
+    from snncompile.commands.run import load_inputs
     from snncompile.targets import emulator, reference
-    from snncompile.targets.base import prepare_inputs
 
     graph = load_onnx(graph_file)
-    x, y = load_npz(data_file)
-    if samples:
-        x, y = x[:samples], (None if y is None else y[:samples])
-    x, _ = prepare_inputs(graph, x, steps)
-    if y is not None:
-        from snncompile.commands.run import check_labels
-        y = check_labels(y, len(x), data_file)
+    x, _, y = load_inputs(data_file, graph, steps, samples)
     qgraph = graph
     if not is_quantized(graph):
         calib = load_npz(calib_file, what="calibration")[0] if calib_file else None
