@@ -166,9 +166,7 @@ def test_inspect_refuses_a_corrupted_file(tmp_path, cli):
 
 
 def test_run_fixed_precision_quantizes_an_unquantized_graph(tmp_path, cli):
-    quantize = pytest.importorskip("snncompile.quantize")
-    if not hasattr(quantize, "quantize"):
-        pytest.skip("the quantizer has not landed yet")
+    from snncompile import quantize
     g = _conv_net()
     x = (RNG.random((2, 5, 1, 6, 6)) < 0.5).astype(np.uint8)
     graph_file, data_file = _files(tmp_path, g, x)

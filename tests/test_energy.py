@@ -17,7 +17,7 @@ from snncompile.frontend import from_torch
 from snncompile.ir import nodes as ir
 from snncompile.targets import reference
 
-sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+from spikingjelly.activation_based import neuron as sj_neuron  # noqa: E402
 from spikingjelly.activation_based import functional  # noqa: E402
 from spikingjelly.activation_based.op_counter import (DispatchCounterMode, MACCounter,  # noqa: E402
                                                       SynOpCounter)

@@ -15,7 +15,7 @@ from snncompile.frontend import from_torch
 from snncompile.ir.onnx_format import save_onnx
 from snncompile.targets import reference
 
-sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+from spikingjelly.activation_based import neuron as sj_neuron  # noqa: E402
 
 
 @pytest.fixture(scope="module")

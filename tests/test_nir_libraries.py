@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-snn = pytest.importorskip("snntorch")
-sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+import snntorch as snn  # noqa: E402
+from spikingjelly.activation_based import neuron as sj_neuron  # noqa: E402
 from snntorch import utils as snn_utils  # noqa: E402
 from spikingjelly.activation_based import functional, layer  # noqa: E402
 
