@@ -8,8 +8,9 @@ Conv 16@3x3/2 -> LIF -> Dense 784->10 -> LIF, quantized to 8 bits by ``snncompil
   exactly the emulator's output spikes (Lava's 3 steps of pipeline latency aligned);
 * Lava marginal time per sample: (one run of K digits back to back - one run of 1 digit)
   / (K - 1): compile and start-up excluded, results read back outside the timing;
-* emulator time per sample: batch 2B / 2B (an upper bound of its marginal cost), best of 5, with the eager
-  integer ops and with the neuron update fused by torch.compile (same integers, checked).
+* emulator time per sample: batch 2B / 2B (an upper bound of its marginal cost, used for the speed-up)
+  and the marginal (batch 2B - batch B) / B, best of 5, with the eager integer ops and with the
+  neuron update fused by torch.compile (same integers, checked).
 
     .venv/bin/python benchmarks/bench_emulator.py [--write]
 """
@@ -123,7 +124,8 @@ def main(argv=None):
         f"({args.lava_k} digits back to back: {tk:.2f} s; 1 digit: {t1:.2f} s incl. start-up)",
         *[f"- emulator fixed, {'fused (torch.compile)' if fz else 'eager'} (torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads): {1e6 * per:.1f} us per sample (batch {B}: {e1:.3f} s, "
-          f"batch {2 * B}: {e2:.3f} s); speed-up vs Lava {lava_per / per:.0f}x"
+          f"batch {2 * B}: {e2:.3f} s; marginal {1e6 * (e2 - e1) / B:.1f} us); speed-up vs Lava "
+          f"{lava_per / per:.0f}x (marginal: {lava_per * B / max(e2 - e1, 1e-9):.0f}x)"
           for fz, (e1, e2, per) in timings.items()],
         f"- fused and eager emulator outputs identical on {B} digits: {fused_same}",
         f"- target >= 1000x: {'met' if lava_per / min(p for _, _, p in timings.values()) >= 1000 else 'NOT met'} "

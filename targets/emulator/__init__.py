@@ -57,7 +57,10 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float", record:
         if fused is None:
             n_neurons = sum(int(np.prod(n.shape)) for n in graph if isinstance(n, Neuron))
             fused = xs.shape[0] * T * n_neurons > FUSE_ABOVE
-        sim = functools.partial(IntegerSimulator, fused=bool(fused))
+        # a static input (N, *shape) is the same image at every step: the stateless
+        # layers it feeds are computed once per batch (IntegerSimulator.static_nodes)
+        static = np.shape(x)[1:] == tuple(graph.input.shape)
+        sim = functools.partial(IntegerSimulator, fused=bool(fused), static_input=static)
     else:
         sim = None
     outputs, counts, steps_rec = simulate(graph, xs, T, record=record, batch_size=batch_size,

@@ -85,10 +85,10 @@ def lif_step_exact(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount
 _COMPILED = {}
 
 
-def compiled_lif_step(key):
-    """``lif_step_exact`` fused by torch.compile, one compiled function per ``key`` (state
-    and parameter shapes, compare, reset mode) so none ever recompiles or falls back;
-    integer ops only, so the fused kernel computes the same integers."""
+def compiled_lif_step(key, fn=None):
+    """``fn`` (``lif_step_exact`` or ``lif_step_float``) fused by torch.compile, one compiled
+    function per ``key`` (path, state and parameter shapes, compare, reset mode) so none
+    ever recompiles or falls back; the same integer-valued ops, so the same integers."""
     if key not in _COMPILED:
         import torch._dynamo
         # every key compiles the same function: let dynamo keep them all (its default limit
@@ -98,12 +98,61 @@ def compiled_lif_step(key):
                      "accumulated_recompile_limit"):
             if hasattr(cfg, name):
                 setattr(cfg, name, max(getattr(cfg, name), 1024))
-        _COMPILED[key] = torch.compile(lif_step_exact, dynamic=False)
+        _COMPILED[key] = torch.compile(fn or lif_step_exact, dynamic=False)
     return _COMPILED[key]
 
 
+#: Float64 neuron fast path (see ``IntNeuronState.fast_step``): taken while the input
+#: activations stay below ``FAST_A_MAX`` and ``|u|`` below ``FAST_STATE_MAX``.
+FAST_A_MAX = 2 ** 17
+FAST_STATE_MAX = 2 ** 24
+F64 = torch.float64
+I32 = torch.int32
+#: Storage of the fused fast path's states (exact, see ``lif_step_float``).
+STATE32 = torch.float32
+
+
+def lif_step_float(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount,
+                   compare_ge: bool, reset_mode: str):
+    """``IntNeuronState.fast_step`` as one pure function (float64 exact integers; the
+    ``keep_*`` factors already divided by 4096): the body ``torch.compile`` fuses. The
+    states are stored in float32 (exact: |u| <= 2**23 after the fold, |v| <= 2**24), which
+    halves the memory traffic that bounds this kernel; the arithmetic is float64."""
+    lim = fx.STATE_MAX
+    u, v = u.to(F64), v.to(F64)
+    u = torch.trunc(u * keep_u) + a.to(F64) * 2 ** fx.ACT_SHIFT
+    u = torch.where(u > lim, u - 2 * lim, torch.where(u <= -lim, u + 2 * lim, u))
+    v = (torch.trunc(v * keep_v) + u + bias).clamp(-(lim - 1), lim - 1)
+    s = (v >= vth) if compare_ge else (v > vth)
+    if reset_mode == "zero":
+        v = torch.where(s, reset_value, v)
+    elif reset_mode == "subtract":
+        v = (v - reset_amount * s).clamp(-(lim - 1), lim - 1)
+    return u.to(STATE32), v.to(STATE32), s.to(SPIKE)
+
+
+def _decay_i32(x: torch.Tensor, keep: torch.Tensor, keep_f: torch.Tensor) -> torch.Tensor:
+    """``rtz(x * keep / 4096)`` as a new int32 tensor, for integer values ``x`` (any dtype,
+    |x| <= 2**24): ``x * (keep / 4096)`` in float64 is exact and converting it to int32
+    truncates toward zero (one fast conversion; ``torch.trunc`` on float64 is not
+    vectorised); the multiply is skipped where Lava's factor is 0 or exactly 4096."""
+    if keep.dim() == 0 and int(keep) in (0, fx.DECAY_UNITY):
+        return torch.zeros(x.shape, dtype=I32) if int(keep) == 0 else x.to(I32, copy=True)
+    return torch.mul(x.to(F64), keep_f).to(I32)
+
+
 class IntNeuronState:
-    """One LIF population in Lava's bit-accurate integer arithmetic (see ir.fixed)."""
+    """One LIF population in Lava's bit-accurate integer arithmetic (see ir.fixed).
+
+    Two exact paths: ``exact_step`` writes out every wrap of ``ir.fixed`` on int64;
+    ``fast_step`` computes the same integers in float64 (SIMD, no integer division) where
+    no wrap32 can happen -- it is chosen per step from cheap bounds (``_fast_ok``). The
+    states ``u``/``v`` hold integer values in whichever dtype the last step used."""
+
+    #: Allow the float64 fast path (tests switch it off to compare with the int64 path).
+    fast = True
+    #: Use the torch.compile'd fused kernels (set by the simulator; no event counting there).
+    fused = False
 
     def __init__(self, node: ir.Neuron, batch: int):
         f: fx.NeuronFixed = _need_fixed(node)
@@ -122,6 +171,17 @@ class IntNeuronState:
 
         #: Largest |u| of the last step: while it is small, no int32 wrap can happen (fast path).
         self.u_max = absmax(self.u)
+        # float64 copies of the parameters (exact: all below 2**31); keep/4096 is exact too
+        self.fp = {name: getattr(self, name).to(F64) for name in
+                   ("bias", "vth", "reset_value", "reset_amount")}
+        self.fp["keep_u"] = self.keep_u.to(F64) / fx.DECAY_UNITY
+        self.fp["keep_v"] = self.keep_v.to(F64) / fx.DECAY_UNITY
+        self.i32 = {name: getattr(self, name).to(I32) for name in
+                    ("bias", "vth", "reset_value", "reset_amount")}
+        self.has_bias = bool(self.bias.any())
+        #: Parameters and initial v small enough for ``fast_step``'s bounds (checked once).
+        self.fast_params = (absmax(self.v) <= FAST_STATE_MAX and absmax(self.reset_value) <= FAST_STATE_MAX
+                            and absmax(self.bias) < 2 ** 29 and absmax(self.reset_amount) < 2 ** 29)
 
     def _decay(self, x: torch.Tensor, keep: torch.Tensor, tame: bool) -> torch.Tensor:
         """rtz decay (int32-wrapped unless ``tame``), skipping the multiply where Lava's
@@ -135,18 +195,68 @@ class IntNeuronState:
         d = rtz_decay(x, keep)
         return d if tame else wrap32(d)
 
-    #: Use the torch.compile'd fused kernel (set by the simulator; no event counting there).
-    fused = False
-
     def step(self, a: torch.Tensor) -> torch.Tensor:
+        if self._fast_ok(a):
+            return self.fast_step(a)
+        return self.exact_step(a)
+
+    def _fast_ok(self, a: torch.Tensor) -> bool:
+        """Why ``fast_step`` is exact: with |a| < 2**17, |u| <= 2**24 (|decay(u)| <= |u|) and
+        |a << 6| < 2**23, |u'| < 2**25: no int32 wrap, and one 24-bit fold leaves |u| <= 2**23.
+        With |v| <= 2**24 (clamped to 2**23, or v_init/reset_value, checked once),
+        |bias| < 2**29: |v'| < 2**30, no wrap either; with |reset_amount| < 2**29 the
+        subtractive reset stays below 2**31 too. So every state and sum fits int32, and
+        each decay product (|x| * 4096 < 2**37) is exact in float64: x * (keep / 4096) is
+        the exact product scaled by a power of two, and its truncation is Lava's rtz."""
+        return (self.fast and self.events is None and self.fast_params
+                and self.u_max <= FAST_STATE_MAX and absmax(a) < FAST_A_MAX)
+
+    def fast_step(self, a: torch.Tensor) -> torch.Tensor:
+        """One step without int64 (conditions and proof: ``_fast_ok``): eager, states in
+        int32 and only the decay products in float64; fused, ``lif_step_float``."""
+        p, lim = self.fp, fx.STATE_MAX
+        if self.fused:
+            key = ("float",) + self._shape_key(a)
+            self.u, self.v, s = compiled_lif_step(key, lif_step_float)(
+                self.u.to(STATE32), self.v.to(STATE32), a, p["keep_u"], p["keep_v"], p["bias"], p["vth"],
+                p["reset_value"], p["reset_amount"], self.f.compare == ">=", self.f.reset_mode)
+            self.u_max = lim
+            return s
+        u = _decay_i32(self.u, self.keep_u, p["keep_u"]).add_(a.to(I32), alpha=2 ** fx.ACT_SHIFT)
+        lo, hi = torch.aminmax(u)
+        if hi > lim or lo <= -lim:
+            u = torch.where(u > lim, u - 2 * lim, torch.where(u <= -lim, u + 2 * lim, u))
+        v = _decay_i32(self.v, self.keep_v, p["keep_v"]).add_(u)
+        if self.has_bias:
+            v = v.add_(self.i32["bias"])
+        v = v.clamp_(-(lim - 1), lim - 1)
+        vth = self.i32["vth"]
+        s = (v >= vth) if self.f.compare == ">=" else (v > vth)
+        if self.f.reset_mode == "zero":
+            if self.reset_value.dim() == 0:
+                v = v.masked_fill_(s, int(self.reset_value))
+            else:
+                v = torch.where(s, self.i32["reset_value"], v)
+        elif self.f.reset_mode == "subtract":
+            v = v.sub_(self.i32["reset_amount"] * s).clamp_(-(lim - 1), lim - 1)
+        self.u, self.v, self.u_max = u, v, lim
+        return s.to(SPIKE)
+
+    def _shape_key(self, a: torch.Tensor) -> tuple:
+        return (tuple(self.u.shape), tuple(a.shape), a.dtype, self.f.compare, self.f.reset_mode,
+                *(tuple(t.shape) for t in (self.keep_u, self.keep_v, self.bias, self.vth,
+                                           self.reset_value, self.reset_amount)))
+
+    def exact_step(self, a: torch.Tensor) -> torch.Tensor:
+        """One step on int64 with every wrap of ``ir.fixed`` (any input; counts events)."""
+        self.u, self.v = self.u.to(INT), self.v.to(INT)
         if self.fused and self.events is None:
             f = self.f
-            key = (tuple(self.u.shape), tuple(a.shape), f.compare, f.reset_mode,
-                   *(tuple(t.shape) for t in (self.keep_u, self.keep_v, self.bias, self.vth,
-                                              self.reset_value, self.reset_amount)))
-            self.u, self.v, s = compiled_lif_step(key)(
+            key = ("int",) + self._shape_key(a)
+            self.u, self.v, s = compiled_lif_step(key, lif_step_exact)(
                 self.u, self.v, a, self.keep_u, self.keep_v, self.bias, self.vth, self.reset_value,
                 self.reset_amount, f.compare == ">=", f.reset_mode)
+            self.u_max = absmax(self.u)
             return s
         lim = fx.STATE_MAX
         a = a.to(INT)
@@ -187,8 +297,20 @@ class IntNeuronState:
         return s.to(SPIKE)
 
 
+def _float32_is_ieee() -> bool:
+    """True unless the user allowed torch to run float32 conv/matmul in lower precision
+    (bf16/tf32), where the float32 exactness argument would no longer hold."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    mkldnn = torch.backends.mkldnn
+    return all(getattr(getattr(mkldnn, part, None), "fp32_precision", "none") in ("none", "ieee")
+               for part in ("conv", "matmul"))
+
+
 def _exact_float_dtype(bound: int):
-    if bound < 2 ** 24:
+    """The cheapest float dtype in which a synapse whose every partial sum is an integer of
+    magnitude <= ``bound`` is computed exactly (any summation order), or None (int64)."""
+    if bound < 2 ** 24 and _float32_is_ieee():
         return torch.float32
     if bound < 2 ** 53:
         return torch.float64
@@ -216,6 +338,12 @@ class _IntSynapse:
         #: True when its messages are spikes (0/1) already: the binarisation is skipped.
         self.spike_input = False
 
+    #: Allow the exact float32/float64 products (tests switch them off: int64 everywhere).
+    float_paths = True
+
+    def _float_dtype(self, bound: int):
+        return _exact_float_dtype(bound) if self.float_paths else None
+
     def weight_as(self, dtype):
         if dtype not in self._as:
             self._as[dtype] = self.w.to(dtype)
@@ -230,6 +358,9 @@ class _IntSynapse:
         else:
             bound = absmax(m) * self.row_l1
         if isinstance(node, ir.Linear):
+            out = self._linear_float(m, bound)
+            if out is not None:
+                return out
             acc = self._linear(m, bound)
             if f.num_message_bits > 0:
                 acc = wrap32(acc)
@@ -242,21 +373,38 @@ class _IntSynapse:
         else:
             args = (node.stride, node.padding, (1, 1), m.shape[1])
         out = self._conv(m, bound, *args)
-        if bound < 2 ** 23:          # |out| <= bound: the 24-bit wrap is the identity
+        if bound < 2 ** 23 and self.float_paths:   # |out| <= bound: the 24-bit wrap is the identity
             return out
         out = out.to(INT)
         if self.events is not None:
             self.events["wrap"] += int(((out < -2 ** 23) | (out >= 2 ** 23)).sum())
         return wrap24(out)
 
+    def _linear_float(self, m, bound):
+        """Dense output kept in its exact float dtype, or None where a wrap may occur (or
+        events are counted): with |acc| <= bound and |acc << e| < 2**31 neither wrap32 can
+        fire, ``acc * 2**e`` is exact (a power-of-two scaling of an integer that the dtype
+        holds: < 2**24 in float32, < 2**31 in float64) and floor() is the arithmetic >>."""
+        dt, e = self._float_dtype(bound), self.f.weight_exp
+        if dt is None or self.events is not None:
+            return None
+        if bound * 2 ** max(e, 0) >= (2 ** 24 if dt == torch.float32 else 2 ** 31):
+            return None
+        acc = F.linear(m.to(dt), self.weight_as(dt))
+        if e > 0:
+            return acc.mul_(2 ** e)
+        if e < 0:
+            return acc.mul_(2.0 ** e).floor_()
+        return acc
+
     def _linear(self, m, bound):
-        dt = _exact_float_dtype(bound)
+        dt = self._float_dtype(bound)
         if dt is None:
             return m.to(INT) @ self.w.T
         return F.linear(m.to(dt), self.weight_as(dt)).to(INT)
 
     def _conv(self, m, bound, stride, padding, dilation, groups):
-        dt = _exact_float_dtype(bound)
+        dt = self._float_dtype(bound)
         if dt is not None:
             return F.conv2d(m.to(dt), self.weight_as(dt), None, stride, padding, dilation, groups)
         # int64 fallback: unfold (exact copy of the integers) then an int64 matmul per group
@@ -277,10 +425,17 @@ class _IntSynapse:
 class IntegerSimulator(Simulator):
     """The reference graph walk with Loihi integer arithmetic on int64 tensors."""
 
-    def __init__(self, graph, batch: int, record: bool = False, fused: bool = False):
+    def __init__(self, graph, batch: int, record: bool = False, fused: bool = False,
+                 static_input: bool = False):
         super().__init__(graph, batch, record=record)
         for state in self.neurons.values():
             state.fused = fused
+        inp = graph.input
+        self.input_fixed = getattr(inp, "fixed", None) or fx.InputFixed()
+        #: Nodes whose value is the same at every step when the input is (``static_input``:
+        #: the caller presents one image at every step): computed once, then reused.
+        self.static_nodes = self._static_nodes() if static_input else set()
+        self._static_values: dict = {}
         self.synapses = {}
         for name in self.order:
             node = graph.node(name)
@@ -288,19 +443,32 @@ class IntegerSimulator(Simulator):
                 in_ch = graph.shape(self.inputs[name][0])[0]
                 self.synapses[name] = _IntSynapse(node, in_ch)
                 self.synapses[name].spike_input = self._spike_source(self.inputs[name][0])
-        inp = graph.input
-        self.input_fixed = getattr(inp, "fixed", None) or fx.InputFixed()
         out = graph.output
         self.readout_fixed = getattr(out, "fixed", None) or fx.ReadoutFixed(mode=out.mode)
         self.readout_bias = _i(self.readout_fixed.bias)
 
     def _spike_source(self, name: str) -> bool:
-        """Does ``name`` carry a neuron's spikes (through Flatten/MaxPool, no delay)?"""
+        """Does ``name`` carry 0/1 spikes (a neuron's, or a binary Input's), through
+        Flatten/MaxPool?"""
         node = self.graph.node(name)
         while isinstance(node, (ir.Flatten, ir.MaxPool2d)):
             name = self.inputs[name][0]
             node = self.graph.node(name)
+        if isinstance(node, ir.Input):
+            return self.input_fixed.num_message_bits == 0
         return isinstance(node, ir.Neuron)
+
+    def _static_nodes(self) -> set:
+        """Stateless nodes fed (without delay) only by the Input or by other such nodes:
+        their values depend on the current input alone."""
+        static = set()
+        for name in self.order:
+            node = self.graph.node(name)
+            if isinstance(node, ir.Input) or (
+                    not isinstance(node, (ir.Neuron, ir.Output)) and self.inputs[name]
+                    and all(i in static and (i, name) not in self.delayed for i in self.inputs[name])):
+                static.add(name)
+        return static
 
     def _neuron_state(self, node, batch):
         return IntNeuronState(node, batch)
@@ -313,6 +481,14 @@ class IntegerSimulator(Simulator):
         return torch.zeros(shape, dtype=INT)
 
     def _apply(self, node, ins, x_t):
+        if node.name in self._static_values:
+            return self._static_values[node.name]
+        val = self._compute(node, ins, x_t)
+        if node.name in self.static_nodes:
+            self._static_values[node.name] = val
+        return val
+
+    def _compute(self, node, ins, x_t):
         if isinstance(node, ir.Input):
             return input_messages(x_t, self.input_fixed)
         if isinstance(node, ir.Neuron):
@@ -342,8 +518,8 @@ class IntegerSimulator(Simulator):
 
 def input_messages(x: torch.Tensor, f: fx.InputFixed) -> torch.Tensor:
     """Float input values -> integer messages (ir.fixed: Input)."""
-    if f.num_message_bits == 0:
-        return (x != 0).to(SPIKE)
+    if f.num_message_bits == 0:   # one pass: the comparison writes 0/1 floats directly
+        return torch.ne(x, 0, out=torch.empty(x.shape, dtype=SPIKE))
     b = f.num_message_bits
     # integer values kept in float64 (exact: |m| < 2**23); consumers convert as needed
     return torch.round(x * f.scale).clamp_(-(2 ** (b - 1)), 2 ** (b - 1) - 1)
