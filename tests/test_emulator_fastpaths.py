@@ -82,7 +82,7 @@ def _neuron(rng, shape, du, reset, compare):
     return ir.Neuron("n", shape=shape, fixed=fx.NeuronFixed(
         du=du, dv=rng.integers(0, 4096, shape), vth=rng.integers(1, 2 ** 17, shape),
         bias_mant=rng.integers(-4096, 4096, shape), bias_exp=6, reset_mode=reset, compare=compare,
-        reset_value=-2 ** 22, u_init=rng.integers(-2 ** 23, 2 ** 23, shape),
+        reset_value=0 if du == 4095 else -2 ** 22, u_init=rng.integers(-2 ** 23, 2 ** 23, shape),
         v_init=rng.integers(-2 ** 23, 2 ** 23, shape)))
 
 
@@ -135,3 +135,10 @@ def test_static_input_reuses_the_first_layer_with_the_same_integers():
     assert np.array_equal(static.outputs, repeated.outputs) and static.outputs.sum() > 0
     for name, counts in repeated.layer_counts.items():
         assert np.array_equal(static.layer_counts[name], counts), name
+
+
+@pytest.mark.parametrize("kernel,stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((2, 3), (1, 2))])
+def test_max_pool_without_padding_equals_torch(kernel, stride):
+    from snncompile.targets.emulator.integer import max_pool
+    m = torch.from_numpy(np.random.default_rng(6).integers(-2 ** 20, 2 ** 20, (3, 4, 11, 9))).to(torch.float32)
+    assert torch.equal(max_pool(m, kernel, stride, (0, 0)), torch.nn.functional.max_pool2d(m, kernel, stride))

@@ -131,13 +131,16 @@ def lif_step_float(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount
     return u.to(STATE32), v.to(STATE32), s.to(SPIKE)
 
 
-def _decay_i32(x: torch.Tensor, keep: torch.Tensor, keep_f: torch.Tensor) -> torch.Tensor:
-    """``rtz(x * keep / 4096)`` as a new int32 tensor, for integer values ``x`` (any dtype,
-    |x| <= 2**24): ``x * (keep / 4096)`` in float64 is exact and converting it to int32
-    truncates toward zero (one fast conversion; ``torch.trunc`` on float64 is not
-    vectorised); the multiply is skipped where Lava's factor is 0 or exactly 4096."""
-    if keep.dim() == 0 and int(keep) in (0, fx.DECAY_UNITY):
-        return torch.zeros(x.shape, dtype=I32) if int(keep) == 0 else x.to(I32, copy=True)
+def _decay_i32(x: torch.Tensor, keep: torch.Tensor, keep_f: torch.Tensor):
+    """``rtz(x * keep / 4096)`` as int32 for integer values ``x`` (any dtype, |x| <= 2**24),
+    or None where Lava's factor is 0: ``x * (keep / 4096)`` in float64 is exact and
+    converting it to int32 truncates toward zero (one vectorised pass; ``torch.trunc`` on
+    float64 is not). A factor of exactly 4096 returns ``x`` itself when already int32: the
+    caller owns its state and may update it in place."""
+    if keep.dim() == 0 and int(keep) == 0:
+        return None
+    if keep.dim() == 0 and int(keep) == fx.DECAY_UNITY:
+        return x if x.dtype == I32 else x.to(I32)
     return torch.mul(x.to(F64), keep_f).to(I32)
 
 
@@ -179,6 +182,7 @@ class IntNeuronState:
         self.i32 = {name: getattr(self, name).to(I32) for name in
                     ("bias", "vth", "reset_value", "reset_amount")}
         self.has_bias = bool(self.bias.any())
+        self.has_reset_value = bool(self.reset_value.any())
         #: Parameters and initial v small enough for ``fast_step``'s bounds (checked once).
         self.fast_params = (absmax(self.v) <= FAST_STATE_MAX and absmax(self.reset_value) <= FAST_STATE_MAX
                             and absmax(self.bias) < 2 ** 29 and absmax(self.reset_amount) < 2 ** 29)
@@ -222,21 +226,27 @@ class IntNeuronState:
                 p["reset_value"], p["reset_amount"], self.f.compare == ">=", self.f.reset_mode)
             self.u_max = lim
             return s
-        u = _decay_i32(self.u, self.keep_u, p["keep_u"]).add_(a.to(I32), alpha=2 ** fx.ACT_SHIFT)
+        u = a.to(I32, copy=True).mul_(2 ** fx.ACT_SHIFT)
+        du = _decay_i32(self.u, self.keep_u, p["keep_u"])
+        if du is not None:
+            u = u.add_(du)
         lo, hi = torch.aminmax(u)
         if hi > lim or lo <= -lim:
             u = torch.where(u > lim, u - 2 * lim, torch.where(u <= -lim, u + 2 * lim, u))
-        v = _decay_i32(self.v, self.keep_v, p["keep_v"]).add_(u)
+        v = _decay_i32(self.v, self.keep_v, p["keep_v"])
+        v = u.clone() if v is None else v.add_(u)
         if self.has_bias:
             v = v.add_(self.i32["bias"])
         v = v.clamp_(-(lim - 1), lim - 1)
         vth = self.i32["vth"]
         s = (v >= vth) if self.f.compare == ">=" else (v > vth)
         if self.f.reset_mode == "zero":
-            if self.reset_value.dim() == 0:
-                v = v.masked_fill_(s, int(self.reset_value))
+            # where(s, reset_value, v) as (v - r) * ~s + r: vectorised int32 ops (masked_fill_
+            # and where are not), exact since |v - r| <= 2**23 + 2**24
+            if self.has_reset_value:
+                v = v.sub_(self.i32["reset_value"]).mul_(~s).add_(self.i32["reset_value"])
             else:
-                v = torch.where(s, self.i32["reset_value"], v)
+                v = v.mul_(~s)
         elif self.f.reset_mode == "subtract":
             v = v.sub_(self.i32["reset_amount"] * s).clamp_(-(lim - 1), lim - 1)
         self.u, self.v, self.u_max = u, v, lim
@@ -506,7 +516,7 @@ class IntegerSimulator(Simulator):
             m = ins[0]
             if not m.is_floating_point():
                 m = m.to(torch.float32 if absmax(m) < 2 ** 24 else torch.float64)
-            return F.max_pool2d(m, node.kernel_size, node.stride, node.padding)
+            return max_pool(m, node.kernel_size, node.stride, node.padding)
         if isinstance(node, ir.Output):
             if node.mode == "potential":
                 return wrap32(ins[0].to(INT)) + self.readout_bias
@@ -514,6 +524,22 @@ class IntegerSimulator(Simulator):
         if node.name in self.synapses:
             return self.synapses[node.name](ins[0])
         raise SnnCompileError(f"node '{node.name}': the emulator cannot run kind {node.kind}")
+
+
+def max_pool(m: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
+    """``F.max_pool2d``; without padding, as the elementwise maximum of the kh*kw strided
+    window offsets (the same values: a max is exact; several times faster than torch's
+    CPU max_pool2d kernel, which also computes indices)."""
+    if tuple(padding) != (0, 0):
+        return F.max_pool2d(m, kernel, stride, padding)
+    (kh, kw), (sh, sw) = kernel, stride
+    ho, wo = (m.shape[2] - kh) // sh + 1, (m.shape[3] - kw) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            win = m[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+            out = win.clone() if out is None else torch.maximum(out, win, out=out)
+    return out
 
 
 def input_messages(x: torch.Tensor, f: fx.InputFixed) -> torch.Tensor:
