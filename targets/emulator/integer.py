@@ -179,6 +179,11 @@ class IntNeuronState:
                    ("bias", "vth", "reset_value", "reset_amount")}
         self.fp["keep_u"] = self.keep_u.to(F64) / fx.DECAY_UNITY
         self.fp["keep_v"] = self.keep_v.to(F64) / fx.DECAY_UNITY
+        # the fused kernel sees (batch, neurons) tensors and (neurons,) parameters: one long
+        # contiguous inner loop that vectorises (a short last dim such as W = 14 does not)
+        n = int(np.prod(node.shape))
+        self.fp_flat = {k: t if t.dim() == 0 else t.expand(tuple(node.shape)).reshape(n).contiguous()
+                        for k, t in self.fp.items()}
         self.i32 = {name: getattr(self, name).to(I32) for name in
                     ("bias", "vth", "reset_value", "reset_amount")}
         self.has_bias = bool(self.bias.any())
@@ -220,12 +225,15 @@ class IntNeuronState:
         int32 and only the decay products in float64; fused, ``lif_step_float``."""
         p, lim = self.fp, fx.STATE_MAX
         if self.fused:
-            key = ("float",) + self._shape_key(a)
-            self.u, self.v, s = compiled_lif_step(key, lif_step_float)(
-                self.u.to(STATE32), self.v.to(STATE32), a, p["keep_u"], p["keep_v"], p["bias"], p["vth"],
-                p["reset_value"], p["reset_amount"], self.f.compare == ">=", self.f.reset_mode)
-            self.u_max = lim
-            return s
+            shape, pf = self.u.shape, self.fp_flat
+            names = ("keep_u", "keep_v", "bias", "vth", "reset_value", "reset_amount")
+            key = ("float", shape[0], a.dtype, self.f.compare, self.f.reset_mode,
+                   *(tuple(pf[k].shape) for k in names))
+            u, v, s = compiled_lif_step(key, lif_step_float)(
+                self.u.to(STATE32).reshape(shape[0], -1), self.v.to(STATE32).reshape(shape[0], -1),
+                a.reshape(shape[0], -1), *(pf[k] for k in names), self.f.compare == ">=", self.f.reset_mode)
+            self.u, self.v, self.u_max = u.view(shape), v.view(shape), lim
+            return s.view(shape)
         u = a.to(I32, copy=True).mul_(2 ** fx.ACT_SHIFT)
         du = _decay_i32(self.u, self.keep_u, p["keep_u"])
         if du is not None:
