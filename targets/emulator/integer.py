@@ -86,7 +86,7 @@ _COMPILED = {}
 
 
 def compiled_lif_step(key, fn=None):
-    """``fn`` (``lif_step_exact`` or ``lif_step_float``) fused by torch.compile, one compiled
+    """``fn`` (``lif_step_exact`` or ``lif_step_fast``) fused by torch.compile, one compiled
     function per ``key`` (path, state and parameter shapes, compare, reset mode) so none
     ever recompiles or falls back; the same integer-valued ops, so the same integers."""
     if key not in _COMPILED:
@@ -108,27 +108,23 @@ FAST_A_MAX = 2 ** 17
 FAST_STATE_MAX = 2 ** 24
 F64 = torch.float64
 I32 = torch.int32
-#: Storage of the fused fast path's states (exact, see ``lif_step_float``).
-STATE32 = torch.float32
 
 
-def lif_step_float(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount,
-                   compare_ge: bool, reset_mode: str):
-    """``IntNeuronState.fast_step`` as one pure function (float64 exact integers; the
-    ``keep_*`` factors already divided by 4096): the body ``torch.compile`` fuses. The
-    states are stored in float32 (exact: |u| <= 2**23 after the fold, |v| <= 2**24), which
-    halves the memory traffic that bounds this kernel; the arithmetic is float64."""
+def lif_step_fast(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount,
+                  compare_ge: bool, reset_mode: str):
+    """``IntNeuronState.fast_step``'s arithmetic as one pure function for ``torch.compile``
+    to fuse: int32 states and sums, each decay product in float64 (``keep_*`` already
+    divided by 4096) truncated by the int32 conversion; exact under ``_fast_ok``'s bounds."""
     lim = fx.STATE_MAX
-    u, v = u.to(F64), v.to(F64)
-    u = torch.trunc(u * keep_u) + a.to(F64) * 2 ** fx.ACT_SHIFT
+    u = (u.to(F64) * keep_u).to(I32) + a.to(I32) * 2 ** fx.ACT_SHIFT
     u = torch.where(u > lim, u - 2 * lim, torch.where(u <= -lim, u + 2 * lim, u))
-    v = (torch.trunc(v * keep_v) + u + bias).clamp(-(lim - 1), lim - 1)
+    v = ((v.to(F64) * keep_v).to(I32) + u + bias).clamp(-(lim - 1), lim - 1)
     s = (v >= vth) if compare_ge else (v > vth)
     if reset_mode == "zero":
         v = torch.where(s, reset_value, v)
     elif reset_mode == "subtract":
         v = (v - reset_amount * s).clamp(-(lim - 1), lim - 1)
-    return u.to(STATE32), v.to(STATE32), s.to(SPIKE)
+    return u, v, s.to(SPIKE)
 
 
 def _decay_i32(x: torch.Tensor, keep: torch.Tensor, keep_f: torch.Tensor):
@@ -174,18 +170,17 @@ class IntNeuronState:
 
         #: Largest |u| of the last step: while it is small, no int32 wrap can happen (fast path).
         self.u_max = absmax(self.u)
-        # float64 copies of the parameters (exact: all below 2**31); keep/4096 is exact too
-        self.fp = {name: getattr(self, name).to(F64) for name in
-                   ("bias", "vth", "reset_value", "reset_amount")}
-        self.fp["keep_u"] = self.keep_u.to(F64) / fx.DECAY_UNITY
-        self.fp["keep_v"] = self.keep_v.to(F64) / fx.DECAY_UNITY
+        # fast-path parameters: int32 (used only when ``fast_params`` bounds them), and the
+        # decay factors as float64 keep/4096 (exact: a power-of-two scaling)
+        self.i32 = {name: getattr(self, name).to(I32) for name in
+                    ("bias", "vth", "reset_value", "reset_amount")}
+        self.fp = {"keep_u": self.keep_u.to(F64) / fx.DECAY_UNITY,
+                   "keep_v": self.keep_v.to(F64) / fx.DECAY_UNITY}
         # the fused kernel sees (batch, neurons) tensors and (neurons,) parameters: one long
         # contiguous inner loop that vectorises (a short last dim such as W = 14 does not)
         n = int(np.prod(node.shape))
         self.fp_flat = {k: t if t.dim() == 0 else t.expand(tuple(node.shape)).reshape(n).contiguous()
-                        for k, t in self.fp.items()}
-        self.i32 = {name: getattr(self, name).to(I32) for name in
-                    ("bias", "vth", "reset_value", "reset_amount")}
+                        for k, t in {**self.i32, **self.fp}.items()}
         self.has_bias = bool(self.bias.any())
         self.has_reset_value = bool(self.reset_value.any())
         #: Parameters and initial v small enough for ``fast_step``'s bounds (checked once).
@@ -221,16 +216,16 @@ class IntNeuronState:
                 and self.u_max <= FAST_STATE_MAX and absmax(a) < FAST_A_MAX)
 
     def fast_step(self, a: torch.Tensor) -> torch.Tensor:
-        """One step without int64 (conditions and proof: ``_fast_ok``): eager, states in
-        int32 and only the decay products in float64; fused, ``lif_step_float``."""
+        """One step without int64 (conditions and proof: ``_fast_ok``): states in int32,
+        only the decay products in float64; fused: the same arithmetic, ``lif_step_fast``."""
         p, lim = self.fp, fx.STATE_MAX
         if self.fused:
             shape, pf = self.u.shape, self.fp_flat
             names = ("keep_u", "keep_v", "bias", "vth", "reset_value", "reset_amount")
             key = ("float", shape[0], a.dtype, self.f.compare, self.f.reset_mode,
                    *(tuple(pf[k].shape) for k in names))
-            u, v, s = compiled_lif_step(key, lif_step_float)(
-                self.u.to(STATE32).reshape(shape[0], -1), self.v.to(STATE32).reshape(shape[0], -1),
+            u, v, s = compiled_lif_step(key, lif_step_fast)(
+                self.u.to(I32).reshape(shape[0], -1), self.v.to(I32).reshape(shape[0], -1),
                 a.reshape(shape[0], -1), *(pf[k] for k in names), self.f.compare == ">=", self.f.reset_mode)
             self.u, self.v, self.u_max = u.view(shape), v.view(shape), lim
             return s.view(shape)
