@@ -1,7 +1,7 @@
 """Emulator target: batched, bit-exact emulation of Loihi fixed point (Lava ``fixed_pt``).
 
-``precision="fixed"`` runs the integer equations of ``snncompile.ir.fixed`` on int64
-tensors for a whole batch at once (an unquantized graph is quantized first with the
+``precision="fixed"`` runs the integer equations of ``snncompile.ir.fixed`` on integer-valued
+tensors (int32/float where provably exact, else int64; see ``integer.py``) for a whole batch at once (an unquantized graph is quantized first with the
 default, data-free settings). ``precision="float"`` is the reference target's float64
 simulation (the same code, imported), so float and fixed runs share one graph walk.
 

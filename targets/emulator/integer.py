@@ -1,7 +1,16 @@
 """Batched integer simulation of a quantized graph: the equations of ``snncompile.ir.fixed``.
 
 The graph walk (topological order, recurrent edges, recording) is the reference target's
-``Simulator``; this module only swaps the arithmetic for int64 torch tensors.
+``Simulator``; this module only swaps the arithmetic for integer-valued torch tensors.
+Every value is an exact integer; the dtype it travels in is chosen by a bound that proves
+no rounding and no skipped wrap can occur, else the int64 path with every wrap written out:
+
+* synapses: float32 / float64 / int64 (below);
+* neurons: ``IntNeuronState.fast_step`` (int32 states, float64 decay products) while the
+  activations stay below 2**17 and |u| below 2**24, else ``exact_step`` (int64);
+* a static input (one image at every step): the stateless layers it feeds run once.
+``tests/test_emulator_fastpaths.py`` checks each fast path against int64 on both sides
+of its switch.
 
 Exactness of the synapse products: torch has no int64 conv on CPU, so a synapse runs in
 float32 or float64 when that is provably exact -- every product and partial sum is an
