@@ -38,9 +38,10 @@ def ensure_quantized(graph):
 
 
 #: Above this many neuron updates (samples x steps x neurons) a fixed-point run fuses the
-#: neuron update with torch.compile: ~15 s of compilation once, then each step is one
-#: elementwise kernel (about 40x faster than the eager ops on a 2-core CPU).
-FUSE_ABOVE = 5e8
+#: neuron update with torch.compile: ~12 s of compilation once (3 LIF layers, cold cache),
+#: then ~2 ns less per neuron update than the eager int32 fast path on a 2-core CPU
+#: (bench_emulator.py network: 47 vs 68 ms per 512 samples), so it pays off above ~5e9.
+FUSE_ABOVE = 5e9
 
 
 def run(graph, x, steps: Optional[int] = None, precision: str = "float", record: bool = False,
