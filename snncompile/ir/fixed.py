@@ -10,7 +10,7 @@ installed lava-nc 0.10.0 source (``lava/proc/{lif,dense,conv}/models.py``,
 ``lava/proc/conv/utils.py``, ``lava/utils/weightutils.py``) and is re-checked by
 ``tests/test_emulator_lava.py`` against Lava's stock processes.
 
-Notation: all values are integers (the emulator computes them exactly: int64 states,
+Notation: all values are integers (the emulator computes them exactly: int64 (or, where proven exact, int32) states,
 products in float32/float64 only where provably exact, see ``targets/emulator/integer.py``).
 ``wrap32(x)`` = x reduced to int32 two's complement (what numpy int32 arithmetic and
 Lava's int32 ports do); ``wrap24(x) = ((x + 2**23) mod 2**24) - 2**23`` (Lava Conv's
