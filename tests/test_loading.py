@@ -110,3 +110,32 @@ def test_model_saved_from_a_script_says_how_to_fix(tmp_path):
     subprocess.run([sys.executable, str(script)], check=True, capture_output=True)
     with pytest.raises(SnnCompileError, match=r"saved from a script: its class 'Net' lives in __main__"):
         load_model(tmp_path / "net.pt")
+
+
+
+def test_a_module_named_by_the_file_is_not_imported_before_it_is_allowed(tmp_path, monkeypatch):
+    """Importing a module can run code: the allow-list is checked on the name first."""
+    import sys
+    import zipfile
+
+    import torch
+
+    from snncompile.errors import SnnCompileError
+    from snncompile.frontend import load_model
+
+    # An importable module the checkpoint names; importing it would put it in sys.modules.
+    (tmp_path / "snnc_side_effect.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("snnc_side_effect", None)
+    path = tmp_path / "m.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    with zipfile.ZipFile(path) as z:
+        data = {n: z.read(n) for n in z.namelist()}
+    pkl = next(n for n in data if n.endswith("data.pkl"))
+    data[pkl] = b"\x80\x02csnnc_side_effect\nThing\n)\x81."  # protocol 2: Thing() via NEWOBJ
+    with zipfile.ZipFile(path, "w") as z:
+        for name, blob in data.items():
+            z.writestr(name, blob)
+    with pytest.raises(SnnCompileError, match=r"'snnc_side_effect.Thing', not on the allow-list"):
+        load_model(path)
+    assert "snnc_side_effect" not in sys.modules

@@ -79,6 +79,9 @@ def _safe_globals(path: Path, globals_in_file: list[str]) -> list:
         if name == "builtins.getattr":
             allowed.append((_safe_getattr, name))
             continue
+        if name not in ALLOWED_BUILTINS and not _allowed_module(name):
+            refused.append(name)  # never import a module the file names before it is allowed
+            continue
         obj = _resolve(name)
         if name in ALLOWED_BUILTINS and obj is not None:
             allowed.append(obj)
