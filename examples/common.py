@@ -5,6 +5,7 @@ example (export -> quantize -> emulator -> Lava -> energy) is ``snncompile.pipel
 """
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 import time
@@ -92,3 +93,12 @@ def output_dir(name: str, out: Optional[str] = None) -> Path:
     path = Path(out) if out else Path(__file__).resolve().parent / "out" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def example_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The options every example takes (--fast, --out, --lava); an example adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch (seconds)")
+    parser.add_argument("--out", help=f"output folder (default examples/out/{name})")
+    parser.add_argument("--lava", type=int, default=100, help="test digits to run on Lava")
+    return parser

@@ -15,7 +15,6 @@ The model is a plain ``nn.Sequential`` of torch and SpikingJelly modules, so
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,7 +23,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import accuracy, load_mnist, output_dir, seed_everything, subset, train  # noqa: E402
+from common import (accuracy, example_parser, load_mnist, output_dir, seed_everything,  # noqa: E402
+                    subset, train)
 
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
@@ -102,10 +102,7 @@ def ship_model(model: nn.Module, acc: float, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch (seconds)")
-    parser.add_argument("--out", help="output folder (default examples/out/ex1_conv_spikingjelly)")
+    parser = example_parser(__doc__, "ex1_conv_spikingjelly")
     parser.add_argument("--ship", action="store_true", help="write snncompile/data/mnist_convsnn.pt")
-    parser.add_argument("--lava", type=int, default=100, help="test digits to run on Lava")
     args = parser.parse_args()
     main(fast=args.fast, out=args.out, ship=args.ship, n_lava=args.lava)

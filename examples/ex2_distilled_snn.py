@@ -25,7 +25,6 @@ epochs. Margins measured for seeds 0/1/2: +2.3/+0.9/+1.4 points (benchmarks/RESU
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import accuracy, load_mnist, output_dir, seed_everything, subset, train  # noqa: E402
+from common import (accuracy, example_parser, load_mnist, output_dir, seed_everything,  # noqa: E402
+                    subset, train)
 
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
@@ -198,10 +198,7 @@ def main(fast: bool = False, out=None, n_lava: int = 100, seed: int = SEED):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch (seconds)")
-    parser.add_argument("--out", help="output folder (default examples/out/ex2_distilled_snn)")
-    parser.add_argument("--lava", type=int, default=100, help="test digits to run on Lava")
+    parser = example_parser(__doc__, "ex2_distilled_snn")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args()
     main(fast=args.fast, out=args.out, n_lava=args.lava, seed=args.seed)

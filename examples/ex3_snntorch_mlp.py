@@ -16,7 +16,6 @@ Note: the model class lives in this script, so loading ``model.pt`` back needs
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from snntorch import surrogate
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import accuracy, load_mnist, output_dir, seed_everything, subset, train  # noqa: E402
+from common import (accuracy, example_parser, load_mnist, output_dir, seed_everything,  # noqa: E402
+                    subset, train)
 
 T = 8
 SEED = 0
@@ -97,10 +97,7 @@ def main(fast: bool = False, out=None, n_lava: int = 100, seed: int = SEED):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch (seconds)")
-    parser.add_argument("--out", help="output folder (default examples/out/ex3_snntorch_mlp)")
-    parser.add_argument("--lava", type=int, default=100, help="test digits to run on Lava")
+    parser = example_parser(__doc__, "ex3_snntorch_mlp")
     args = parser.parse_args()
     # Run through the module's importable name, so model.pt pickles the classes as
     # 'ex3_snntorch_mlp.<Class>' (not '__main__.<Class>', which no other process can import).

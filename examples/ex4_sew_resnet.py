@@ -16,7 +16,6 @@ Note: the model classes live in this script, so loading ``model.pt`` back needs
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import accuracy, load_mnist, output_dir, seed_everything, subset, train  # noqa: E402
+from common import (accuracy, example_parser, load_mnist, output_dir, seed_everything,  # noqa: E402
+                    subset, train)
 
 from spikingjelly.activation_based import functional, neuron, surrogate  # noqa: E402
 
@@ -97,10 +97,7 @@ def main(fast: bool = False, out=None, n_lava: int = 100, seed: int = SEED):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch (seconds)")
-    parser.add_argument("--out", help="output folder (default examples/out/ex4_sew_resnet)")
-    parser.add_argument("--lava", type=int, default=100, help="test digits to run on Lava")
+    parser = example_parser(__doc__, "ex4_sew_resnet")
     args = parser.parse_args()
     # Run through the module's importable name, so model.pt pickles the classes as
     # 'ex4_sew_resnet.<Class>' (not '__main__.<Class>', which no other process can import).
