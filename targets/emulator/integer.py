@@ -74,6 +74,18 @@ def _need_fixed(node: ir.Node):
     return node.fixed
 
 
+def _fire_and_reset(v, vth, reset_value, reset_amount, compare_ge: bool, reset_mode: str):
+    """Threshold and reset of ``ir.fixed`` (shared by the exact and the fast step; plain
+    tensor ops, so ``torch.compile`` inlines it into the fused kernel)."""
+    lim = fx.STATE_MAX
+    s = (v >= vth) if compare_ge else (v > vth)
+    if reset_mode == "zero":
+        v = torch.where(s, reset_value, v)
+    elif reset_mode == "subtract":
+        v = (v - reset_amount * s).clamp(-(lim - 1), lim - 1)
+    return v, s.to(SPIKE)
+
+
 def lif_step_exact(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount,
                    compare_ge: bool, reset_mode: str):
     """One LIF step, every wrap of ``ir.fixed`` written out (no fast-path shortcuts): the
@@ -83,12 +95,8 @@ def lif_step_exact(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount
     up = wrap32(wrap32(rtz_decay(u, keep_u)) + wrap32(wrap32(a) << fx.ACT_SHIFT))
     u2 = torch.where(up > lim, up - 2 * lim, torch.where(up <= -lim, up + 2 * lim, up))
     v2 = wrap32(wrap32(rtz_decay(v, keep_v)) + u2 + bias).clamp(-(lim - 1), lim - 1)
-    s = (v2 >= vth) if compare_ge else (v2 > vth)
-    if reset_mode == "zero":
-        v2 = torch.where(s, reset_value, v2)
-    elif reset_mode == "subtract":
-        v2 = (v2 - reset_amount * s).clamp(-(lim - 1), lim - 1)
-    return u2, v2, s.to(SPIKE)
+    v2, s = _fire_and_reset(v2, vth, reset_value, reset_amount, compare_ge, reset_mode)
+    return u2, v2, s
 
 
 _COMPILED = {}
@@ -128,12 +136,8 @@ def lif_step_fast(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount,
     u = (u.to(F64) * keep_u).to(I32) + a.to(I32) * 2 ** fx.ACT_SHIFT
     u = torch.where(u > lim, u - 2 * lim, torch.where(u <= -lim, u + 2 * lim, u))
     v = ((v.to(F64) * keep_v).to(I32) + u + bias).clamp(-(lim - 1), lim - 1)
-    s = (v >= vth) if compare_ge else (v > vth)
-    if reset_mode == "zero":
-        v = torch.where(s, reset_value, v)
-    elif reset_mode == "subtract":
-        v = (v - reset_amount * s).clamp(-(lim - 1), lim - 1)
-    return u, v, s.to(SPIKE)
+    v, s = _fire_and_reset(v, vth, reset_value, reset_amount, compare_ge, reset_mode)
+    return u, v, s
 
 
 def _decay_i32(x: torch.Tensor, keep: torch.Tensor, keep_f: torch.Tensor):
