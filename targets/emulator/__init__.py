@@ -25,6 +25,7 @@ from snncompile.ir.nodes import Neuron
 from snncompile.targets.base import RunResult, prepare_inputs
 from snncompile.targets.reference import simulate
 
+from .events import NotEventEligible, build_program, run_program
 from .integer import IntegerSimulator
 
 
@@ -44,27 +45,52 @@ def ensure_quantized(graph):
 FUSE_ABOVE = 5e9
 
 
+#: Engines of a fixed-point run: "events" (compiled, event-driven, per sample; ``events.py``),
+#: "torch" (batched tensor ops; ``integer.py``), or "auto": events where the graph allows.
+ENGINES = ("auto", "events", "torch")
+
+
 def run(graph, x, steps: Optional[int] = None, precision: str = "float", record: bool = False,
-        batch_size: int = 512, fused: Optional[bool] = None) -> RunResult:
+        batch_size: int = 512, fused: Optional[bool] = None, engine: str = "auto") -> RunResult:
     """Simulate ``graph`` on ``x`` ((N, T, *shape) or static (N, *shape)) in float or fixed point.
 
-    ``fused``: fuse the integer neuron update with torch.compile (same integers; default:
-    only for runs above ``FUSE_ABOVE`` neuron updates, where compiling pays off)."""
+    ``engine`` (fixed point): see ``ENGINES``; both give the same integers.
+    ``fused`` (torch engine): fuse the integer neuron update with torch.compile (same
+    integers; default: only for runs above ``FUSE_ABOVE`` neuron updates)."""
     if precision not in ("float", "fixed"):
         raise SnnCompileError(f"unknown precision '{precision}'; choose float or fixed")
+    if engine not in ENGINES:
+        raise SnnCompileError(f"unknown emulator engine '{engine}'; choose one of {', '.join(ENGINES)}")
     xs, T = prepare_inputs(graph, x, steps)
+    sim = None
     if precision == "fixed":
         graph = ensure_quantized(graph)
+        # a static input (N, *shape) is the same image at every step: the stateless
+        # layers it feeds are computed once per sample (events) or per batch (torch)
+        static = np.shape(x)[1:] == tuple(graph.input.shape)
+        program = _event_program(graph, record, static, engine)
+        if program is not None:
+            outputs, counts, steps_rec = run_program(program, xs[:, :1] if static else xs, T)
+            return RunResult(outputs=outputs, readout=graph.output.mode, backend="emulator",
+                             precision=precision, layer_counts=counts, layer_steps=steps_rec)
         if fused is None:
             n_neurons = sum(int(np.prod(n.shape)) for n in graph if isinstance(n, Neuron))
             fused = xs.shape[0] * T * n_neurons > FUSE_ABOVE
-        # a static input (N, *shape) is the same image at every step: the stateless
-        # layers it feeds are computed once per batch (IntegerSimulator.static_nodes)
-        static = np.shape(x)[1:] == tuple(graph.input.shape)
         sim = functools.partial(IntegerSimulator, fused=bool(fused), static_input=static)
-    else:
-        sim = None
     outputs, counts, steps_rec = simulate(graph, xs, T, record=record, batch_size=batch_size,
                                           simulator=sim)
     return RunResult(outputs=outputs, readout=graph.output.mode, backend="emulator",
                      precision=precision, layer_counts=counts, layer_steps=steps_rec)
+
+
+def _event_program(graph, record: bool, static: bool, engine: str):
+    """The event program for ``graph``, or None for the torch engine (asked for, or the graph
+    has no event layout under "auto"; "events" then raises with the reason)."""
+    if engine == "torch":
+        return None
+    try:
+        return build_program(graph, record=record, static_input=static)
+    except NotEventEligible as err:
+        if engine == "events":
+            raise SnnCompileError(f"graph '{graph.name}' cannot run on the event engine: {err}") from None
+        return None

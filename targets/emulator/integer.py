@@ -448,6 +448,19 @@ class _IntSynapse:
         return out.reshape(n, co, ho, wo)
 
 
+def input_only_nodes(graph) -> set:
+    """Stateless nodes fed (without delay) only by the Input or by other such nodes: their
+    values depend on the current input alone (computed once when the input is static)."""
+    static = set()
+    for name in graph.order():
+        node, ins = graph.node(name), graph.inputs_of(name)
+        if isinstance(node, ir.Input) or (
+                not isinstance(node, (ir.Neuron, ir.Output)) and ins
+                and all(i in static and not graph.delay(i, name) for i in ins)):
+            static.add(name)
+    return static
+
+
 class IntegerSimulator(Simulator):
     """The reference graph walk with Loihi integer arithmetic on int64 tensors."""
 
@@ -460,7 +473,7 @@ class IntegerSimulator(Simulator):
         self.input_fixed = getattr(inp, "fixed", None) or fx.InputFixed()
         #: Nodes whose value is the same at every step when the input is (``static_input``:
         #: the caller presents one image at every step): computed once, then reused.
-        self.static_nodes = self._static_nodes() if static_input else set()
+        self.static_nodes = input_only_nodes(graph) if static_input else set()
         self._static_values: dict = {}
         self.synapses = {}
         for name in self.order:
@@ -483,18 +496,6 @@ class IntegerSimulator(Simulator):
         if isinstance(node, ir.Input):
             return self.input_fixed.num_message_bits == 0
         return isinstance(node, ir.Neuron)
-
-    def _static_nodes(self) -> set:
-        """Stateless nodes fed (without delay) only by the Input or by other such nodes:
-        their values depend on the current input alone."""
-        static = set()
-        for name in self.order:
-            node = self.graph.node(name)
-            if isinstance(node, ir.Input) or (
-                    not isinstance(node, (ir.Neuron, ir.Output)) and self.inputs[name]
-                    and all(i in static and (i, name) not in self.delayed for i in self.inputs[name])):
-                static.add(name)
-        return static
 
     def _neuron_state(self, node, batch):
         return IntNeuronState(node, batch)

@@ -1,0 +1,288 @@
+"""The event-driven integer kernel (numba): one sample at a time, every op of the program.
+
+Why a compiled per-sample kernel: the torch engine steps a whole batch through one layer at a
+time, so every state and activation leaves the cache between layers, and its dense convs
+multiply every zero of a ~10 % dense spike map. Here one sample's values fit in L1/L2 and a
+synapse only touches the fan-out of the messages that are non-zero, found through a bit map
+of each value (``events.py`` lays a synapse out as runs of contiguous output channels, added
+with explicit vector instructions, ``simd.py``).
+
+Arithmetic: every value and state is int32 and every wrap of ``snncompile.ir.fixed`` is
+written out -- the equations of ``integer.lif_step_exact`` and ``integer._IntSynapse``.
+Synapse sums wrap modulo 2**32 (lanes of int32); that is exact because each sum is then
+reduced modulo 2**24 (Conv) or 2**32 (Dense), and ``events.py`` refuses the one case that
+needs the exact sum (a right-shifting Dense of spikes whose sums could pass 2**31). Decay
+products and shifts are formed in int64 before their wraps.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .simd import add8, add16, madd8, madd16, nonzero_mask16, trailing_zeros
+
+# op kinds
+INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY = range(6)
+# columns of an op row: its value slots (and their bit-map words), flag for input-only ops
+# (computed at step 0 only), then per-kind arguments (see events.py)
+KIND, SRC, SIZE, DST, DST_SIZE, STATIC, SRC_BITS, DST_BITS, A0, A1, A2, A3, A4, A5 = range(14)
+N_COLS = 14
+
+LIM = 2 ** 23                     # fx.STATE_MAX
+M32 = 2 ** 32 - 1
+M24 = 2 ** 24 - 1
+NEG = -(2 ** 31)                  # the smallest int32 message: the max-pool's start value
+
+
+@njit(inline="always")
+def _wrap32(x):
+    return ((x + 2 ** 31) & M32) - 2 ** 31
+
+
+@njit(inline="always")
+def _wrap24(x):
+    return ((x + 2 ** 23) & M24) - 2 ** 23
+
+
+@njit(inline="always")
+def _rtz(p):
+    """sign(p) * (|p| >> 12): Lava's decay product divided by 4096, rounding toward zero
+    (a negative p is biased by 4095 first: the branch-free truncating division)."""
+    return (p + ((p >> 63) & 4095)) >> 12
+
+
+@njit(inline="always")
+def _pack(val, at, size, bits, wat):
+    """Bit map of the non-zero values of a slot: bit b of word w is value 64 * w + b (whole
+    words from four 16-lane vector compares)."""
+    full = size >> 6
+    for wi in range(full):
+        base = at + (wi << 6)
+        bits[wat + wi] = (nonzero_mask16(val, base) | (nonzero_mask16(val, base + 16) << 16)
+                          | (nonzero_mask16(val, base + 32) << 32) | (nonzero_mask16(val, base + 48) << 48))
+    if size & 63:
+        base = at + (full << 6)
+        word = 0
+        for b in range(size & 63):
+            word |= np.int64(val[base + b] != 0) << b
+        bits[wat + full] = word
+
+
+# One small function per run width, a single simple loop nest each: several cases in one
+# inlined body made LLVM compile the whole event loop about 4x slower.
+
+@njit(cache=True)
+def _events16(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+    """Runs of a multiple of 16 lanes: 16-lane vector adds."""
+    for wi in range((size + 63) // 64):
+        word = bits[wat + wi]
+        while word != 0:
+            i = wi * 64 + trailing_zeros(word)
+            word &= word - 1
+            lo, hi = indptr[ip + i], indptr[ip + i + 1]
+            if binary:
+                for e in range(lo, hi):
+                    for q in range(run >> 4):
+                        add16(val, dst + ent_out[e] + (q << 4), wts, ent_w[e] + (q << 4))
+            else:
+                m = np.int64(val[src + i])
+                for e in range(lo, hi):
+                    for q in range(run >> 4):
+                        madd16(val, dst + ent_out[e] + (q << 4), wts, ent_w[e] + (q << 4), m)
+
+
+@njit(cache=True)
+def _events8(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+    """Runs of 8 lanes: 8-lane vector adds."""
+    for wi in range((size + 63) // 64):
+        word = bits[wat + wi]
+        while word != 0:
+            i = wi * 64 + trailing_zeros(word)
+            word &= word - 1
+            lo, hi = indptr[ip + i], indptr[ip + i + 1]
+            if binary:
+                for e in range(lo, hi):
+                    add8(val, dst + ent_out[e], wts, ent_w[e])
+            else:
+                m = np.int64(val[src + i])
+                for e in range(lo, hi):
+                    madd8(val, dst + ent_out[e], wts, ent_w[e], m)
+
+
+@njit(cache=True)
+def _events_any(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+    """Runs of any length: lane by lane."""
+    for wi in range((size + 63) // 64):
+        word = bits[wat + wi]
+        while word != 0:
+            i = wi * 64 + trailing_zeros(word)
+            word &= word - 1
+            lo, hi = indptr[ip + i], indptr[ip + i + 1]
+            if binary:
+                for e in range(lo, hi):
+                    o, w = dst + ent_out[e], ent_w[e]
+                    for j in range(ent_len[e]):
+                        val[o + j] += wts[w + j]
+            else:
+                m = np.int64(val[src + i])
+                for e in range(lo, hi):
+                    o, w = dst + ent_out[e], ent_w[e]
+                    for j in range(ent_len[e]):
+                        val[o + j] += m * wts[w + j]
+
+
+@njit(cache=True)
+def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts):
+    src, size, dst, dst_size = op[SRC], op[SIZE], op[DST], op[DST_SIZE]
+    binary, post, exp, listed, ip, run = op[A0], op[A1], op[A2], op[A3], op[A4], op[A5]
+    if not listed:
+        _pack(val, src, size, bits, op[SRC_BITS])
+    acc = val[dst:dst + dst_size]
+    acc[:] = 0
+    args = (val, bits, op[SRC_BITS], src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run,
+            binary)
+    if run > 0 and run % 16 == 0:
+        _events16(*args)
+    elif run == 8:
+        _events8(*args)
+    else:
+        _events_any(*args)
+    if post == 0:                  # Conv / pooling: Lava Conv's 24-bit signed clamp (a wrap)
+        for j in range(dst_size):
+            acc[j] = _wrap24(acc[j])
+    else:                          # Dense: the weight exponent on the sum, then wrap32
+        for j in range(dst_size):
+            a = np.int64(acc[j])
+            acc[j] = _wrap32(a << exp if exp >= 0 else a >> (-exp))
+
+
+@njit(cache=True)
+def _maxpool(val, op, indptr, ent_out):
+    src, size, dst, dst_size, ip = op[SRC], op[SIZE], op[DST], op[DST_SIZE], op[A4]
+    acc = val[dst:dst + dst_size]
+    acc[:] = NEG
+    for i in range(size):
+        m = val[src + i]
+        for e in range(indptr[ip + i], indptr[ip + i + 1]):
+            o = ent_out[e]
+            if m > acc[o]:
+                acc[o] = m
+
+
+@njit(inline="always")
+def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, mode):
+    """``integer.lif_step_exact`` for one neuron: (u, v, spike); ``vth`` is the threshold
+    minus 1 for ``>=``. The int32 conversions are the wraps to 32 bits."""
+    up = np.int32(np.int32(_rtz(np.int64(u) * keep_u)) + np.int32(np.int64(a) << 6))
+    up = np.int32(up - 2 * LIM) if up > LIM else up
+    up = np.int32(up + 2 * LIM) if up <= -LIM else up
+    vn = np.int32(np.int64(np.int32(_rtz(np.int64(v) * keep_v))) + up + bias)
+    vn = min(max(vn, -(LIM - 1)), LIM - 1)
+    s = vn > vth
+    if mode == 0:
+        vn = r_val if s else vn
+    elif mode == 1:
+        vn = min(max(vn - r_amt, -(LIM - 1)), LIM - 1) if s else vn
+    return up, vn, s
+
+
+@njit(inline="always")
+def _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, mode):
+    for i in range(a_in.shape[0]):
+        u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0, p1, p2, p3, p4, p5, mode)
+
+
+@njit(inline="always")
+def _lif_each(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, mode):
+    for i in range(a_in.shape[0]):
+        u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0[i], p1[i], p2[i], p3[i], p4[i],
+                                       p5[i], mode)
+
+
+@njit(cache=True)
+def _neuron(val, bits, op, U, V, par):
+    """One population of one sample: a vectorised loop over contiguous slices (parameters
+    as scalars when the population shares them), then the bit map of its spikes."""
+    size, dst, so, po, mode = op[SIZE], op[DST], op[A0], op[A1], op[A3]
+    a_in, spikes = val[op[SRC]:op[SRC] + size], val[dst:dst + size]
+    u_, v_ = U[so:so + size], V[so:so + size]
+    if op[A4]:
+        k_u, k_v, bias = np.int64(par[0, po]), np.int64(par[1, po]), np.int64(par[2, po])
+        vth, r_val, r_amt = np.int64(par[3, po]), np.int32(par[4, po]), np.int64(par[5, po])
+        if mode == 0:
+            _lif_uniform(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 0)
+        elif mode == 1:
+            _lif_uniform(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 1)
+        else:
+            _lif_uniform(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 2)
+    else:
+        k_u, k_v, bias = par[0, po:po + size], par[1, po:po + size], par[2, po:po + size]
+        vth, r_val, r_amt = par[3, po:po + size], par[4, po:po + size], par[5, po:po + size]
+        if mode == 0:
+            _lif_each(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 0)
+        elif mode == 1:
+            _lif_each(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 1)
+        else:
+            _lif_each(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 2)
+    _pack(val, dst, size, bits, op[DST_BITS])
+
+
+@njit(inline="always")
+def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par):
+    for k in range(ops.shape[0]):
+        op = ops[k]
+        if op[STATIC] and t > 0:
+            continue
+        kind = op[KIND]
+        if kind == INPUT:
+            val[op[DST]:op[DST] + op[SIZE]] = x_t
+            _pack(val, op[DST], op[SIZE], bits, op[DST_BITS])
+        elif kind == SYNAPSE:
+            _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts)
+        elif kind == NEURON:
+            _neuron(val, bits, op, U, V, par)
+        elif kind == MAXPOOL:
+            _maxpool(val, op, indptr, ent_out)
+        elif kind == ADD:
+            for i in range(op[SIZE]):
+                acc = 0
+                for a in range(op[A0], op[A0] + op[A1]):
+                    acc += np.int64(val[add_srcs[a] + i])
+                val[op[DST] + i] = _wrap32(acc)
+        elif kind == COPY:
+            val[op[DST]:op[DST] + op[SIZE]] = val[op[SRC]:op[SRC] + op[SIZE]]
+
+
+@njit(parallel=True, cache=True)
+def run_program(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, u_init, v_init,
+                val_size, n_words, zero_ranges, out_src, out_size, out_bias, out_potential, rec,
+                out, counts, steps, n_threads):
+    """Run every sample of ``x`` (N, T or 1, input size) int32 through the program; fills
+    ``out`` (N, T, out_size) and, when ``rec`` has rows, ``counts``/``steps`` (events.py).
+    The samples are split into one contiguous share per thread, each with its own buffers."""
+    n_samples = x.shape[0]
+    n_threads = max(1, min(n_threads, n_samples))
+    share = (n_samples + n_threads - 1) // n_threads
+    for th in prange(n_threads):
+        val = np.empty(val_size, np.int32)
+        bits = np.empty(n_words, np.int64)
+        U = np.empty_like(u_init)
+        V = np.empty_like(v_init)
+        for n in range(th * share, min(n_samples, (th + 1) * share)):
+            U[:] = u_init
+            V[:] = v_init
+            for r in range(zero_ranges.shape[0]):      # delayed values read 0 at step 0
+                val[zero_ranges[r, 0]:zero_ranges[r, 0] + zero_ranges[r, 1]] = 0
+            for t in range(T):
+                _step(val, bits, U, V, x[n, t if x.shape[1] > 1 else 0], t, ops, add_srcs, indptr,
+                      ent_out, ent_w, ent_len, wts, par)
+                for i in range(out_size):
+                    o = np.int64(val[out_src + i])
+                    out[n, t, i] = o + out_bias[i] if out_potential else o
+                for r in range(rec.shape[0]):
+                    off, size, c_off = rec[r, 0], rec[r, 1], rec[r, 2]
+                    total = 0
+                    for i in range(size):
+                        total += val[off + i]
+                        counts[n, c_off + i] += val[off + i]
+                    steps[n, r, t] = total

@@ -1,0 +1,379 @@
+"""Event-driven engine of the emulator: a quantized graph compiled to flat integer tables
+that ``event_kernel.run_program`` (numba) steps one sample at a time, all samples in parallel.
+
+The same integers as the torch engine (``integer.py``) and Lava ``fixed_pt``; it differs only
+in how the work is laid out:
+
+* every value of a node lives in one int64 buffer per sample, in an *internal* order: a
+  (C, H, W) value is stored channel-last (HWC), so the targets of one input message in a
+  conv are runs of contiguous output channels; ``perm`` maps internal to PyTorch order;
+* every synapse (Linear, Conv2d, Sum/AvgPool2d) becomes, per input element, a list of
+  entries (output offset, weight offset, run length): a message adds ``m * weights`` to
+  those runs, and a zero message costs nothing (spikes are ~10 % dense);
+* MaxPool2d uses the same geometry with max instead of sum; Flatten is a renaming (no op);
+  recurrent (delay 1) edges read a copy of the previous step's value.
+
+``build_program`` refuses (``NotEventEligible``, with the reason) a graph it cannot lay out;
+``targets.emulator.run`` then uses the torch engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snncompile.ir import fixed as fx
+from snncompile.ir import nodes as ir
+
+from . import event_kernel as K
+from .integer import _need_fixed, input_only_nodes
+
+#: Largest number of synapse entries (x 3 int64 arrays) the tables may hold: beyond it
+#: (big images, wide convs) the tables cost more memory than the torch engine's dense convs.
+MAX_ENTRIES = 5_000_000
+
+RESET_MODES = {"zero": 0, "subtract": 1}
+
+
+class NotEventEligible(Exception):
+    """The graph cannot run on the event engine (the message says which node and why)."""
+
+
+def as_int32(values, what: str) -> np.ndarray:
+    """``values`` as int32 (the kernel's value and state width), or refuse the graph."""
+    values = np.asarray(values, np.int64)
+    if values.size and (values.min() < -2 ** 31 or values.max() >= 2 ** 31):
+        raise NotEventEligible(f"{what} does not fit 32 bits")
+    return values.astype(np.int32)
+
+
+def hwc_perm(shape) -> np.ndarray:
+    """Internal (channel-last for (C, H, W)) index -> PyTorch (C-order) index."""
+    n = int(np.prod(shape))
+    if len(shape) != 3:
+        return np.arange(n)
+    return np.arange(n).reshape(shape).transpose(1, 2, 0).reshape(-1)
+
+
+@dataclass
+class _Synapses:
+    """The concatenated synapse tables of a program (absolute offsets)."""
+
+    indptr: list = field(default_factory=list)
+    out: list = field(default_factory=list)
+    w: list = field(default_factory=list)
+    length: list = field(default_factory=list)
+    weights: list = field(default_factory=list)
+    n_indptr: int = 0
+    n_entries: int = 0
+    n_weights: int = 0
+
+    def add(self, indptr, out, w, length, weights) -> tuple[int, int]:
+        """Append one synapse's tables (relative offsets); returns its indptr offset and its
+        run length (0 when the runs differ)."""
+        if self.n_entries + len(out) > MAX_ENTRIES:
+            raise NotEventEligible(f"synapse tables above {MAX_ENTRIES:,} entries")
+        at = self.n_indptr
+        self.indptr.append(np.asarray(indptr, np.int64) + self.n_entries)
+        self.out.append(np.asarray(out, np.int64))
+        self.w.append(np.asarray(w, np.int64) + self.n_weights)
+        self.length.append(np.broadcast_to(np.asarray(length, np.int64), (len(out),)))
+        self.weights.append(np.asarray(weights, np.int64).reshape(-1))
+        self.n_indptr += len(indptr)
+        self.n_entries += len(out)
+        self.n_weights += self.weights[-1].size
+        runs = np.unique(self.length[-1])
+        return at, int(runs[0]) if len(runs) == 1 else 0
+
+    def arrays(self):
+        """indptr, entry output offsets, weight offsets and run lengths (int64), weights (int32)."""
+        cat = [np.concatenate(a) if a else np.zeros(0, np.int64)
+               for a in (self.indptr, self.out, self.w, self.length, self.weights)]
+        return [np.ascontiguousarray(a, dtype=t) for a, t in
+                zip(cat, (np.int64, np.int64, np.int64, np.int64, np.int32))]
+
+
+def conv_entries(in_shape, w_shape, stride, padding, dilation, groups):
+    """Per input element (internal HWC order): the output runs of a grouped 2-D
+    cross-correlation. Returns (indptr, out_offset, weight_offset, run_length); the weights
+    go with ``conv_weight_rows``."""
+    C, H, W = in_shape
+    Co, Cig, KH, KW = w_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    cog = Co // groups
+    Ho = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
+    if H * W * C * KH * KW // max(sh * sw, 1) > MAX_ENTRIES:
+        raise NotEventEligible(f"synapse tables above {MAX_ENTRIES:,} entries")
+    y, x, c, ky, kx = np.meshgrid(np.arange(H), np.arange(W), np.arange(C), np.arange(KH),
+                                  np.arange(KW), indexing="ij", sparse=True)
+    ny, nx = y + ph - ky * dh, x + pw - kx * dw
+    oy, ox = ny // sh, nx // sw
+    valid = ((ny % sh == 0) & (nx % sw == 0) & (ny >= 0) & (nx >= 0) & (oy < Ho) & (ox < Wo)
+             & (c >= 0))
+    full = np.broadcast_to
+    p = full((y * W + x) * C + c, valid.shape)[valid]
+    out = full((oy * Wo + ox) * Co + (c // Cig) * cog, valid.shape)[valid]
+    w = full((((c * KH + ky) * KW + kx) * cog), valid.shape)[valid]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(p, minlength=C * H * W))])
+    return indptr, out, w, cog
+
+
+def conv_weight_rows(weight: np.ndarray, groups: int) -> np.ndarray:
+    """Conv weights (Co, Cig, KH, KW) as rows [input channel, ky, kx] of the group's Co/groups
+    output channels: the order ``conv_entries``' weight offsets index."""
+    Co, Cig, KH, KW = weight.shape
+    return weight.reshape(groups, Co // groups, Cig, KH, KW).transpose(0, 2, 3, 4, 1).reshape(-1)
+
+
+@dataclass
+class EventProgram:
+    """A graph laid out for ``event_kernel.run_program`` (see the module docstring)."""
+
+    ops: np.ndarray
+    add_srcs: np.ndarray
+    tables: list                  # indptr, entry out, entry w, entry length, weights
+    params: np.ndarray            # (6, n): keep_u, keep_v, bias, (vth << 6) - [>=], reset value, amount
+    u_init: np.ndarray
+    v_init: np.ndarray
+    val_size: int
+    n_words: int                  # bit-map words (one bit per value of every slot)
+    zero_ranges: np.ndarray       # (n, 2): value slots that must read 0 at step 0 (delayed)
+    input_size: int
+    input_perm: np.ndarray
+    input_fixed: fx.InputFixed
+    out_src: int
+    out_perm: np.ndarray
+    out_bias: np.ndarray
+    out_potential: bool
+    rec: np.ndarray               # (n, 3): value offset, size, counts offset
+    rec_nodes: list               # (name, shape, perm) per ``rec`` row
+
+
+class _Builder:
+    def __init__(self, graph, record: bool, static_input: bool):
+        self.g = graph
+        self.static = input_only_nodes(graph) if static_input else set()
+        self.ops, self.add_srcs, self.syn = [], [], _Synapses()
+        self.params, self.u0, self.v0 = [], [], []
+        self.n_state = 0
+        self.val_size = 0
+        self.n_words = 0
+        #: value slot offset -> offset of its bit-map words
+        self.words = {}
+        self.slot, self.perm, self.prev = {}, {}, {}
+        #: Slots whose ops also write the list of their non-zero values (Input, Neuron).
+        self.listed = set()
+        self.record = record
+
+    def alloc(self, size: int, room: int = 0) -> int:
+        """A value slot of ``size`` values (plus ``room`` lanes that synapse runs may write)."""
+        at, self.val_size = self.val_size, self.val_size + size + room
+        self.words[at], self.n_words = self.n_words, self.n_words + (size + 63) // 64
+        return at
+
+    def op(self, kind, name, src=0, size=0, dst=0, dst_size=0, *args):
+        row = [kind, src, size, dst, dst_size, int(name in self.static),
+               self.words.get(src, 0), self.words.get(dst, 0), *args]
+        self.ops.append(row + [0] * (K.N_COLS - len(row)))
+
+    def source(self, src: str, dst: str) -> int:
+        """The value slot ``dst`` reads ``src`` from (the previous step's copy if delayed)."""
+        if self.g.delay(src, dst):
+            if src not in self.prev:
+                self.prev[src] = self.alloc(int(np.prod(self.g.shape(src))))
+            return self.prev[src]
+        return self.slot[src]
+
+    def build(self) -> EventProgram:
+        g = self.g
+        for name in g.order():
+            node = g.node(name)
+            handler = getattr(self, f"_{type(node).__name__}", None)
+            if handler is None:
+                raise NotEventEligible(f"node '{name}': kind {node.kind} has no event layout")
+            handler(node, g.inputs_of(name))
+        for src, at in self.prev.items():      # end of step: keep the values delayed edges read
+            self.op(K.COPY, "", self.slot[src], int(np.prod(g.shape(src))), at)
+        out = g.output
+        out_in = g.inputs_of(out.name)[0]
+        readout = getattr(out, "fixed", None) or fx.ReadoutFixed(mode=out.mode)
+        n_out = int(np.prod(g.shape(out_in)))
+        rec, rec_nodes, c_off = [], [], 0
+        if self.record:
+            for name in g.order():
+                if isinstance(g.node(name), ir.Output):
+                    continue
+                size = int(np.prod(g.shape(name)))
+                rec.append((self.slot[name], size, c_off))
+                rec_nodes.append((name, tuple(g.shape(name)), self.perm[name]))
+                c_off += size
+        params = (np.concatenate(self.params, axis=1) if self.params else np.zeros((6, 0), np.int32))
+        return EventProgram(
+            ops=np.asarray(self.ops, np.int64).reshape(-1, K.N_COLS),
+            add_srcs=np.asarray(self.add_srcs, np.int64), tables=self.syn.arrays(),
+            params=np.ascontiguousarray(params, np.int32),
+            u_init=np.concatenate(self.u0 or [np.zeros(0, np.int32)]),
+            v_init=np.concatenate(self.v0 or [np.zeros(0, np.int32)]),
+            val_size=self.val_size, n_words=self.n_words,
+            zero_ranges=np.asarray([(at, int(np.prod(g.shape(src)))) for src, at in self.prev.items()],
+                                   np.int64).reshape(-1, 2),
+            input_size=int(np.prod(g.input.shape)),
+            input_perm=self.perm[g.input.name],
+            input_fixed=getattr(g.input, "fixed", None) or fx.InputFixed(),
+            out_src=self.slot[out_in], out_perm=self.perm[out_in],
+            out_bias=np.broadcast_to(readout.bias, (n_out,)).astype(np.int64)[self.perm[out_in]],
+            out_potential=out.mode == "potential",
+            rec=np.asarray(rec, np.int64).reshape(-1, 3), rec_nodes=rec_nodes)
+
+    # one method per node kind -------------------------------------------------------------
+    def _Input(self, node, ins):
+        bits = (getattr(node, "fixed", None) or fx.InputFixed()).num_message_bits
+        if bits > 32:
+            raise NotEventEligible(f"node '{node.name}': {bits}-bit input messages do not fit 32 bits")
+        size = int(np.prod(node.shape))
+        self.slot[node.name], self.perm[node.name] = self.alloc(size), hwc_perm(node.shape)
+        self.listed.add(self.slot[node.name])
+        self.op(K.INPUT, node.name, 0, size, self.slot[node.name])
+
+    def _new_value(self, name, perm, room: int = 0):
+        self.slot[name], self.perm[name] = self.alloc(len(perm), room), perm
+
+    def _Linear(self, node, ins):
+        f = _need_fixed(node)
+        w = fx.lava_dense_weights(f.weight, f.num_weight_bits)          # (out, in)
+        n_out, n_in = w.shape
+        binary = f.num_message_bits == 0
+        if binary and f.weight_exp < 0 and np.abs(w).sum(1).max(initial=0) >= 2 ** 31:
+            # the right shift needs the exact sum, which int32 sums hold only below 2**31
+            # (every other case wraps to 24 or 32 bits anyway: a sum modulo 2**32 suffices)
+            raise NotEventEligible(f"node '{node.name}': sums beyond 32 bits before a right shift")
+        columns = self.perm[ins[0]]                                      # internal -> column
+        # runs padded with zero weights to a multiple of 8 lanes (vector adds; the extra
+        # lanes land in room after the slot and are never read)
+        lanes = -(-n_out // 8) * 8
+        rows = np.zeros((n_in, lanes), np.int64)
+        rows[:, :n_out] = w.T
+        at, run = self.syn.add(np.arange(n_in + 1), np.zeros(n_in), columns * lanes, lanes, rows)
+        self._new_value(node.name, np.arange(n_out), room=lanes - n_out)
+        src = self.source(ins[0], node.name)
+        self.op(K.SYNAPSE, node.name, src, n_in, self.slot[node.name], n_out,
+                int(binary), 1, f.weight_exp, int(src in self.listed), at, run)
+
+    def _conv_like(self, node, ins, weight, stride, padding, dilation, groups, kind=K.SYNAPSE):
+        in_shape, out_shape = self.g.shape(ins[0]), self.g.shape(node.name)
+        if len(in_shape) != 3:
+            raise NotEventEligible(f"node '{node.name}': input of shape {in_shape} is not (C, H, W)")
+        indptr, out, w, run = conv_entries(in_shape, weight.shape, stride, padding, dilation, groups)
+        at, run = self.syn.add(indptr, out, w, run, conv_weight_rows(weight, groups))
+        self._new_value(node.name, hwc_perm(out_shape))
+        binary = int(_need_fixed(node).num_message_bits == 0) if kind == K.SYNAPSE else 0
+        src = self.source(ins[0], node.name)
+        self.op(kind, node.name, src, int(np.prod(in_shape)), self.slot[node.name],
+                int(np.prod(out_shape)), binary, 0, 0, int(src in self.listed), at, run)
+
+    def _Conv2d(self, node, ins):
+        w = np.asarray(_need_fixed(node).weight, np.int64)
+        self._conv_like(node, ins, w, node.stride, node.padding, node.dilation, node.groups)
+
+    def _pool(self, node, ins, mantissa, kind=K.SYNAPSE):
+        C = self.g.shape(ins[0])[0]
+        w = np.full((C, 1) + tuple(node.kernel_size), mantissa, dtype=np.int64)
+        self._conv_like(node, ins, w, node.stride, node.padding, (1, 1), C, kind)
+
+    def _SumPool2d(self, node, ins):
+        self._pool(node, ins, int(_need_fixed(node).weight))
+
+    _AvgPool2d = _SumPool2d
+
+    def _MaxPool2d(self, node, ins):
+        self._pool(node, ins, 0, K.MAXPOOL)
+
+    def _Flatten(self, node, ins):
+        if self.g.delay(ins[0], node.name):
+            raise NotEventEligible(f"node '{node.name}': Flatten of a delayed value")
+        self.slot[node.name], self.perm[node.name] = self.slot[ins[0]], self.perm[ins[0]]
+
+    def _Add(self, node, ins):
+        perm = self.perm[ins[0]]
+        if any(not np.array_equal(self.perm[i], perm) for i in ins[1:]):
+            raise NotEventEligible(f"node '{node.name}': Add of values laid out differently")
+        self._new_value(node.name, perm)
+        at = len(self.add_srcs)
+        self.add_srcs.extend(self.source(i, node.name) for i in ins)
+        self.op(K.ADD, node.name, 0, len(perm), self.slot[node.name], len(perm), at, len(ins))
+
+    def _Neuron(self, node, ins):
+        f = _need_fixed(node)
+        perm = self.perm[ins[0]]
+        shape = tuple(node.shape)
+
+        def per_neuron(value, what):
+            value = np.broadcast_to(np.asarray(value, np.int64), shape).reshape(-1)[perm]
+            return as_int32(value, f"node '{node.name}': {what}")
+        self.params.append(np.stack([per_neuron(v, what) for v, what in (
+            (fx.DECAY_UNITY - (f.du + 1), "du"), (fx.DECAY_UNITY - f.dv, "dv"),
+            (f.effective_bias(), "bias"),
+            # v >= vth is v > vth - 1 on integers: one comparison in the kernel
+            (np.left_shift(f.vth, fx.VTH_SHIFT) - int(f.compare == ">="), "threshold"),
+            (f.reset_value, "reset value"), (f.reset_amount, "reset amount"))]))
+        self.u0.append(per_neuron(f.u_init, "u_init"))
+        self.v0.append(per_neuron(f.v_init, "v_init"))
+        self._new_value(node.name, perm)
+        self.listed.add(self.slot[node.name])
+        p_off = sum(p.shape[1] for p in self.params[:-1])
+        uniform = bool(np.all(self.params[-1] == self.params[-1][:, :1]))
+        self.op(K.NEURON, node.name, self.source(ins[0], node.name), len(perm), self.slot[node.name],
+                len(perm), self.n_state, p_off, 0, RESET_MODES.get(f.reset_mode, 2), int(uniform))
+        self.n_state += len(perm)
+
+    def _Output(self, node, ins):
+        if self.g.delay(ins[0], node.name):
+            raise NotEventEligible(f"node '{node.name}': Output of a delayed value")
+
+
+def build_program(graph, record: bool = False, static_input: bool = False) -> EventProgram:
+    """Lay a quantized ``graph`` out for the event kernel (``NotEventEligible`` if it can't)."""
+    return _Builder(graph, record, static_input).build()
+
+
+def run_program(prog: EventProgram, xs: np.ndarray, T: int, batch_size: int = 4096):
+    """Run prepared inputs ``xs`` (N, T or 1, *input shape) float64: (outputs (N, T, n_out)
+    float64, layer_counts, layer_steps) in the format of ``targets.reference.simulate``."""
+    import numba
+    import torch
+
+    from .integer import input_messages
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    n_rec = prog.rec.shape[0]
+    c_size = int(prog.rec[:, 1].sum()) if n_rec else 0
+    outs, counts, steps = [], [], []
+    for lo in range(0, xs.shape[0], batch_size):
+        chunk = xs[lo:lo + batch_size]
+        n = chunk.shape[0]
+        m = input_messages(torch.from_numpy(chunk), prog.input_fixed).numpy()
+        m = np.ascontiguousarray(m.reshape(n, m.shape[1], -1)[:, :, prog.input_perm], dtype=np.int32)
+        out = np.zeros((n, T, len(prog.out_perm)), np.int64)
+        cnt = np.zeros((n, c_size if n_rec else 0), np.int64)
+        stp = np.zeros((n, n_rec, T), np.int64)
+        K.run_program(m, T, prog.ops, prog.add_srcs, *prog.tables, prog.params, prog.u_init,
+                      prog.v_init, prog.val_size, max(prog.n_words, 1), prog.zero_ranges, prog.out_src,
+                      len(prog.out_perm), prog.out_bias, prog.out_potential, prog.rec, out, cnt, stp,
+                      threads)
+        canonical = np.empty_like(out)
+        canonical[:, :, prog.out_perm] = out
+        outs.append(canonical)
+        counts.append(cnt)
+        steps.append(stp)
+    outputs = np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, T, len(prog.out_perm)))
+    layer_counts, layer_steps = {}, {}
+    if n_rec and outs:
+        cnt, stp = np.concatenate(counts), np.concatenate(steps)
+        for r, (name, shape, perm) in enumerate(prog.rec_nodes):
+            _, size, c_off = prog.rec[r]
+            canon = np.empty((cnt.shape[0], size), np.float64)
+            canon[:, perm] = cnt[:, c_off:c_off + size]
+            layer_counts[name] = canon.reshape((cnt.shape[0],) + shape)
+            layer_steps[name] = stp[:, r].astype(np.float64)
+    return outputs, layer_counts, layer_steps
