@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .simd import add8, add16, madd8, madd16, nonzero_mask16, trailing_zeros
+from .simd import add8, add16, load, madd8, madd16, nonzero_mask16, trailing_zeros
 
 # op kinds
 INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY = range(6)
@@ -27,6 +27,7 @@ INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY = range(6)
 # (computed at step 0 only), then per-kind arguments (see events.py)
 KIND, SRC, SIZE, DST, DST_SIZE, STATIC, SRC_BITS, DST_BITS, A0, A1, A2, A3, A4, A5 = range(14)
 N_COLS = 14
+ALIGN = 16                        # value slots start on 64-byte boundaries (whole vectors)
 
 LIM = 2 ** 23                     # fx.STATE_MAX
 M32 = 2 ** 32 - 1
@@ -68,45 +69,66 @@ def _pack(val, at, size, bits, wat):
         bits[wat + full] = word
 
 
-# One small function per run width, a single simple loop nest each: several cases in one
-# inlined body made LLVM compile the whole event loop about 4x slower.
+# One small function per run width, each a single simple loop nest: several cases in one
+# body made LLVM compile the whole event loop several times slower. Table entries are read
+# with ``load``: numba's own indexing adds a negative-index fix-up to every access.
 
 @njit(cache=True)
 def _events16(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+    """Runs of exactly 16 lanes: one 16-lane vector add each."""
+    for wi in range((size + 63) // 64):
+        word = bits[wat + wi]
+        while word != 0:
+            i = wi * 64 + trailing_zeros(word)
+            word &= word - 1
+            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
+            if binary:
+                for e in range(lo, hi):
+                    add16(val, dst + load(ent_out, e), wts, load(ent_w, e))
+            else:
+                m = np.int64(val[src + i])
+                for e in range(lo, hi):
+                    madd16(val, dst + load(ent_out, e), wts, load(ent_w, e), m)
+
+
+@njit(cache=True)
+def _events16n(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
     """Runs of a multiple of 16 lanes: 16-lane vector adds."""
     for wi in range((size + 63) // 64):
         word = bits[wat + wi]
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = indptr[ip + i], indptr[ip + i + 1]
+            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
             if binary:
                 for e in range(lo, hi):
-                    for q in range(run >> 4):
-                        add16(val, dst + ent_out[e] + (q << 4), wts, ent_w[e] + (q << 4))
+                    o, w = dst + load(ent_out, e), load(ent_w, e)
+                    for q in range(0, run, 16):
+                        add16(val, o + q, wts, w + q)
             else:
                 m = np.int64(val[src + i])
                 for e in range(lo, hi):
-                    for q in range(run >> 4):
-                        madd16(val, dst + ent_out[e] + (q << 4), wts, ent_w[e] + (q << 4), m)
+                    o, w = dst + load(ent_out, e), load(ent_w, e)
+                    for q in range(0, run, 16):
+                        madd16(val, o + q, wts, w + q, m)
 
 
 @njit(cache=True)
 def _events8(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
-    """Runs of 8 lanes: 8-lane vector adds."""
+    """Runs of exactly 8 lanes: one 8-lane vector add each."""
     for wi in range((size + 63) // 64):
         word = bits[wat + wi]
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = indptr[ip + i], indptr[ip + i + 1]
+            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
             if binary:
                 for e in range(lo, hi):
-                    add8(val, dst + ent_out[e], wts, ent_w[e])
+                    add8(val, dst + load(ent_out, e), wts, load(ent_w, e))
             else:
                 m = np.int64(val[src + i])
                 for e in range(lo, hi):
-                    madd8(val, dst + ent_out[e], wts, ent_w[e], m)
+                    madd8(val, dst + load(ent_out, e), wts, load(ent_w, e), m)
 
 
 @njit(cache=True)
@@ -117,17 +139,17 @@ def _events_any(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = indptr[ip + i], indptr[ip + i + 1]
+            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
             if binary:
                 for e in range(lo, hi):
-                    o, w = dst + ent_out[e], ent_w[e]
-                    for j in range(ent_len[e]):
+                    o, w = dst + load(ent_out, e), load(ent_w, e)
+                    for j in range(load(ent_len, e)):
                         val[o + j] += wts[w + j]
             else:
                 m = np.int64(val[src + i])
                 for e in range(lo, hi):
-                    o, w = dst + ent_out[e], ent_w[e]
-                    for j in range(ent_len[e]):
+                    o, w = dst + load(ent_out, e), load(ent_w, e)
+                    for j in range(load(ent_len, e)):
                         val[o + j] += m * wts[w + j]
 
 
@@ -138,11 +160,14 @@ def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts):
     if not listed:
         _pack(val, src, size, bits, op[SRC_BITS])
     acc = val[dst:dst + dst_size]
-    acc[:] = 0
+    for j in range(dst_size):
+        acc[j] = 0
     args = (val, bits, op[SRC_BITS], src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run,
             binary)
-    if run > 0 and run % 16 == 0:
+    if run == 16:
         _events16(*args)
+    elif run > 0 and run % 16 == 0:
+        _events16n(*args)
     elif run == 8:
         _events8(*args)
     else:
@@ -234,8 +259,12 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
         if op[STATIC] and t > 0:
             continue
         kind = op[KIND]
-        if kind == INPUT:
-            val[op[DST]:op[DST] + op[SIZE]] = x_t
+        if kind == INPUT:          # binary: x_t holds the float inputs, a message is x != 0
+            if op[A0]:
+                for i in range(op[SIZE]):
+                    val[op[DST] + i] = x_t[i] != 0
+            else:
+                val[op[DST]:op[DST] + op[SIZE]] = x_t
             _pack(val, op[DST], op[SIZE], bits, op[DST_BITS])
         elif kind == SYNAPSE:
             _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts)
@@ -264,7 +293,9 @@ def run_program(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, 
     n_threads = max(1, min(n_threads, n_samples))
     share = (n_samples + n_threads - 1) // n_threads
     for th in prange(n_threads):
-        val = np.empty(val_size, np.int32)
+        buf = np.empty(val_size + ALIGN, np.int32)
+        skip = (-(buf.ctypes.data >> 2)) & (ALIGN - 1)
+        val = buf[skip:skip + val_size]
         bits = np.empty(n_words, np.int64)
         U = np.empty_like(u_init)
         V = np.empty_like(v_init)

@@ -89,8 +89,17 @@ class _Synapses:
         """indptr, entry output offsets, weight offsets and run lengths (int64), weights (int32)."""
         cat = [np.concatenate(a) if a else np.zeros(0, np.int64)
                for a in (self.indptr, self.out, self.w, self.length, self.weights)]
-        return [np.ascontiguousarray(a, dtype=t) for a, t in
-                zip(cat, (np.int64, np.int64, np.int64, np.int64, np.int32))]
+        return [_aligned(a, t) for a, t in zip(cat, (np.int64, np.int64, np.int64, np.int64, np.int32))]
+
+
+def _aligned(values, dtype) -> np.ndarray:
+    """A copy of ``values`` starting on a 64-byte boundary (whole-vector loads)."""
+    values = np.asarray(values, dtype).reshape(-1)
+    buf = np.zeros(values.size + 64 // values.itemsize, dtype)
+    skip = (-buf.ctypes.data % 64) // values.itemsize
+    out = buf[skip:skip + values.size]
+    out[:] = values
+    return out
 
 
 def conv_entries(in_shape, w_shape, stride, padding, dilation, groups):
@@ -139,7 +148,7 @@ class EventProgram:
     val_size: int
     n_words: int                  # bit-map words (one bit per value of every slot)
     zero_ranges: np.ndarray       # (n, 2): value slots that must read 0 at step 0 (delayed)
-    input_size: int
+    input_shape: tuple
     input_perm: np.ndarray
     input_fixed: fx.InputFixed
     out_src: int
@@ -167,8 +176,10 @@ class _Builder:
         self.record = record
 
     def alloc(self, size: int, room: int = 0) -> int:
-        """A value slot of ``size`` values (plus ``room`` lanes that synapse runs may write)."""
-        at, self.val_size = self.val_size, self.val_size + size + room
+        """A value slot of ``size`` values (plus ``room`` values that synapses may write),
+        starting on a whole vector (``K.ALIGN`` values)."""
+        at = -(-self.val_size // K.ALIGN) * K.ALIGN
+        self.val_size = at + size + room
         self.words[at], self.n_words = self.n_words, self.n_words + (size + 63) // 64
         return at
 
@@ -218,7 +229,7 @@ class _Builder:
             val_size=self.val_size, n_words=self.n_words,
             zero_ranges=np.asarray([(at, int(np.prod(g.shape(src)))) for src, at in self.prev.items()],
                                    np.int64).reshape(-1, 2),
-            input_size=int(np.prod(g.input.shape)),
+            input_shape=tuple(g.input.shape),
             input_perm=self.perm[g.input.name],
             input_fixed=getattr(g.input, "fixed", None) or fx.InputFixed(),
             out_src=self.slot[out_in], out_perm=self.perm[out_in],
@@ -234,7 +245,7 @@ class _Builder:
         size = int(np.prod(node.shape))
         self.slot[node.name], self.perm[node.name] = self.alloc(size), hwc_perm(node.shape)
         self.listed.add(self.slot[node.name])
-        self.op(K.INPUT, node.name, 0, size, self.slot[node.name])
+        self.op(K.INPUT, node.name, 0, size, self.slot[node.name], size, int(bits == 0))
 
     def _new_value(self, name, perm, room: int = 0):
         self.slot[name], self.perm[name] = self.alloc(len(perm), room), perm
@@ -266,11 +277,12 @@ class _Builder:
             raise NotEventEligible(f"node '{node.name}': input of shape {in_shape} is not (C, H, W)")
         indptr, out, w, run = conv_entries(in_shape, weight.shape, stride, padding, dilation, groups)
         at, run = self.syn.add(indptr, out, w, run, conv_weight_rows(weight, groups))
+        n_out = int(np.prod(out_shape))
         self._new_value(node.name, hwc_perm(out_shape))
         binary = int(_need_fixed(node).num_message_bits == 0) if kind == K.SYNAPSE else 0
         src = self.source(ins[0], node.name)
         self.op(kind, node.name, src, int(np.prod(in_shape)), self.slot[node.name],
-                int(np.prod(out_shape)), binary, 0, 0, int(src in self.listed), at, run)
+                n_out, binary, 0, 0, int(src in self.listed), at, run)
 
     def _Conv2d(self, node, ins):
         w = np.asarray(_need_fixed(node).weight, np.int64)
@@ -337,13 +349,27 @@ def build_program(graph, record: bool = False, static_input: bool = False) -> Ev
     return _Builder(graph, record, static_input).build()
 
 
+def _input_messages(prog: EventProgram, chunk: np.ndarray) -> np.ndarray:
+    """(n, steps, input size) in the internal order: the float inputs themselves for binary
+    messages (the kernel takes x != 0: no extra pass over the data), else int32 messages."""
+    import torch
+
+    from .integer import input_messages
+    if prog.input_fixed.num_message_bits:
+        chunk = input_messages(torch.from_numpy(chunk), prog.input_fixed).numpy().astype(np.int32)
+    n, steps = chunk.shape[:2]
+    shape = prog.input_shape
+    if len(shape) == 3 and shape[0] > 1:                  # (C, H, W) -> channel-last
+        chunk = chunk.reshape((n, steps) + shape).transpose(0, 1, 3, 4, 2)
+    return np.ascontiguousarray(chunk.reshape(n, steps, -1))
+
+
 def run_program(prog: EventProgram, xs: np.ndarray, T: int, batch_size: int = 4096):
     """Run prepared inputs ``xs`` (N, T or 1, *input shape) float64: (outputs (N, T, n_out)
     float64, layer_counts, layer_steps) in the format of ``targets.reference.simulate``."""
     import numba
     import torch
 
-    from .integer import input_messages
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
     n_rec = prog.rec.shape[0]
@@ -352,8 +378,7 @@ def run_program(prog: EventProgram, xs: np.ndarray, T: int, batch_size: int = 40
     for lo in range(0, xs.shape[0], batch_size):
         chunk = xs[lo:lo + batch_size]
         n = chunk.shape[0]
-        m = input_messages(torch.from_numpy(chunk), prog.input_fixed).numpy()
-        m = np.ascontiguousarray(m.reshape(n, m.shape[1], -1)[:, :, prog.input_perm], dtype=np.int32)
+        m = _input_messages(prog, chunk)
         out = np.zeros((n, T, len(prog.out_perm)), np.int64)
         cnt = np.zeros((n, c_size if n_rec else 0), np.int64)
         stp = np.zeros((n, n_rec, T), np.int64)

@@ -81,3 +81,14 @@ def nonzero_mask16(typingctx, arr, off):
         mask = builder.icmp_signed("!=", x, ir.Constant(vty, [0] * 16))
         return builder.zext(builder.bitcast(mask, ir.IntType(16)), I64)
     return types.int64(arr, off), codegen
+
+
+@intrinsic
+def load(typingctx, arr, idx):
+    """arr[idx] for a 1-D array without the negative-index fix-up numba adds to a signed
+    index it cannot prove non-negative (every index here is)."""
+    def codegen(context, builder, sig, args):
+        a, i = args
+        data = context.make_array(sig.args[0])(context, builder, a).data
+        return builder.load(builder.gep(data, [i]))
+    return arr.dtype(arr, idx), codegen
