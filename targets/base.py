@@ -49,11 +49,15 @@ class RunResult:
         return float(np.mean(self.pred == labels))
 
 
-def prepare_inputs(graph, x, steps: Optional[int] = None) -> tuple[np.ndarray, int]:
+def prepare_inputs(graph, x, steps: Optional[int] = None, keep_integers: bool = False,
+                   expand_static: bool = True) -> tuple[np.ndarray, int]:
     """Normalise ``x`` to (N, T, *input_shape) float64 and return it with T.
 
     ``x`` may be (N, T, *shape) (a spike or current train) or (N, *shape) (a static input
     presented at every step; then ``steps`` or the graph's ``timesteps`` gives T).
+    ``keep_integers``: a bool or integer ``x`` keeps its dtype (as uint8 for bool), for a
+    consumer that only tests values against 0: an 8x smaller array to stream.
+    ``expand_static=False``: a static input comes back as (N, 1, *shape), not repeated T times.
     """
     shape = tuple(graph.input.shape)
     x = np.asarray(x)
@@ -63,7 +67,7 @@ def prepare_inputs(graph, x, steps: Optional[int] = None) -> tuple[np.ndarray, i
         T = steps or graph.timesteps
         if not T:
             raise SnnCompileError("static input needs a number of steps (--steps), the graph has none")
-        x = np.broadcast_to(x[:, None], (x.shape[0], T) + shape)
+        x = np.broadcast_to(x[:, None], (x.shape[0], T if expand_static else 1) + shape)
     elif x.shape[2:] == shape and x.ndim == len(shape) + 2:
         T = x.shape[1]
         if steps is not None and steps != T:
@@ -74,6 +78,9 @@ def prepare_inputs(graph, x, steps: Optional[int] = None) -> tuple[np.ndarray, i
         raise SnnCompileError(
             f"input of shape {x.shape} does not fit graph '{graph.name}' with input shape {shape}: "
             f"expected (N, T, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape))})")
+    if keep_integers and x.dtype.kind in "biu":
+        x = np.ascontiguousarray(x)
+        return (x.view(np.uint8) if x.dtype == np.bool_ else x), int(T)
     if not np.all(np.isfinite(x)):
         raise SnnCompileError("input contains NaN or Inf values")
     return np.ascontiguousarray(x, dtype=np.float64), int(T)

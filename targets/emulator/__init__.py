@@ -61,7 +61,6 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float", record:
         raise SnnCompileError(f"unknown precision '{precision}'; choose float or fixed")
     if engine not in ENGINES:
         raise SnnCompileError(f"unknown emulator engine '{engine}'; choose one of {', '.join(ENGINES)}")
-    xs, T = prepare_inputs(graph, x, steps)
     sim = None
     if precision == "fixed":
         graph = ensure_quantized(graph)
@@ -70,13 +69,19 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float", record:
         static = np.shape(x)[1:] == tuple(graph.input.shape)
         program = _event_program(graph, record, static, engine)
         if program is not None:
-            outputs, counts, steps_rec = run_program(program, xs[:, :1] if static else xs, T)
+            # binary messages only test x != 0: spike trains may stay bool/uint8
+            binary = program.input_fixed.num_message_bits == 0
+            xs, T = prepare_inputs(graph, x, steps, keep_integers=binary, expand_static=False)
+            outputs, counts, steps_rec = run_program(program, xs, T)
             return RunResult(outputs=outputs, readout=graph.output.mode, backend="emulator",
                              precision=precision, layer_counts=counts, layer_steps=steps_rec)
+        xs, T = prepare_inputs(graph, x, steps)
         if fused is None:
             n_neurons = sum(int(np.prod(n.shape)) for n in graph if isinstance(n, Neuron))
             fused = xs.shape[0] * T * n_neurons > FUSE_ABOVE
         sim = functools.partial(IntegerSimulator, fused=bool(fused), static_input=static)
+    else:
+        xs, T = prepare_inputs(graph, x, steps)
     outputs, counts, steps_rec = simulate(graph, xs, T, record=record, batch_size=batch_size,
                                           simulator=sim)
     return RunResult(outputs=outputs, readout=graph.output.mode, backend="emulator",
