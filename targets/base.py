@@ -55,8 +55,9 @@ def prepare_inputs(graph, x, steps: Optional[int] = None, keep_integers: bool = 
 
     ``x`` may be (N, T, *shape) (a spike or current train) or (N, *shape) (a static input
     presented at every step; then ``steps`` or the graph's ``timesteps`` gives T).
-    ``keep_integers``: a bool or integer ``x`` keeps its dtype (as uint8 for bool), for a
-    consumer that only tests values against 0: an 8x smaller array to stream.
+    ``keep_integers``: a bool or integer ``x`` comes back as uint8 ``x != 0`` instead of
+    float64, for a consumer that only tests values against 0 (binary input messages): an
+    8x smaller array to stream.
     ``expand_static=False``: a static input comes back as (N, 1, *shape), not repeated T times.
     """
     shape = tuple(graph.input.shape)
@@ -79,8 +80,9 @@ def prepare_inputs(graph, x, steps: Optional[int] = None, keep_integers: bool = 
             f"input of shape {x.shape} does not fit graph '{graph.name}' with input shape {shape}: "
             f"expected (N, T, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape))})")
     if keep_integers and x.dtype.kind in "biu":
-        x = np.ascontiguousarray(x)
-        return (x.view(np.uint8) if x.dtype == np.bool_ else x), int(T)
+        if x.dtype == np.bool_ or x.dtype == np.uint8:
+            return np.ascontiguousarray(x).view(np.uint8), int(T)
+        return np.ascontiguousarray(x != 0).view(np.uint8), int(T)
     if not np.all(np.isfinite(x)):
         raise SnnCompileError("input contains NaN or Inf values")
     return np.ascontiguousarray(x, dtype=np.float64), int(T)

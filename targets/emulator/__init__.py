@@ -1,13 +1,22 @@
 """Emulator target: batched, bit-exact emulation of Loihi fixed point (Lava ``fixed_pt``).
 
-``precision="fixed"`` runs the integer equations of ``snncompile.ir.fixed`` on integer-valued
-tensors (int32/float where provably exact, else int64; see ``integer.py``) for a whole batch at once (an unquantized graph is quantized first with the
-default, data-free settings). ``precision="float"`` is the reference target's float64
-simulation (the same code, imported), so float and fixed runs share one graph walk.
+``precision="fixed"`` runs the integer equations of ``snncompile.ir.fixed`` (an unquantized
+graph is quantized first with the default, data-free settings) on one of two engines that
+give the same integers:
+
+* ``events`` (default where the graph allows): the graph compiled to flat tables that a
+  numba kernel steps one sample at a time, all samples in parallel, touching only the
+  fan-out of non-zero messages (``events.py``, ``event_kernel.py``);
+* ``torch``: the whole batch one layer at a time with torch tensor ops (``integer.py``),
+  int32/float where provably exact, else int64; optionally fused by torch.compile.
+
+``precision="float"`` is the reference target's float64 simulation (the same code,
+imported), so float and fixed runs share one graph walk.
 
 Checked bit for bit against Lava: ``tests/test_emulator_lava.py`` (Lava's stock Dense, Conv,
 LIF, recurrence; hypothesis, near the wrap/saturation limits) and
-``tests/test_emulator_zoo_lava.py`` (snncompile's Lava target on the whole architecture matrix).
+``tests/test_emulator_zoo_lava.py`` (snncompile's Lava target on the whole architecture
+matrix); the two engines against each other: ``tests/test_emulator_events.py``.
 
 Fixed-precision results: ``outputs`` hold integers (spikes 0/1, or the readout's integer
 potential per step; divide by ``graph.output.fixed.scale`` for float units);

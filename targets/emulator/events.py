@@ -4,9 +4,10 @@ that ``event_kernel.run_program`` (numba) steps one sample at a time, all sample
 The same integers as the torch engine (``integer.py``) and Lava ``fixed_pt``; it differs only
 in how the work is laid out:
 
-* every value of a node lives in one int64 buffer per sample, in an *internal* order: a
-  (C, H, W) value is stored channel-last (HWC), so the targets of one input message in a
-  conv are runs of contiguous output channels; ``perm`` maps internal to PyTorch order;
+* every value of a node lives in one int32 buffer per sample (a "slot"), in an *internal*
+  order: a (C, H, W) value is stored channel-last (HWC), so the targets of one input message
+  in a conv are runs of contiguous output channels; ``perm`` maps internal to PyTorch order;
+  Input and Neuron ops also write a bit map of their non-zero values;
 * every synapse (Linear, Conv2d, Sum/AvgPool2d) becomes, per input element, a list of
   entries (output offset, weight offset, run length): a message adds ``m * weights`` to
   those runs, and a zero message costs nothing (spikes are ~10 % dense);
@@ -149,7 +150,6 @@ class EventProgram:
     n_words: int                  # bit-map words (one bit per value of every slot)
     zero_ranges: np.ndarray       # (n, 2): value slots that must read 0 at step 0 (delayed)
     input_shape: tuple
-    input_perm: np.ndarray
     input_fixed: fx.InputFixed
     out_src: int
     out_perm: np.ndarray
@@ -171,7 +171,7 @@ class _Builder:
         #: value slot offset -> offset of its bit-map words
         self.words = {}
         self.slot, self.perm, self.prev = {}, {}, {}
-        #: Slots whose ops also write the list of their non-zero values (Input, Neuron).
+        #: Slots whose ops also write the bit map of their non-zero values (Input, Neuron).
         self.listed = set()
         self.record = record
 
@@ -196,8 +196,33 @@ class _Builder:
             return self.prev[src]
         return self.slot[src]
 
+    def layouts(self) -> dict:
+        """Every node's internal -> PyTorch index map, before any op is laid out (a delayed
+        edge reads a node that comes later in the order). Synapses and the Input lay their
+        values out themselves (channel-last images); every other node keeps the layout of its
+        first input that is not delayed."""
+        g, perm = self.g, {}
+
+        def of(name):
+            if name not in perm:
+                node = g.node(name)
+                if isinstance(node, (ir.Input, ir.Conv2d, ir.SumPool2d, ir.AvgPool2d, ir.MaxPool2d)):
+                    perm[name] = hwc_perm(g.shape(name))
+                elif isinstance(node, ir.Linear):
+                    perm[name] = np.arange(int(np.prod(g.shape(name))))
+                else:
+                    ready = [i for i in g.inputs_of(name) if not g.delay(i, name)]
+                    if not ready:
+                        raise NotEventEligible(f"node '{name}': reads delayed values only")
+                    perm[name] = of(ready[0])
+            return perm[name]
+        for name in g.order():
+            of(name)
+        return perm
+
     def build(self) -> EventProgram:
         g = self.g
+        self.perm = self.layouts()
         for name in g.order():
             node = g.node(name)
             handler = getattr(self, f"_{type(node).__name__}", None)
@@ -230,7 +255,6 @@ class _Builder:
             zero_ranges=np.asarray([(at, int(np.prod(g.shape(src)))) for src, at in self.prev.items()],
                                    np.int64).reshape(-1, 2),
             input_shape=tuple(g.input.shape),
-            input_perm=self.perm[g.input.name],
             input_fixed=getattr(g.input, "fixed", None) or fx.InputFixed(),
             out_src=self.slot[out_in], out_perm=self.perm[out_in],
             out_bias=np.broadcast_to(readout.bias, (n_out,)).astype(np.int64)[self.perm[out_in]],
@@ -356,7 +380,8 @@ def _input_messages(prog: EventProgram, chunk: np.ndarray) -> np.ndarray:
 
     from .integer import input_messages
     if prog.input_fixed.num_message_bits:
-        chunk = input_messages(torch.from_numpy(chunk), prog.input_fixed).numpy().astype(np.int32)
+        writable = np.require(chunk, requirements=["C", "W"])   # a static input is a view
+        chunk = input_messages(torch.from_numpy(writable), prog.input_fixed).numpy().astype(np.int32)
     n, steps = chunk.shape[:2]
     shape = prog.input_shape
     if len(shape) == 3 and shape[0] > 1:                  # (C, H, W) -> channel-last
@@ -365,8 +390,10 @@ def _input_messages(prog: EventProgram, chunk: np.ndarray) -> np.ndarray:
 
 
 def run_program(prog: EventProgram, xs: np.ndarray, T: int, batch_size: int = 4096):
-    """Run prepared inputs ``xs`` (N, T or 1, *input shape) float64: (outputs (N, T, n_out)
-    float64, layer_counts, layer_steps) in the format of ``targets.reference.simulate``."""
+    """Run prepared inputs ``xs`` (N, T or 1 when static, *input shape; float64, or uint8 /
+    integers for binary messages): (outputs (N, T, n_out) float64, layer_counts,
+    layer_steps) in the format of ``targets.reference.simulate``. ``batch_size`` bounds the
+    memory of one kernel call, not its speed."""
     import numba
     import torch
 

@@ -1,0 +1,240 @@
+"""The emulator's event engine (compiled, per sample) == its torch engine, integer for integer.
+
+The torch engine is checked against Lava itself (``test_emulator_lava.py``, whose stock
+chains it runs, and ``test_emulator_zoo_lava.py``, which runs the default engine: events).
+Here random graphs with integers at and around the wrap/saturation limits run on both
+engines -- the torch engine on its plain int64 path -- and every output, per-node count and
+per-step sum must be equal: conv (stride, padding, dilation, groups), pooling, Dense with
+weight exponents, binary and graded messages, per-neuron parameters, every reset mode and
+comparison, residual Adds, recurrent edges and potential readouts.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir import fixed as fx
+from snncompile.ir import nodes as ir
+from snncompile.ir.graph import Graph
+from snncompile.quantize import quantize
+from snncompile.targets import emulator
+from snncompile.targets.emulator.events import NotEventEligible, build_program
+from snncompile.targets.emulator.integer import IntNeuronState, _IntSynapse
+
+sys.path.insert(0, str(Path(__file__).parent))
+import zoo  # noqa: E402
+
+BIG = fx.STATE_MAX - 1
+
+
+@contextlib.contextmanager
+def int64_only():
+    """The torch engine with every fast path off: ir.fixed's equations on int64."""
+    saved = IntNeuronState.fast, _IntSynapse.float_paths
+    IntNeuronState.fast, _IntSynapse.float_paths = False, False
+    try:
+        yield
+    finally:
+        IntNeuronState.fast, _IntSynapse.float_paths = saved
+
+
+def assert_same_run(graph, x, **kw):
+    events = emulator.run(graph, x, precision="fixed", record=True, engine="events", **kw)
+    with int64_only():
+        torch_ = emulator.run(graph, x, precision="fixed", record=True, engine="torch", fused=False, **kw)
+    assert np.array_equal(events.outputs, torch_.outputs), \
+        f"{int(np.sum(events.outputs != torch_.outputs))} output mismatches"
+    assert events.layer_counts.keys() == torch_.layer_counts.keys()
+    for name in torch_.layer_counts:
+        assert np.array_equal(events.layer_counts[name], torch_.layer_counts[name]), name
+        assert np.array_equal(events.layer_steps[name], torch_.layer_steps[name]), name
+    return events
+
+
+# -- strategies --------------------------------------------------------------------------------
+
+def _near(lo, hi, special=()):
+    return st.one_of(st.sampled_from([lo, hi, *special]), st.integers(lo, hi))
+
+
+@st.composite
+def _param(draw, shape, lo, hi, special=()):
+    """One value for the population, or one per neuron (half the time)."""
+    if draw(st.booleans()):
+        return draw(_near(lo, hi, special))
+    n = int(np.prod(shape))
+    return np.array(draw(st.lists(_near(lo, hi, special), min_size=n, max_size=n))).reshape(shape)
+
+
+@st.composite
+def neuron(draw, name, shape):
+    p = lambda lo, hi, special=(): draw(_param(shape, lo, hi, special))  # noqa: E731
+    vth = p(0, fx.VTH_MAX, (1, 2, 300))
+    return ir.Neuron(name, shape=shape, fixed=fx.NeuronFixed(
+        du=p(-1, 4095, (0, 1, 4094)), dv=p(0, 4095, (1, 4094)), vth=vth,
+        bias_mant=p(fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX, (0,)), bias_exp=p(0, 7),
+        reset_mode=draw(st.sampled_from(["zero", "subtract", "none"])),
+        reset_value=p(-BIG, BIG, (0,)), reset_amount=p(-BIG, BIG, (0,)),
+        compare=draw(st.sampled_from([">", ">="])),
+        u_init=p(-BIG, BIG, (0,)), v_init=p(-BIG, BIG, (0,))))
+
+
+def _weights(draw, shape, lo=-256, hi=255):
+    n = int(np.prod(shape))
+    return np.array(draw(st.lists(_near(lo, hi, (0,)), min_size=n, max_size=n))).reshape(shape)
+
+
+@st.composite
+def dense(draw, name, n_in, bits, n_out=None):
+    n_out = n_out or draw(st.integers(1, 20))
+    w = _weights(draw, (n_out, n_in), -300, 300)
+    return ir.Linear(name, weight=np.zeros(w.shape), fixed=fx.SynapseFixed(
+        weight=w, weight_exp=draw(st.integers(fx.WEIGHT_EXP_MIN, fx.WEIGHT_EXP_MAX)),
+        num_weight_bits=draw(st.integers(1, 8)), num_message_bits=bits)), n_out
+
+
+@st.composite
+def conv(draw, name, c, h, w, bits):
+    groups = draw(st.sampled_from([g for g in (1, 2, 3) if c % g == 0]))
+    co = groups * draw(st.integers(1, 3 if groups > 1 else 17))
+    k = draw(st.sampled_from(range(1, min(3, h, w) + 1)))
+    dil = draw(st.sampled_from([1, 2] if 2 * k - 1 <= min(h, w) else [1]))
+    stride, pad = draw(st.sampled_from([1, 2])), draw(st.sampled_from(range(k // 2 + 1)))
+    node = ir.Conv2d(name, weight=np.zeros((co, c // groups, k, k)), stride=stride, padding=pad,
+                     dilation=dil, groups=groups,
+                     fixed=fx.SynapseFixed(weight=_weights(draw, (co, c // groups, k, k)),
+                                           num_message_bits=bits))
+    return node, node.out_shape([(c, h, w)])
+
+
+@st.composite
+def graph_case(draw):
+    """A random graph and its input: Input -> [conv stage -> (pool) -> Flatten] -> Dense
+    stage(s) -> readout, each stage optionally with a residual Add or a recurrent edge."""
+    T, n = draw(st.integers(2, 10)), draw(st.integers(1, 3))
+    bits = draw(st.sampled_from([0, 8, 16, 24]))
+    image = draw(st.sampled_from([True, True, False]))
+    shape = ((draw(st.integers(1, 3)), draw(st.integers(3, 7)), draw(st.integers(3, 7))) if image
+             else (draw(st.integers(1, 12)),))
+    g = Graph("random", timesteps=T)
+    prev = g.add(ir.Input("in", shape=shape, fixed=fx.InputFixed(num_message_bits=bits)))
+    if image:
+        syn, out_shape = draw(conv("conv", *shape, bits))
+        prev = g.add(draw(neuron("lif_c", out_shape)), [g.add(syn, [prev])])
+        pool = draw(st.sampled_from([None, "max", "sum"]))
+        if pool and min(out_shape[1:]) >= 2:
+            if pool == "max":
+                prev = g.add(ir.MaxPool2d("pool", kernel_size=(2, 2), stride=(2, 2)), [prev])
+            else:
+                node = ir.SumPool2d("pool", kernel_size=(2, 2), stride=(1, 1))
+                node.fixed = fx.SynapseFixed(weight=draw(_near(-256, 255)), num_message_bits=0)
+                prev = g.add(draw(neuron("lif_p", node.out_shape([out_shape]))), [g.add(node, [prev])])
+        prev = g.add(ir.Flatten("flat"), [prev])
+        bits = 0
+    n_in = int(np.prod(g.shape(prev)))
+    for i in range(draw(st.integers(1, 2))):
+        syn, n_out = draw(dense(f"fc{i}", n_in, bits))
+        cur = g.add(syn, [prev])
+        extra = draw(st.sampled_from([None, "residual", "recurrent"]))
+        if extra == "residual":
+            other, _ = draw(dense(f"fc{i}_b", n_in, bits, n_out))
+            cur = g.add(ir.Add(f"add{i}"), [cur, g.add(other, [prev])])
+        elif extra == "recurrent":
+            cur = g.add(ir.Add(f"add{i}"), [cur])
+        lif = g.add(draw(neuron(f"lif{i}", (n_out,))), [cur])
+        if extra == "recurrent":
+            rec, _ = draw(dense(f"rec{i}", n_out, 0, n_out))
+            g.add(rec, [lif])
+            g.add_edge(rec.name, f"add{i}", delay=1)
+        prev, n_in, bits = lif, n_out, 0
+    if draw(st.booleans()):
+        g.add(ir.Output("out"), [prev])
+    else:   # potential readout of a last Dense
+        syn, n_out = draw(dense("readout_fc", n_in, 0))
+        bias = np.array(draw(st.lists(_near(-2 ** 30, 2 ** 30, (0,)), min_size=n_out, max_size=n_out)))
+        g.add(ir.Output("out", mode="potential", fixed=fx.ReadoutFixed(mode="potential", bias=bias)),
+              [g.add(syn, [prev])])
+    hi = 1 if bits_of(g) == 0 else 2 ** (bits_of(g) - 1) - 1
+    values = draw(st.lists(_near(-hi if hi > 1 else 0, hi, (0,)), min_size=n * T * int(np.prod(shape)),
+                           max_size=n * T * int(np.prod(shape))))
+    return g, np.array(values, dtype=np.float64).reshape((n, T) + shape)
+
+
+def bits_of(g):
+    return g.input.fixed.num_message_bits
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(graph_case())
+def test_random_graphs_same_integers_on_both_engines(case):
+    graph, x = case
+    graph.validate()
+    build_program(graph)          # every generated graph has an event layout
+    assert_same_run(graph, x)
+
+
+# -- the architecture matrix, inputs, fallbacks ------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_zoo_same_integers_on_both_engines(name):
+    m = zoo.MODELS[name]
+    qg, _ = quantize(m.graph(), calib=m.inputs(16, 0))
+    build_program(qg)
+    assert_same_run(qg, m.inputs(12, 1))
+
+
+def test_spike_trains_as_bool_uint8_int_and_float_give_the_same_run():
+    m = zoo.MODELS["sj_sew"]                # spike-train input (2 channels: channel-last order)
+    qg, _ = quantize(m.graph(), calib=m.inputs(16, 0))
+    x = m.inputs(6, 2)
+    ref = emulator.run(qg, x, precision="fixed")
+    for dtype in (bool, np.uint8, np.int64, np.float64):
+        assert np.array_equal(emulator.run(qg, x.astype(dtype), precision="fixed").outputs, ref.outputs)
+
+
+def test_static_input_equals_the_same_image_at_every_step():
+    m = zoo.MODELS["sj_conv_maxpool"]      # a static (graded) input model
+    qg, _ = quantize(m.graph(), calib=m.inputs(16, 0))
+    x = m.inputs(5, 3)
+    static = assert_same_run(qg, x)
+    repeated = emulator.run(qg, np.repeat(x[:, None], m.timesteps, axis=1), precision="fixed", record=True)
+    assert np.array_equal(static.outputs, repeated.outputs)
+
+
+def _flatten_add_graph():
+    """An Add of a flattened image and a Dense output: their values are laid out differently
+    (channel-last vs PyTorch order), which the event engine refuses."""
+    g = Graph("mixed_add", timesteps=3)
+    g.add(ir.Input("in", shape=(2, 2, 2), fixed=fx.InputFixed()))
+    g.add(ir.Flatten("flat"), ["in"])
+    g.add(ir.Linear("fc", weight=np.zeros((8, 8)), fixed=fx.SynapseFixed(weight=np.eye(8, dtype=int) * 100)), ["flat"])
+    g.add(ir.Add("add"), ["flat", "fc"])
+    g.add(ir.Neuron("lif", shape=(8,), fixed=fx.NeuronFixed(vth=1)), ["add"])
+    g.add(ir.Output("out"), ["lif"])
+    return g
+
+
+def test_a_graph_without_event_layout_falls_back_or_says_why():
+    g = _flatten_add_graph()
+    with pytest.raises(NotEventEligible, match="node 'add': Add of values laid out differently"):
+        build_program(g)
+    x = (np.random.default_rng(0).random((4, 3, 2, 2, 2)) < 0.5).astype(float)
+    with int64_only():
+        expected = emulator.run(g, x, precision="fixed", engine="torch").outputs
+    assert np.array_equal(emulator.run(g, x, precision="fixed").outputs, expected)     # auto: torch
+    with pytest.raises(SnnCompileError, match="graph 'mixed_add' cannot run on the event engine: "
+                                              "node 'add': Add of values laid out differently"):
+        emulator.run(g, x, precision="fixed", engine="events")
+
+
+def test_unknown_engine_is_refused():
+    with pytest.raises(SnnCompileError, match="unknown emulator engine 'gpu'; choose one of auto, events, torch"):
+        emulator.run(_flatten_add_graph(), np.zeros((1, 3, 2, 2, 2)), precision="fixed", engine="gpu")
