@@ -55,12 +55,11 @@ def _pack(val, at, size, bits, wat):
         base = at + (wi << 6)
         bits[wat + wi] = (nonzero_mask16(val, base) | (nonzero_mask16(val, base + 16) << 16)
                           | (nonzero_mask16(val, base + 32) << 32) | (nonzero_mask16(val, base + 48) << 48))
-    if size & 63:
-        base = at + (full << 6)
-        word = 0
-        for b in range(size & 63):
-            word |= np.int64(val[base + b] != 0) << b
-        bits[wat + full] = word
+    if size & 63:                  # the last, partial word: the values past the slot masked
+        base = at + (full << 6)    # off (``run_program`` allocates 64 values of room)
+        word = (nonzero_mask16(val, base) | (nonzero_mask16(val, base + 16) << 16)
+                | (nonzero_mask16(val, base + 32) << 32) | (nonzero_mask16(val, base + 48) << 48))
+        bits[wat + full] = word & ((np.int64(1) << (size & 63)) - 1)
 
 
 # One small function per run width, each a single simple loop nest: several cases in one
@@ -257,11 +256,12 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
             continue
         kind = op[KIND]
         if kind == INPUT:          # binary: x_t holds the float inputs, a message is x != 0
+            messages = val[op[DST]:op[DST] + op[SIZE]]
             if op[A0]:
-                for i in range(op[SIZE]):
-                    val[op[DST] + i] = x_t[i] != 0
+                for i in range(op[SIZE]):          # indexing a slice from 0: vectorised
+                    messages[i] = x_t[i] != 0
             else:
-                val[op[DST]:op[DST] + op[SIZE]] = x_t
+                messages[:] = x_t
             _pack(val, op[DST], op[SIZE], bits, op[DST_BITS])
         elif kind == SYNAPSE:
             _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts)
@@ -269,12 +269,13 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
             _neuron(val, bits, op, U, V, par)
         elif kind == MAXPOOL:
             _maxpool(val, op, indptr, ent_out)
-        elif kind == ADD:
-            for i in range(op[SIZE]):
-                acc = 0
-                for a in range(op[A0], op[A0] + op[A1]):
-                    acc += np.int64(val[add_srcs[a] + i])
-                val[op[DST] + i] = _wrap32(acc)
+        elif kind == ADD:          # int32 lanes: the sum wraps modulo 2**32, as wrap32 does
+            total = val[op[DST]:op[DST] + op[SIZE]]
+            total[:] = val[add_srcs[op[A0]]:add_srcs[op[A0]] + op[SIZE]]
+            for a in range(op[A0] + 1, op[A0] + op[A1]):
+                term = val[add_srcs[a]:add_srcs[a] + op[SIZE]]
+                for i in range(op[SIZE]):
+                    total[i] += term[i]
         elif kind == COPY:
             val[op[DST]:op[DST] + op[SIZE]] = val[op[SRC]:op[SRC] + op[SIZE]]
 
@@ -290,7 +291,7 @@ def run_program(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, 
     n_threads = max(1, min(n_threads, n_samples))
     share = (n_samples + n_threads - 1) // n_threads
     for th in prange(n_threads):
-        buf = np.empty(val_size + ALIGN, np.int32)
+        buf = np.zeros(val_size + 64 + ALIGN, np.int32)
         skip = (-(buf.ctypes.data >> 2)) & (ALIGN - 1)
         val = buf[skip:skip + val_size]
         bits = np.empty(n_words, np.int64)
@@ -304,13 +305,14 @@ def run_program(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, 
             for t in range(T):
                 _step(val, bits, U, V, x[n, t if x.shape[1] > 1 else 0], t, ops, add_srcs, indptr,
                       ent_out, ent_w, ent_len, wts, par)
+                readout = val[out_src:out_src + out_size]
                 for i in range(out_size):
-                    o = np.int64(val[out_src + i])
-                    out[n, t, i] = o + out_bias[i] if out_potential else o
+                    out[n, t, i] = np.int64(readout[i]) + out_bias[i] if out_potential else readout[i]
                 for r in range(rec.shape[0]):
                     off, size, c_off = rec[r, 0], rec[r, 1], rec[r, 2]
+                    values, sums = val[off:off + size], counts[n, c_off:c_off + size]
                     total = 0
                     for i in range(size):
-                        total += val[off + i]
-                        counts[n, c_off + i] += val[off + i]
+                        total += values[i]
+                        sums[i] += values[i]
                     steps[n, r, t] = total
