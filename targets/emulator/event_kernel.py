@@ -188,13 +188,16 @@ def _maxpool(val, op, indptr, ent_out):
 
 
 @njit(inline="always")
-def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, mode):
+def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, mode, forget_u=False):
     """``integer.lif_step_exact`` for one neuron: (u, v, spike); ``vth`` is the threshold
     minus 1 for ``>=``. The int32 conversions are the wraps to 32 bits. A decay
     ``rtz(x * keep / 4096)`` is ``x * (keep * 2**-12)`` in float64 converted to int32: with
     |x| < 2**31 and keep <= 4096 the product is exact (< 2**43), and the conversion truncates
-    toward zero, as Lava does (cheaper than int64 products on every CPU we tried)."""
-    up = np.int32(np.int32(u * (keep_u * DECAY_SCALE)) + np.int32(np.int64(a) << 6))
+    toward zero, as Lava does (cheaper than int64 products on every CPU we tried).
+    ``forget_u``: keep_u is 0 (du = 4095, the current is the input alone: the common case,
+    worth its own loop)."""
+    du = 0 if forget_u else np.int32(u * (keep_u * DECAY_SCALE))
+    up = np.int32(du + np.int32(np.int64(a) << 6))
     up = np.int32(up - 2 * LIM) if up > LIM else up
     up = np.int32(up + 2 * LIM) if up <= -LIM else up
     vn = np.int32(np.int64(np.int32(v * (keep_v * DECAY_SCALE))) + up + bias)
@@ -208,9 +211,20 @@ def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, mode):
 
 
 @njit(inline="always")
-def _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, mode):
+def _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, mode, forget_u):
     for i in range(a_in.shape[0]):
-        u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0, p1, p2, p3, p4, p5, mode)
+        u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0, p1, p2, p3, p4, p5, mode, forget_u)
+
+
+@njit(inline="always")
+def _lif_uniform_modes(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, mode, forget_u):
+    """One loop per reset mode (constants inside the loop, so LLVM drops the others)."""
+    if mode == 0:
+        _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, 0, forget_u)
+    elif mode == 1:
+        _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, 1, forget_u)
+    else:
+        _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, 2, forget_u)
 
 
 @njit(inline="always")
@@ -230,12 +244,10 @@ def _neuron(val, bits, op, U, V, par):
     if op[A4]:
         k_u, k_v, bias = np.int64(par[0, po]), np.int64(par[1, po]), np.int64(par[2, po])
         vth, r_val, r_amt = np.int64(par[3, po]), np.int32(par[4, po]), np.int64(par[5, po])
-        if mode == 0:
-            _lif_uniform(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 0)
-        elif mode == 1:
-            _lif_uniform(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 1)
+        if k_u == 0:
+            _lif_uniform_modes(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, mode, True)
         else:
-            _lif_uniform(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 2)
+            _lif_uniform_modes(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, mode, False)
     else:
         k_u, k_v, bias = par[0, po:po + size], par[1, po:po + size], par[2, po:po + size]
         vth, r_val, r_amt = par[3, po:po + size], par[4, po:po + size], par[5, po:po + size]
