@@ -25,9 +25,10 @@ from .simd import add8, add16, load, madd8, madd16, nonzero_mask16, trailing_zer
 INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY = range(6)
 # columns of an op row: its value slots (and their bit-map words), flag for input-only ops
 # (computed at step 0 only), then per-kind arguments (see events.py)
-KIND, SRC, SIZE, DST, DST_SIZE, STATIC, SRC_BITS, DST_BITS, A0, A1, A2, A3, A4, A5 = range(14)
-N_COLS = 14
+KIND, SRC, SIZE, DST, DST_SIZE, STATIC, SRC_BITS, DST_BITS, A0, A1, A2, A3, A4, A5, A6 = range(15)
+N_COLS = 15
 ALIGN = 16                        # value slots start on 64-byte boundaries (whole vectors)
+DENSE_COPIES = 4                  # copies of a Dense's outputs (see _events_dense)
 
 LIM = 2 ** 23                     # fx.STATE_MAX
 M32 = 2 ** 32 - 1
@@ -147,17 +148,47 @@ def _events_any(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_
 
 
 @njit(cache=True)
+def _events_dense(val, bits, wat, src, size, dst, wts, w0, lanes, binary):
+    """A Dense: input i adds weight row i (rows in the input's internal order, ``lanes`` a
+    multiple of 16) to the outputs; no table lookups. Every input adds into the same lanes,
+    so successive inputs go to DENSE_COPIES copies of the outputs in turn (``lanes`` apart,
+    summed at the end): with one copy each add waits for the store of the one before."""
+    k = 0
+    for wi in range((size + 63) // 64):
+        word = bits[wat + wi]
+        while word != 0:
+            i = wi * 64 + trailing_zeros(word)
+            word &= word - 1
+            w, at = w0 + i * lanes, dst + (k & (DENSE_COPIES - 1)) * lanes
+            k += 1
+            if binary:
+                for q in range(lanes >> 4):
+                    add16(val, at + (q << 4), wts, w + (q << 4))
+            else:
+                m = np.int64(val[src + i])
+                for q in range(lanes >> 4):
+                    madd16(val, at + (q << 4), wts, w + (q << 4), m)
+
+
+@njit(cache=True)
 def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts):
     src, size, dst, dst_size = op[SRC], op[SIZE], op[DST], op[DST_SIZE]
     binary, post, exp, listed, ip, run = op[A0], op[A1], op[A2], op[A3], op[A4], op[A5]
     if not listed:
         _pack(val, src, size, bits, op[SRC_BITS])
     acc = val[dst:dst + dst_size]
-    for j in range(dst_size):
-        acc[j] = 0
+    zeros = val[dst:dst + (DENSE_COPIES * run if post == 1 else dst_size)]
+    for j in range(zeros.shape[0]):
+        zeros[j] = 0
     args = (val, bits, op[SRC_BITS], src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run,
             binary)
-    if run == 16:
+    if post == 1:
+        _events_dense(val, bits, op[SRC_BITS], src, size, dst, wts, op[A6], run, binary)
+        for c in range(1, DENSE_COPIES):
+            copy = val[dst + c * run:dst + c * run + dst_size]
+            for j in range(dst_size):
+                acc[j] += copy[j]
+    elif run == 16:
         _events16(*args)
     elif run > 0 and run % 16 == 0:
         _events16n(*args)

@@ -86,6 +86,13 @@ class _Synapses:
         runs = np.unique(self.length[-1])
         return at, int(runs[0]) if len(runs) == 1 else 0
 
+    def add_weights(self, weights) -> int:
+        """Append weights that need no entry table (a Dense); returns their offset."""
+        at = self.n_weights
+        self.weights.append(np.asarray(weights, np.int64).reshape(-1))
+        self.n_weights += self.weights[-1].size
+        return at
+
     def arrays(self):
         """indptr, entry output offsets, weight offsets and run lengths (int64), weights (int32)."""
         cat = [np.concatenate(a) if a else np.zeros(0, np.int64)
@@ -283,17 +290,17 @@ class _Builder:
             # the right shift needs the exact sum, which int32 sums hold only below 2**31
             # (every other case wraps to 24 or 32 bits anyway: a sum modulo 2**32 suffices)
             raise NotEventEligible(f"node '{node.name}': sums beyond 32 bits before a right shift")
-        columns = self.perm[ins[0]]                                      # internal -> column
-        # runs padded with zero weights to a multiple of 8 lanes (vector adds; the extra
-        # lanes land in room after the slot and are never read)
-        lanes = -(-n_out // 8) * 8
+        # one weight row per input, in the input's internal order, padded with zeros to a
+        # multiple of 16 lanes (whole vector adds); the slot has room for the kernel's
+        # copies of the outputs (``event_kernel._events_dense``)
+        lanes = -(-n_out // 16) * 16
         rows = np.zeros((n_in, lanes), np.int64)
-        rows[:, :n_out] = w.T
-        at, run = self.syn.add(np.arange(n_in + 1), np.zeros(n_in), columns * lanes, lanes, rows)
-        self._new_value(node.name, np.arange(n_out), room=lanes - n_out)
+        rows[:, :n_out] = w.T[self.perm[ins[0]]]
+        w0 = self.syn.add_weights(rows)
+        self._new_value(node.name, np.arange(n_out), room=K.DENSE_COPIES * lanes - n_out)
         src = self.source(ins[0], node.name)
         self.op(K.SYNAPSE, node.name, src, n_in, self.slot[node.name], n_out,
-                int(binary), 1, f.weight_exp, int(src in self.listed), at, run)
+                int(binary), 1, f.weight_exp, int(src in self.listed), 0, lanes, w0)
 
     def _conv_like(self, node, ins, weight, stride, padding, dilation, groups, kind=K.SYNAPSE):
         in_shape, out_shape = self.g.shape(ins[0]), self.g.shape(node.name)
