@@ -4,9 +4,10 @@ The torch engine is checked against Lava itself (``test_emulator_lava.py``, whos
 chains it runs, and ``test_emulator_zoo_lava.py``, which runs the default engine: events).
 Here random graphs with integers at and around the wrap/saturation limits run on both
 engines -- the torch engine on its plain int64 path -- and every output, per-node count and
-per-step sum must be equal: conv (stride, padding, dilation, groups), pooling, Dense with
-weight exponents, binary and graded messages, per-neuron parameters, every reset mode and
-comparison, residual Adds, recurrent edges and potential readouts.
+per-step sum must be equal: conv (stride, padding, dilation, groups), sum and max pooling
+(of spikes, and of graded inputs), Dense with weight exponents, binary and graded messages,
+per-neuron parameters, every reset mode and comparison, residual Adds, recurrent edges and
+potential readouts.
 """
 from __future__ import annotations
 
@@ -126,7 +127,10 @@ def graph_case(draw):
     g = Graph("random", timesteps=T)
     prev = g.add(ir.Input("in", shape=shape, fixed=fx.InputFixed(num_message_bits=bits)))
     if image:
-        syn, out_shape = draw(conv("conv", *shape, bits))
+        if draw(st.booleans()):     # max-pool the input itself: graded values, or binary ones
+            prev = g.add(ir.MaxPool2d("pool_in", kernel_size=(2, 2), stride=(1, 1),
+                                      padding=draw(st.sampled_from([(0, 0), (1, 1)]))), [prev])
+        syn, out_shape = draw(conv("conv", *g.shape(prev), bits))
         prev = g.add(draw(neuron("lif_c", out_shape)), [g.add(syn, [prev])])
         pool = draw(st.sampled_from([None, "max", "sum"]))
         if pool and min(out_shape[1:]) >= 2:

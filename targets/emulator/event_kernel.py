@@ -206,14 +206,28 @@ def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts):
 
 
 @njit(cache=True)
-def _maxpool(val, op, indptr, ent_out):
+def _maxpool(val, bits, op, indptr, ent_out):
+    """Max over each window. Of spikes (a listed source: values 0 or 1) it is an OR: the
+    outputs start at 0 and each spike sets its windows to 1. Of other values every input
+    is compared (padding never wins: every window holds at least one input)."""
     src, size, dst, dst_size, ip = op[SRC], op[SIZE], op[DST], op[DST_SIZE], op[A4]
     acc = val[dst:dst + dst_size]
+    if op[A3]:
+        acc[:] = 0
+        for wi in range((size + 63) // 64):
+            word = bits[op[SRC_BITS] + wi]
+            while word != 0:
+                i = wi * 64 + trailing_zeros(word)
+                word &= word - 1
+                for e in range(load(indptr, ip + i), load(indptr, ip + i + 1)):
+                    acc[load(ent_out, e)] = 1
+        return
     acc[:] = NEG
+    msgs = val[src:src + size]
     for i in range(size):
-        m = val[src + i]
-        for e in range(indptr[ip + i], indptr[ip + i + 1]):
-            o = ent_out[e]
+        m = msgs[i]
+        for e in range(load(indptr, ip + i), load(indptr, ip + i + 1)):
+            o = load(ent_out, e)
             if m > acc[o]:
                 acc[o] = m
 
@@ -311,7 +325,7 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
         elif kind == NEURON:
             _neuron(val, bits, op, U, V, par)
         elif kind == MAXPOOL:
-            _maxpool(val, op, indptr, ent_out)
+            _maxpool(val, bits, op, indptr, ent_out)
         elif kind == ADD:          # int32 lanes: the sum wraps modulo 2**32, as wrap32 does
             total = val[op[DST]:op[DST] + op[SIZE]]
             total[:] = val[add_srcs[op[A0]]:add_srcs[op[A0]] + op[SIZE]]

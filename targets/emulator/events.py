@@ -178,8 +178,9 @@ class _Builder:
         #: value slot offset -> offset of its bit-map words
         self.words = {}
         self.slot, self.perm, self.prev = {}, {}, {}
-        #: Slots whose ops also write the bit map of their non-zero values (Input, Neuron).
-        self.listed = set()
+        #: Slots whose ops also write the bit map of their non-zero values (Input, Neuron),
+        #: and those of them that hold 0/1 only (Neuron, binary Input).
+        self.listed, self.spikes = set(), set()
         self.record = record
 
     def alloc(self, size: int, room: int = 0) -> int:
@@ -276,6 +277,8 @@ class _Builder:
         size = int(np.prod(node.shape))
         self.slot[node.name], self.perm[node.name] = self.alloc(size), hwc_perm(node.shape)
         self.listed.add(self.slot[node.name])
+        if bits == 0:
+            self.spikes.add(self.slot[node.name])
         self.op(K.INPUT, node.name, 0, size, self.slot[node.name], size, int(bits == 0))
 
     def _new_value(self, name, perm, room: int = 0):
@@ -312,8 +315,11 @@ class _Builder:
         self._new_value(node.name, hwc_perm(out_shape))
         binary = int(_need_fixed(node).num_message_bits == 0) if kind == K.SYNAPSE else 0
         src = self.source(ins[0], node.name)
+        # a synapse reads the source's bit map if it has one; a max-pool needs the values to
+        # be 0/1 as well (spikes) to pool by events
+        listed = src in (self.listed if kind == K.SYNAPSE else self.spikes)
         self.op(kind, node.name, src, int(np.prod(in_shape)), self.slot[node.name],
-                n_out, binary, 0, 0, int(src in self.listed), at, run)
+                n_out, binary, 0, 0, int(listed), at, run)
 
     def _Conv2d(self, node, ins):
         w = np.asarray(_need_fixed(node).weight, np.int64)
@@ -364,6 +370,7 @@ class _Builder:
         self.v0.append(per_neuron(f.v_init, "v_init"))
         self._new_value(node.name, perm)
         self.listed.add(self.slot[node.name])
+        self.spikes.add(self.slot[node.name])
         p_off = sum(p.shape[1] for p in self.params[:-1])
         uniform = bool(np.all(self.params[-1] == self.params[-1][:, :1]))
         self.op(K.NEURON, node.name, self.source(ins[0], node.name), len(perm), self.slot[node.name],
