@@ -17,7 +17,7 @@ are formed in int64 before their wraps; decays in float64 (exact, see ``_lif``).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .simd import add8, add16, load, madd8, madd16, nonzero_mask16, trailing_zeros
 
@@ -233,75 +233,82 @@ def _maxpool(val, bits, op, indptr, ent_out):
 
 
 @njit(inline="always")
-def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, mode, forget_u=False):
+def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, to_zero, forget_u, hold_v):
     """``integer.lif_step_exact`` for one neuron: (u, v, spike); ``vth`` is the threshold
     minus 1 for ``>=``. The int32 conversions are the wraps to 32 bits. A decay
     ``rtz(x * keep / 4096)`` is ``x * (keep * 2**-12)`` in float64 converted to int32: with
     |x| < 2**31 and keep <= 4096 the product is exact (< 2**43), and the conversion truncates
     toward zero, as Lava does (cheaper than int64 products on every CPU we tried).
-    ``forget_u``: keep_u is 0 (du = 4095, the current is the input alone: the common case,
-    worth its own loop)."""
+    ``forget_u``: keep_u is 0 (du = 4095: the current is the input alone); ``hold_v``: keep_v
+    is 4096 (dv = 0: no leak, an IF neuron). The common cases, worth their own loops."""
     du = 0 if forget_u else np.int32(u * (keep_u * DECAY_SCALE))
     up = np.int32(du + np.int32(np.int64(a) << 6))
     up = np.int32(up - 2 * LIM) if up > LIM else up
     up = np.int32(up + 2 * LIM) if up <= -LIM else up
-    vn = np.int32(np.int64(np.int32(v * (keep_v * DECAY_SCALE))) + up + bias)
+    dv = v if hold_v else np.int32(v * (keep_v * DECAY_SCALE))
+    vn = np.int32(np.int64(dv) + up + bias)
     vn = min(max(vn, -(LIM - 1)), LIM - 1)
     s = vn > vth
-    if mode == 0:
-        vn = r_val if s else vn
-    elif mode == 1:
-        vn = min(max(vn - r_amt, -(LIM - 1)), LIM - 1) if s else vn
-    return up, vn, s
+    if to_zero:                    # a constant in each loop (see _lif_variants)
+        return up, (r_val if s else vn), s
+    return up, (min(max(vn - r_amt, -(LIM - 1)), LIM - 1) if s else vn), s
 
 
 @njit(inline="always")
-def _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, mode, forget_u):
+def _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, forget_u, hold_v, uniform):
+    """The population's update; ``uniform``: the parameters are scalars, else arrays."""
     for i in range(a_in.shape[0]):
-        u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0, p1, p2, p3, p4, p5, mode, forget_u)
+        if uniform:
+            u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0, p1, p2, p3, p4, p5, to_zero,
+                                           forget_u, hold_v)
+        else:
+            u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0[i], p1[i], p2[i], p3[i], p4[i],
+                                           p5[i], to_zero, forget_u, hold_v)
 
 
 @njit(inline="always")
-def _lif_uniform_modes(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, mode, forget_u):
-    """One loop per reset mode (constants inside the loop, so LLVM drops the others)."""
-    if mode == 0:
-        _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, 0, forget_u)
-    elif mode == 1:
-        _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, 1, forget_u)
+def _lif_variants(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, forget_u, hold_v, uniform):
+    """One loop per reset mode (to a value; subtract, which is also "none" with 0) and decay
+    case: constants inside each loop, so LLVM keeps only the arithmetic that case needs (a
+    select on a loop-invariant mode instead was 60 % slower on this CPU)."""
+    if to_zero:
+        _lif_decays(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, True, forget_u, hold_v, uniform)
     else:
-        _lif_uniform(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, 2, forget_u)
+        _lif_decays(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, False, forget_u, hold_v, uniform)
 
 
 @njit(inline="always")
-def _lif_each(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, mode):
-    for i in range(a_in.shape[0]):
-        u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0[i], p1[i], p2[i], p3[i], p4[i],
-                                       p5[i], mode)
+def _lif_decays(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, forget_u, hold_v, uniform):
+    if forget_u and hold_v:
+        _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, True, True, uniform)
+    elif forget_u:
+        _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, True, False, uniform)
+    elif hold_v:
+        _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, False, True, uniform)
+    else:
+        _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, False, False, uniform)
 
 
 @njit(cache=True)
 def _neuron(val, bits, op, U, V, par):
     """One population of one sample: a vectorised loop over contiguous slices (parameters
     as scalars when the population shares them), then the bit map of its spikes."""
-    size, dst, so, po, mode = op[SIZE], op[DST], op[A0], op[A1], op[A3]
+    size, dst, so, po = op[SIZE], op[DST], op[A0], op[A1]
+    to_zero = op[A3] == 0         # reset to a value, else subtract (no reset: subtract 0)
     a_in, spikes = val[op[SRC]:op[SRC] + size], val[dst:dst + size]
     u_, v_ = U[so:so + size], V[so:so + size]
-    if op[A4]:
+    flags = op[A4]                 # 1: shared parameters, 2: keep_u == 0, 4: keep_v == 4096
+    forget_u, hold_v = (flags & 2) != 0, (flags & 4) != 0
+    if flags & 1:
         k_u, k_v, bias = np.int64(par[0, po]), np.int64(par[1, po]), np.int64(par[2, po])
         vth, r_val, r_amt = np.int64(par[3, po]), np.int32(par[4, po]), np.int64(par[5, po])
-        if k_u == 0:
-            _lif_uniform_modes(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, mode, True)
-        else:
-            _lif_uniform_modes(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, mode, False)
+        _lif_variants(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero, forget_u,
+                      hold_v, True)
     else:
         k_u, k_v, bias = par[0, po:po + size], par[1, po:po + size], par[2, po:po + size]
         vth, r_val, r_amt = par[3, po:po + size], par[4, po:po + size], par[5, po:po + size]
-        if mode == 0:
-            _lif_each(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 0)
-        elif mode == 1:
-            _lif_each(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 1)
-        else:
-            _lif_each(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, 2)
+        _lif_variants(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero, forget_u,
+                      hold_v, False)
     _pack(val, dst, size, bits, op[DST_BITS])
 
 
@@ -314,11 +321,8 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
         kind = op[KIND]
         if kind == INPUT:          # binary: x_t holds the float inputs, a message is x != 0
             messages = val[op[DST]:op[DST] + op[SIZE]]
-            if op[A0]:
-                for i in range(op[SIZE]):          # indexing a slice from 0: vectorised
-                    messages[i] = x_t[i] != 0
-            else:
-                messages[:] = x_t
+            for i in range(op[SIZE]):              # 0/1 (uint8) or int32 messages
+                messages[i] = x_t[i]
             _pack(val, op[DST], op[SIZE], bits, op[DST_BITS])
         elif kind == SYNAPSE:
             _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts)
@@ -328,48 +332,50 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
             _maxpool(val, bits, op, indptr, ent_out)
         elif kind == ADD:          # int32 lanes: the sum wraps modulo 2**32, as wrap32 does
             total = val[op[DST]:op[DST] + op[SIZE]]
-            total[:] = val[add_srcs[op[A0]]:add_srcs[op[A0]] + op[SIZE]]
+            first = val[add_srcs[op[A0]]:add_srcs[op[A0]] + op[SIZE]]
+            for i in range(op[SIZE]):
+                total[i] = first[i]
             for a in range(op[A0] + 1, op[A0] + op[A1]):
                 term = val[add_srcs[a]:add_srcs[a] + op[SIZE]]
                 for i in range(op[SIZE]):
                     total[i] += term[i]
         elif kind == COPY:
-            val[op[DST]:op[DST] + op[SIZE]] = val[op[SRC]:op[SRC] + op[SIZE]]
+            source, copy = val[op[SRC]:op[SRC] + op[SIZE]], val[op[DST]:op[DST] + op[SIZE]]
+            for i in range(op[SIZE]):
+                copy[i] = source[i]
 
 
-@njit(parallel=True, cache=True)
-def run_program(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, u_init, v_init,
+@njit(nogil=True, cache=True)
+def run_samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, u_init, v_init,
                 val_size, n_words, zero_ranges, out_src, out_size, out_bias, out_potential, rec,
-                out, counts, steps, n_threads):
-    """Run every sample of ``x`` (N, T or 1, input size) int32 through the program; fills
-    ``out`` (N, T, out_size) and, when ``rec`` has rows, ``counts``/``steps`` (events.py).
-    The samples are split into one contiguous share per thread, each with its own buffers."""
-    n_samples = x.shape[0]
-    n_threads = max(1, min(n_threads, n_samples))
-    share = (n_samples + n_threads - 1) // n_threads
-    for th in prange(n_threads):
-        buf = np.zeros(val_size + 64 + ALIGN, np.int32)
-        skip = (-(buf.ctypes.data >> 2)) & (ALIGN - 1)
-        val = buf[skip:skip + val_size]
-        bits = np.empty(n_words, np.int64)
-        U = np.empty_like(u_init)
-        V = np.empty_like(v_init)
-        for n in range(th * share, min(n_samples, (th + 1) * share)):
-            U[:] = u_init
-            V[:] = v_init
-            for r in range(zero_ranges.shape[0]):      # delayed values read 0 at step 0
-                val[zero_ranges[r, 0]:zero_ranges[r, 0] + zero_ranges[r, 1]] = 0
-            for t in range(T):
-                _step(val, bits, U, V, x[n, t if x.shape[1] > 1 else 0], t, ops, add_srcs, indptr,
-                      ent_out, ent_w, ent_len, wts, par)
-                readout = val[out_src:out_src + out_size]
-                for i in range(out_size):
-                    out[n, t, i] = np.int64(readout[i]) + out_bias[i] if out_potential else readout[i]
-                for r in range(rec.shape[0]):
-                    off, size, c_off = rec[r, 0], rec[r, 1], rec[r, 2]
-                    values, sums = val[off:off + size], counts[n, c_off:c_off + size]
-                    total = 0
-                    for i in range(size):
-                        total += values[i]
-                        sums[i] += values[i]
-                    steps[n, r, t] = total
+                out, counts, steps):
+    """Run every sample of ``x`` (N, T or 1, input size; uint8 0/1 for binary messages, else
+    int32) through the program, one after the other; fills ``out`` (N, T, out_size) and, when
+    ``rec`` has rows, ``counts``/``steps`` (events.py). Releases the GIL: ``events.py`` runs
+    one call per thread on its own share of the samples."""
+    buf = np.zeros(val_size + 64 + ALIGN, np.int32)   # room: _pack reads whole words
+    skip = (-(buf.ctypes.data >> 2)) & (ALIGN - 1)
+    val = buf[skip:skip + val_size]
+    bits = np.empty(n_words, np.int64)
+    U = np.empty_like(u_init)
+    V = np.empty_like(v_init)
+    for n in range(x.shape[0]):
+        for i in range(U.shape[0]):                # (a loop: numba's U[:] = u_init is 10x slower)
+            U[i] = u_init[i]
+            V[i] = v_init[i]
+        for r in range(zero_ranges.shape[0]):      # delayed values read 0 at step 0
+            val[zero_ranges[r, 0]:zero_ranges[r, 0] + zero_ranges[r, 1]] = 0
+        for t in range(T):
+            _step(val, bits, U, V, x[n, t if x.shape[1] > 1 else 0], t, ops, add_srcs, indptr,
+                  ent_out, ent_w, ent_len, wts, par)
+            readout = val[out_src:out_src + out_size]
+            for i in range(out_size):
+                out[n, t, i] = np.int64(readout[i]) + out_bias[i] if out_potential else readout[i]
+            for r in range(rec.shape[0]):
+                off, size, c_off = rec[r, 0], rec[r, 1], rec[r, 2]
+                values, sums = val[off:off + size], counts[n, c_off:c_off + size]
+                total = 0
+                for i in range(size):
+                    total += values[i]
+                    sums[i] += values[i]
+                steps[n, r, t] = total

@@ -33,7 +33,7 @@ from .integer import _need_fixed, input_only_nodes
 #: (big images, wide convs) the tables cost more memory than the torch engine's dense convs.
 MAX_ENTRIES = 5_000_000
 
-RESET_MODES = {"zero": 0, "subtract": 1}
+RESET_MODES = {"zero": 0, "subtract": 1, "none": 1}
 
 
 class NotEventEligible(Exception):
@@ -279,7 +279,7 @@ class _Builder:
         self.listed.add(self.slot[node.name])
         if bits == 0:
             self.spikes.add(self.slot[node.name])
-        self.op(K.INPUT, node.name, 0, size, self.slot[node.name], size, int(bits == 0))
+        self.op(K.INPUT, node.name, 0, size, self.slot[node.name], size)
 
     def _new_value(self, name, perm, room: int = 0):
         self.slot[name], self.perm[name] = self.alloc(len(perm), room), perm
@@ -365,16 +365,20 @@ class _Builder:
             (f.effective_bias(), "bias"),
             # v >= vth is v > vth - 1 on integers: one comparison in the kernel
             (np.left_shift(f.vth, fx.VTH_SHIFT) - int(f.compare == ">="), "threshold"),
-            (f.reset_value, "reset value"), (f.reset_amount, "reset amount"))]))
+            # no reset is a subtractive reset of 0 (the kernel knows two modes)
+            (f.reset_value, "reset value"),
+            (f.reset_amount if f.reset_mode == "subtract" else 0, "reset amount"))]))
         self.u0.append(per_neuron(f.u_init, "u_init"))
         self.v0.append(per_neuron(f.v_init, "v_init"))
         self._new_value(node.name, perm)
         self.listed.add(self.slot[node.name])
         self.spikes.add(self.slot[node.name])
         p_off = sum(p.shape[1] for p in self.params[:-1])
-        uniform = bool(np.all(self.params[-1] == self.params[-1][:, :1]))
+        par = self.params[-1]
+        flags = (int(np.all(par == par[:, :1])) | 2 * int(np.all(par[0] == 0))
+                 | 4 * int(np.all(par[1] == fx.DECAY_UNITY)))     # see event_kernel._neuron
         self.op(K.NEURON, node.name, self.source(ins[0], node.name), len(perm), self.slot[node.name],
-                len(perm), self.n_state, p_off, 0, RESET_MODES.get(f.reset_mode, 2), int(uniform))
+                len(perm), self.n_state, p_off, 0, RESET_MODES[f.reset_mode], flags)
         self.n_state += len(perm)
 
     def _Output(self, node, ins):
@@ -388,14 +392,16 @@ def build_program(graph, record: bool = False, static_input: bool = False) -> Ev
 
 
 def _input_messages(prog: EventProgram, chunk: np.ndarray) -> np.ndarray:
-    """(n, steps, input size) in the internal order: the float inputs themselves for binary
-    messages (the kernel takes x != 0: no extra pass over the data), else int32 messages."""
+    """(n, steps, input size) messages in the internal order: uint8 0/1 for binary messages
+    (x != 0), else int32."""
     import torch
 
     from .integer import input_messages
     if prog.input_fixed.num_message_bits:
         writable = np.require(chunk, requirements=["C", "W"])   # a static input is a view
         chunk = input_messages(torch.from_numpy(writable), prog.input_fixed).numpy().astype(np.int32)
+    elif chunk.dtype != np.uint8:
+        chunk = (chunk != 0).view(np.uint8)
     n, steps = chunk.shape[:2]
     shape = prog.input_shape
     if len(shape) == 3 and shape[0] > 1:                  # (C, H, W) -> channel-last
@@ -403,43 +409,45 @@ def _input_messages(prog: EventProgram, chunk: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chunk.reshape(n, steps, -1))
 
 
-def run_program(prog: EventProgram, xs: np.ndarray, T: int, batch_size: int = 4096):
-    """Run prepared inputs ``xs`` (N, T or 1 when static, *input shape; float64, or uint8 /
-    integers for binary messages): (outputs (N, T, n_out) float64, layer_counts,
-    layer_steps) in the format of ``targets.reference.simulate``. ``batch_size`` bounds the
-    memory of one kernel call, not its speed."""
-    import numba
+#: Samples per task handed to a worker thread: small enough to balance 2 to 16 threads, large
+#: enough that a task's set-up (buffers, the GIL) is noise.
+CHUNK = 64
+
+
+def run_program(prog: EventProgram, xs: np.ndarray, T: int):
+    """Run prepared inputs ``xs`` (N, T or 1 when static, *input shape; float64, or uint8
+    for binary messages) on ``torch.get_num_threads()`` threads: (outputs (N, T, n_out)
+    float64, layer_counts, layer_steps) in the format of ``targets.reference.simulate``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    n_rec = prog.rec.shape[0]
+    n, n_rec = xs.shape[0], prog.rec.shape[0]
     c_size = int(prog.rec[:, 1].sum()) if n_rec else 0
-    outs, counts, steps = [], [], []
-    for lo in range(0, xs.shape[0], batch_size):
-        chunk = xs[lo:lo + batch_size]
-        n = chunk.shape[0]
-        m = _input_messages(prog, chunk)
-        out = np.zeros((n, T, len(prog.out_perm)), np.int64)
-        cnt = np.zeros((n, c_size if n_rec else 0), np.int64)
-        stp = np.zeros((n, n_rec, T), np.int64)
-        K.run_program(m, T, prog.ops, prog.add_srcs, *prog.tables, prog.params, prog.u_init,
-                      prog.v_init, prog.val_size, max(prog.n_words, 1), prog.zero_ranges, prog.out_src,
-                      len(prog.out_perm), prog.out_bias, prog.out_potential, prog.rec, out, cnt, stp,
-                      threads)
-        canonical = np.empty_like(out)
-        canonical[:, :, prog.out_perm] = out
-        outs.append(canonical)
-        counts.append(cnt)
-        steps.append(stp)
-    outputs = np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, T, len(prog.out_perm)))
+    out = np.zeros((n, T, len(prog.out_perm)), np.int64)
+    cnt = np.zeros((n, c_size), np.int64)
+    stp = np.zeros((n, n_rec, T), np.int64)
+
+    def task(lo):
+        hi = min(n, lo + CHUNK)
+        K.run_samples(_input_messages(prog, xs[lo:hi]), T, prog.ops, prog.add_srcs, *prog.tables,
+                      prog.params, prog.u_init, prog.v_init, prog.val_size, max(prog.n_words, 1),
+                      prog.zero_ranges, prog.out_src, len(prog.out_perm), prog.out_bias,
+                      prog.out_potential, prog.rec, out[lo:hi], cnt[lo:hi], stp[lo:hi])
+    threads = max(1, min(torch.get_num_threads(), -(-n // CHUNK)))
+    if threads == 1:
+        for lo in range(0, n, CHUNK):
+            task(lo)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(task, range(0, n, CHUNK)))
+    outputs = np.empty(out.shape, np.float64)
+    outputs[:, :, prog.out_perm] = out
     layer_counts, layer_steps = {}, {}
-    if n_rec and outs:
-        cnt, stp = np.concatenate(counts), np.concatenate(steps)
-        for r, (name, shape, perm) in enumerate(prog.rec_nodes):
-            _, size, c_off = prog.rec[r]
-            canon = np.empty((cnt.shape[0], size), np.float64)
-            canon[:, perm] = cnt[:, c_off:c_off + size]
-            layer_counts[name] = canon.reshape((cnt.shape[0],) + shape)
-            layer_steps[name] = stp[:, r].astype(np.float64)
+    for r, (name, shape, perm) in enumerate(prog.rec_nodes):
+        _, size, c_off = prog.rec[r]
+        canon = np.empty((n, size), np.float64)
+        canon[:, perm] = cnt[:, c_off:c_off + size]
+        layer_counts[name] = canon.reshape((n,) + shape)
+        layer_steps[name] = stp[:, r].astype(np.float64)
     return outputs, layer_counts, layer_steps
