@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PIPC) --no-deps spikingjelly==2.0.0 norse==1.1.0
 	$(PIPC) -e '.[test]'
 	$(PY) -m snncompile.lava_compat
+	# numba compiles the emulator's event kernel on first use (about a minute): do it now.
+	$(PY) -m snncompile.targets.emulator
 	touch $@
 
 lava-check: install
