@@ -242,3 +242,15 @@ def test_a_graph_without_event_layout_falls_back_or_says_why():
 def test_unknown_engine_is_refused():
     with pytest.raises(SnnCompileError, match="unknown emulator engine 'gpu'; choose one of auto, events, torch"):
         emulator.run(_flatten_add_graph(), np.zeros((1, 3, 2, 2, 2)), precision="fixed", engine="gpu")
+
+
+def test_a_graph_changed_in_place_is_laid_out_again():
+    """Programs are cached by a digest of the graph: an in-place change must not reuse one."""
+    m = zoo.MODELS["sj_mlp"]
+    qg, _ = quantize(m.graph(), calib=m.inputs(16, 0))
+    x = m.inputs(8, 1)
+    before = emulator.run(qg, x, precision="fixed").outputs
+    neuron = next(n for n in qg if isinstance(n, ir.Neuron))
+    neuron.fixed.vth[...] = neuron.fixed.vth // 4 + 1          # a much lower threshold
+    after = assert_same_run(qg, x).outputs
+    assert not np.array_equal(before, after)

@@ -387,8 +387,45 @@ class _Builder:
 
 
 def build_program(graph, record: bool = False, static_input: bool = False) -> EventProgram:
-    """Lay a quantized ``graph`` out for the event kernel (``NotEventEligible`` if it can't)."""
-    return _Builder(graph, record, static_input).build()
+    """Lay a quantized ``graph`` out for the event kernel (``NotEventEligible`` if it can't).
+    The last few programs are kept, keyed by a digest of everything the layout reads (the
+    graph's nodes, their parameters, edges and delays), so evaluating a test set batch by
+    batch lays the graph out once, and a graph changed in place is laid out again."""
+    key = (graph_digest(graph), record, static_input)
+    if key not in _PROGRAMS:
+        program = _Builder(graph, record, static_input).build()
+        if len(_PROGRAMS) >= 8:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[key] = program
+    return _PROGRAMS[key]
+
+
+_PROGRAMS: dict = {}
+
+
+def graph_digest(graph) -> bytes:
+    """A digest of a graph's structure and every node's attributes and fixed-point
+    parameters (arrays by dtype, shape and bytes)."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=20)
+
+    def feed(value):
+        if isinstance(value, np.ndarray):
+            h.update(f"{value.dtype}{value.shape}".encode())
+            h.update(np.ascontiguousarray(value).tobytes())
+        elif hasattr(value, "__dataclass_fields__"):
+            h.update(type(value).__name__.encode())
+            for name in value.__dataclass_fields__:
+                h.update(name.encode())
+                feed(getattr(value, name))
+        else:
+            h.update(repr(value).encode())
+    feed(graph.timesteps)
+    for name in graph.order():
+        feed(graph.node(name))
+        for src in graph.inputs_of(name):
+            feed((src, name, graph.delay(src, name)))
+    return h.digest()
 
 
 def _input_messages(prog: EventProgram, chunk: np.ndarray) -> np.ndarray:
