@@ -97,14 +97,14 @@ def _events16n(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_l
             if binary:
                 for e in range(lo, hi):
                     o, w = dst + load(ent_out, e), load(ent_w, e)
-                    for q in range(0, run, 16):
-                        add16(val, o + q, wts, w + q)
+                    for q in range(run >> 4):
+                        add16(val, o + (q << 4), wts, w + (q << 4))
             else:
                 m = np.int64(val[src + i])
                 for e in range(lo, hi):
                     o, w = dst + load(ent_out, e), load(ent_w, e)
-                    for q in range(0, run, 16):
-                        madd16(val, o + q, wts, w + q, m)
+                    for q in range(run >> 4):
+                        madd16(val, o + (q << 4), wts, w + (q << 4), m)
 
 
 @njit(cache=True)
