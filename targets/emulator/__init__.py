@@ -63,7 +63,9 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float", record:
         batch_size: int = 512, fused: Optional[bool] = None, engine: str = "auto") -> RunResult:
     """Simulate ``graph`` on ``x`` ((N, T, *shape) or static (N, *shape)) in float or fixed point.
 
-    ``engine`` (fixed point): see ``ENGINES``; both give the same integers.
+    ``engine`` (fixed point): see ``ENGINES``; both give the same integers. The event engine
+    runs on ``torch.get_num_threads()`` threads, 64 samples per task.
+    ``batch_size`` (float, and the torch engine): samples simulated together.
     ``fused`` (torch engine): fuse the integer neuron update with torch.compile (same
     integers; default: only for runs above ``FUSE_ABOVE`` neuron updates)."""
     if precision not in ("float", "fixed"):
