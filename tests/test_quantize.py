@@ -191,6 +191,9 @@ def test_golden_lif_benchmark_matches_lava_cpu_fixed():
         v.append(int(sim.neurons["lif"].v[0, 0]))
     v, s = np.array(v), np.array(s)
     assert list(np.nonzero(s)[0] + 1) == [461, 511, 711, 761] == list(np.nonzero(cpu[:, 2])[0])
+    # the event engine (the emulator's default) gives the same spikes
+    events = emulator.run(g, cpu[None, :, :1], precision="fixed", engine="events").outputs[0, :, 0]
+    assert np.array_equal(events, s)
     assert np.array_equal(v[:-1], cpu[1:, 1]) and np.array_equal(s[:-1], cpu[1:, 2])
     # The real chip: same spikes; v differs only at the 4 spike steps, where the chip
     # reports 128 and Lava (and we) report the reset value 0.
