@@ -19,6 +19,7 @@ in how the work is laid out:
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -392,15 +393,19 @@ def build_program(graph, record: bool = False, static_input: bool = False) -> Ev
     graph's nodes, their parameters, edges and delays), so evaluating a test set batch by
     batch lays the graph out once, and a graph changed in place is laid out again."""
     key = (graph_digest(graph), record, static_input)
-    if key not in _PROGRAMS:
+    with _PROGRAMS_LOCK:
+        program = _PROGRAMS.get(key)
+    if program is None:
         program = _Builder(graph, record, static_input).build()
-        if len(_PROGRAMS) >= 8:
-            _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        _PROGRAMS[key] = program
-    return _PROGRAMS[key]
+        with _PROGRAMS_LOCK:                 # runs may come from several threads
+            if len(_PROGRAMS) >= 8:
+                _PROGRAMS.pop(next(iter(_PROGRAMS)))
+            _PROGRAMS[key] = program
+    return program
 
 
 _PROGRAMS: dict = {}
+_PROGRAMS_LOCK = threading.Lock()
 
 
 def graph_digest(graph) -> bytes:
