@@ -169,7 +169,7 @@ def mnist_lava_target(args, B: int) -> str:
     n, n0 = args.mnist, max(1, args.mnist // 4)
     x = data.x_test[:max(2 * B, n)]
     t0 = time.perf_counter()
-    small = lava.run(qg, x[:n0], precision="fixed")
+    lava.run(qg, x[:n0], precision="fixed")
     t_small = time.perf_counter() - t0
     t0 = time.perf_counter()
     big = lava.run(qg, x[:n], precision="fixed")
