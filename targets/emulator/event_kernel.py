@@ -319,9 +319,9 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
         if op[STATIC] and t > 0:
             continue
         kind = op[KIND]
-        if kind == INPUT:          # binary: x_t holds the float inputs, a message is x != 0
+        if kind == INPUT:          # x_t: 0/1 (uint8) or int32 messages (events._input_messages)
             messages = val[op[DST]:op[DST] + op[SIZE]]
-            for i in range(op[SIZE]):              # 0/1 (uint8) or int32 messages
+            for i in range(op[SIZE]):
                 messages[i] = x_t[i]
             _pack(val, op[DST], op[SIZE], bits, op[DST_BITS])
         elif kind == SYNAPSE:
