@@ -390,17 +390,23 @@ class _Builder:
 def build_program(graph, record: bool = False, static_input: bool = False) -> EventProgram:
     """Lay a quantized ``graph`` out for the event kernel (``NotEventEligible`` if it can't).
     The last few programs are kept, keyed by a digest of everything the layout reads (the
-    graph's nodes, their parameters, edges and delays), so evaluating a test set batch by
-    batch lays the graph out once, and a graph changed in place is laid out again."""
+    graph's nodes, their parameters, edges and delays), refusals included, so evaluating a
+    test set batch by batch lays the graph out once, and a graph changed in place is laid
+    out again."""
     key = (graph_digest(graph), record, static_input)
     with _PROGRAMS_LOCK:
         program = _PROGRAMS.get(key)
     if program is None:
-        program = _Builder(graph, record, static_input).build()
+        try:
+            program = _Builder(graph, record, static_input).build()
+        except NotEventEligible as refusal:   # kept too: "auto" runs would lay it out again
+            program = refusal
         with _PROGRAMS_LOCK:                 # runs may come from several threads
             if len(_PROGRAMS) >= 8:
                 _PROGRAMS.pop(next(iter(_PROGRAMS)))
             _PROGRAMS[key] = program
+    if isinstance(program, NotEventEligible):
+        raise NotEventEligible(str(program))
     return program
 
 
