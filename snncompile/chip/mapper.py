@@ -1,0 +1,290 @@
+"""Partition every population into cores so that no core breaks any limit of the chip profile.
+
+How: populations are cut into contiguous ranges of neurons (flat C-major order), each range
+as long as the limits allow (exponential then binary search on its end). Every resource
+only grows when a range grows, so this greedy cut uses the fewest contiguous cores, and
+never more than nengo-loihi's splitter (``n_split`` equal pieces) whenever those pieces
+fit; where an equal piece would break a limit (nengo-loihi's TODO) it simply cuts shorter.
+
+Per core (Loihi 1 accounting as nengo-loihi's ``block.py``):
+
+* neurons: the range length;
+* input axons: one per source element feeding the range, summed over synapse groups;
+* synapse memory: per input axon, its weights on this core stored in chunks of
+  ``synapse_chunk_weights``; a chunk of n costs ``ceil((n * bits + overhead) / unit_bits)``
+  units (``bits`` = weight bits, plus index bits for conv weights, stored per axon);
+* output axons: one per (neuron, destination core it reaches), plus one per neuron whose
+  spikes go to the host.
+
+Output axons depend on how the destinations are cut, so populations are cut in reverse
+graph order (consumers first); a recurrent edge is settled by a repair pass that re-cuts
+any core whose output axons grew past the limit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snncompile.chip.network import INPUT, ChipNetwork, Population, build_network
+from snncompile.chip.profile import ChipProfile, load_profile
+from snncompile.errors import SnnCompileError
+
+#: resource -> (profile limit field, words for an error message)
+LIMITS = {
+    "neurons": ("neurons_per_core", "neurons"),
+    "input_axons": ("input_axons_per_core", "input axons"),
+    "output_axons": ("output_axons_per_core", "output axons"),
+    "synapse_units": ("synapse_memory_units", "synapse memory units"),
+}
+
+
+@dataclass
+class Core:
+    chip: int
+    core: int                 # global index; core % cores_per_chip is its place on the chip
+    layer: str
+    start: int
+    stop: int
+    usage: dict               # resource -> amount
+    binding_limit: str = ""   # the resource closest to its limit
+    utilisation: float = 0.0  # of that resource
+
+    @property
+    def neurons(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class LayerMap:
+    name: str
+    role: str
+    label: str
+    neurons: int
+    cores: list[int]          # global core indices
+    binding_limit: str
+    chips: list[int]
+
+
+@dataclass
+class ChipMap:
+    profile: ChipProfile
+    network: ChipNetwork
+    cores: list[Core]
+    layers: list[LayerMap]
+    inter_chip_axons: int = 0
+    notes: list = field(default_factory=list)
+
+    @property
+    def chips(self) -> int:
+        return (max(c.chip for c in self.cores) + 1) if self.cores else 0
+
+    def layer_cores(self, name) -> list[Core]:
+        return [self.cores[i] for i in self.layer_map(name).cores]
+
+    def layer_map(self, name) -> LayerMap:
+        return next(la for la in self.layers if la.name == name)
+
+
+class _Resources:
+    """Usage of any neuron range of one population, given the chip's accounting rules."""
+
+    def __init__(self, pop: Population, profile: ChipProfile, out_prefix: np.ndarray):
+        self.pop, self.p = pop, profile
+        self.out_prefix = out_prefix          # (n + 1,) cumulative output axons per neuron
+        K, O, U = profile.synapse_chunk_weights, profile.synapse_chunk_overhead_bits, profile.synapse_unit_bits
+        self.K, self.O, self.U = int(K), int(O), int(U)
+        self.limits = {r: getattr(profile, f) for r, (f, _) in LIMITS.items()}
+
+    def index_bits(self, n_core: int) -> int:
+        need = math.ceil(math.log2(n_core)) if n_core > 1 else 0
+        for bits in self.p.sparse_index_bits_map:
+            if bits >= need:
+                return bits
+        return self.p.sparse_index_bits_map[-1]
+
+    def chunk_units(self, counts: np.ndarray, bits: int) -> int:
+        """Synapse memory of axons storing ``counts`` weights each (nengo-loihi bits_per_axon)."""
+        full, rem = np.divmod(counts, self.K)
+        per_full = -(-(self.K * bits + self.O) // self.U)
+        part = np.where(rem > 0, -(-(rem * bits + self.O) // self.U), 0)
+        return int((full * per_full).sum() + part.sum())
+
+    def usage(self, a: int, b: int) -> dict:
+        axons = units = 0
+        for g in self.pop.groups:
+            bits = int(self.p.weight_bits) + (self.index_bits(b - a) if g.geometry.kind == "conv" else 0)
+            for e in g.geometry.fanin(a, b):
+                used = e.counts[e.counts > 0]
+                width = e.c1 - e.c0
+                axons += width * used.size
+                units += width * self.chunk_units(used, bits)
+        return {"neurons": b - a, "input_axons": int(axons),
+                "output_axons": int(self.out_prefix[b] - self.out_prefix[a]), "synapse_units": int(units)}
+
+    def broken(self, use: dict):
+        """The first limit ``use`` breaks, or None."""
+        for r, cap in self.limits.items():
+            if use[r] > cap:
+                return r
+        return None
+
+    def fits(self, a: int, b: int) -> bool:
+        if b - a > self.limits["neurons"]:
+            return False
+        if self.out_prefix[b] - self.out_prefix[a] > self.limits["output_axons"]:
+            return False
+        return self.broken(self.usage(a, b)) is None
+
+
+def _cut(pop: Population, res: _Resources, lo: int, hi: int, chip_name: str) -> list[tuple[int, int]]:
+    """Greedy longest ranges covering neurons ``[lo, hi)``."""
+    ranges, a, guess = [], lo, min(hi - lo, res.limits["neurons"])
+    while a < hi:
+        if not res.fits(a, a + 1):
+            use = res.usage(a, a + 1)
+            r = res.broken(use)
+            _, words = LIMITS[r]
+            raise SnnCompileError(
+                f"layer '{pop.name}' ({pop.label}): neuron {a} alone needs {use[r]:,} {words}, more than the "
+                f"{res.limits[r]:,} of a {chip_name} core; it cannot be split further")
+        good, bad = a + 1, None
+        top = min(hi, a + res.limits["neurons"])
+        probe = min(top, a + max(guess, 1))
+        while bad is None and good < top:
+            if res.fits(a, probe):
+                good = probe
+                probe = min(top, a + 2 * (probe - a))
+            else:
+                bad = probe
+        if bad is None and good < hi:
+            bad = good + 1 if good == top else None
+        while bad is not None and bad - good > 1:
+            mid = (good + bad) // 2
+            if res.fits(a, mid):
+                good = mid
+            else:
+                bad = mid
+        ranges.append((a, good))
+        guess = good - a
+        a = good
+    return ranges
+
+
+class _OutAxons:
+    """Per source population: how many destination cores each of its neurons reaches."""
+
+    def __init__(self, net: ChipNetwork):
+        self.net = net
+        self.diff = {}            # source -> (C + 1, positions) int32 difference over channels
+
+    def add_core(self, pop: Population, a: int, b: int):
+        for g in pop.groups:
+            if g.source == INPUT:
+                continue
+            c, hw = g.geometry.source_shape
+            d = self.diff.setdefault((g.source, c, hw), np.zeros((c + 1, hw), dtype=np.int32))
+            for e in g.geometry.fanin(a, b):
+                mask = (e.counts > 0).astype(np.int32)
+                d[e.c0] += mask
+                d[e.c1] -= mask
+
+    def prefix(self, pop: Population) -> np.ndarray:
+        total = np.zeros(pop.n, dtype=np.int64)
+        for (src, c, hw), d in self.diff.items():
+            if src == pop.name:
+                total += np.cumsum(d[:c], axis=0, dtype=np.int64).ravel()
+        if self.net.to_host.get(pop.name):
+            total += 1
+        return np.concatenate([[0], np.cumsum(total)])
+
+
+def map_network(net: ChipNetwork, profile: ChipProfile) -> ChipMap:
+    """Cut every population of ``net`` into cores of ``profile`` (see the module docstring)."""
+    cuts: dict[str, list[tuple[int, int]]] = {}
+    out = _OutAxons(net)
+    for pop in reversed(net.populations):
+        res = _Resources(pop, profile, out.prefix(pop))
+        cuts[pop.name] = _cut(pop, res, 0, pop.n, profile.name)
+        for a, b in cuts[pop.name]:
+            out.add_core(pop, a, b)
+    for _ in range(10):       # recurrent edges: re-cut cores whose output axons grew
+        out = _OutAxons(net)
+        for pop in net.populations:
+            for a, b in cuts[pop.name]:
+                out.add_core(pop, a, b)
+        changed = False
+        for pop in net.populations:
+            res = _Resources(pop, profile, out.prefix(pop))
+            new = []
+            for a, b in cuts[pop.name]:
+                new += [(a, b)] if res.fits(a, b) else _cut(pop, res, a, b, profile.name)
+            changed |= new != cuts[pop.name]
+            cuts[pop.name] = new
+        if not changed:
+            break
+    else:
+        raise SnnCompileError(f"graph '{net.name}': the cut into {profile.name} cores did not settle "
+                              f"(recurrent output axons keep growing)")
+    return _assemble(net, profile, cuts, out)
+
+
+def _assemble(net, profile, cuts, out) -> ChipMap:
+    cores, layers = [], []
+    per_chip = int(profile.cores_per_chip)
+    for pop in net.populations:
+        res = _Resources(pop, profile, out.prefix(pop))
+        ids = []
+        for a, b in cuts[pop.name]:
+            use = res.usage(a, b)
+            ratios = {r: use[r] / res.limits[r] for r in LIMITS}
+            binding = max(ratios, key=ratios.get)
+            idx = len(cores)
+            cores.append(Core(idx // per_chip, idx, pop.name, a, b, use, binding, ratios[binding]))
+            ids.append(idx)
+        counts = {}
+        for i in ids:
+            counts[cores[i].binding_limit] = counts.get(cores[i].binding_limit, 0) + 1
+        layers.append(LayerMap(pop.name, pop.role, pop.label, pop.n, ids, max(counts, key=counts.get),
+                               sorted({cores[i].chip for i in ids})))
+    cmap = ChipMap(profile, net, cores, layers, notes=list(net.notes))
+    cmap.inter_chip_axons = int(sum(v for d, links in core_links(cmap).items()
+                                    for s, v in links.items() if cores[s].chip != cores[d].chip))
+    return cmap
+
+
+def core_links(cmap: ChipMap, weights: dict | None = None) -> dict[int, dict[int, float]]:
+    """dest core -> {source core: axons} (or, with ``weights`` = population -> per-neuron value,
+    the sum of those values over the axons: e.g. spikes per step, giving messages)."""
+    starts = {la.name: np.array([cmap.cores[i].start for i in la.cores]) for la in cmap.layers}
+    first = {la.name: la.cores[0] for la in cmap.layers}
+    pops = cmap.network.by_name()
+    links: dict[int, dict[int, float]] = {}
+    for core in cmap.cores:
+        acc: dict[int, float] = {}
+        for g in pops[core.layer].groups:
+            if g.source == INPUT:
+                continue
+            c, hw = g.geometry.source_shape
+            touched = np.zeros((c, hw), dtype=np.float64)
+            for e in g.geometry.fanin(core.start, core.stop):
+                touched[e.c0:e.c1] = np.maximum(touched[e.c0:e.c1], (e.counts > 0)[None, :])
+            flat = touched.ravel()
+            if weights is not None:
+                flat = flat * np.asarray(weights[g.source], dtype=np.float64).ravel()
+            sums = np.add.reduceat(flat, starts[g.source])
+            for k in np.nonzero(sums)[0]:
+                sid = first[g.source] + int(k)
+                acc[sid] = acc.get(sid, 0.0) + float(sums[k])
+        links[core.core] = acc
+    return links
+
+
+def map_graph(graph, chip) -> ChipMap:
+    """Load the profile (name or file), build the chip network of ``graph`` and cut it."""
+    profile = load_profile(chip)
+    net = build_network(graph, graded_spikes=bool(profile.graded_spikes))
+    if not net.populations:
+        raise SnnCompileError(f"graph '{graph.name}' has no neuron layer to place on a chip")
+    return map_network(net, profile)
