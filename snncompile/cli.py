@@ -16,6 +16,7 @@ COMMANDS = {
     "run": "run",
     "verify": "verify",
     "energy": "energy",
+    "map": "map",
     "demo": "demo",
 }
 

@@ -111,8 +111,12 @@ class _Builder:
         self.populations.sort(key=lambda p: order[p.name])
 
     def population(self, name, role, groups) -> Population:
-        label = ", ".join(dict.fromkeys(g.synapse for g in groups))
-        pop = Population(name, role, tuple(self.g.shape(name)), groups, label=f"{label} -> {name}")
+        if role == "or":
+            label = f"MaxPool2d as OR neurons of {', '.join(dict.fromkeys(g.source for g in groups))}"
+        else:
+            syn = ", ".join(dict.fromkeys(f"{g.synapse} ({g.kind})" for g in groups))
+            label = f"{syn} -> {role} {name}"
+        pop = Population(name, role, tuple(self.g.shape(name)), groups, label=label)
         self.populations.append(pop)
         self.made[name] = pop
         return pop
