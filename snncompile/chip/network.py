@@ -136,6 +136,7 @@ class _Builder:
                 for s in self.spike_sources(src):
                     groups.append(Group(target, "Identity", s, Identity(int(np.prod(self.g.shape(target))))))
             else:
+                self.spike_sources(src)     # raises the node's own reason (e.g. a max-pool of a current)
                 raise self.fail(target, f"its input '{src}' ({node.kind}) mixes spikes and currents; "
                                         f"the chip mapper cannot place it")
         return groups
