@@ -192,3 +192,12 @@ figure {{ margin: 0; }} img {{ max-width: 1000px; }}
 
 
 FORMATS = {".json": to_json, ".md": markdown, ".html": html}
+
+
+def chip_section(graph, result, x, chip) -> dict:
+    """Map ``graph`` on ``chip`` and cost it with the counts of ``result`` (a recorded run on ``x``)."""
+    from snncompile.chip.cost import activity_from_run, estimate
+    from snncompile.chip.mapper import map_graph
+
+    cmap = map_graph(graph, chip)
+    return map_dict(cmap, estimate(cmap, activity_from_run(cmap, result, x)))

@@ -55,9 +55,11 @@ def counted_run(graph, x, T, backend, precision):
               help="JSON/TOML file of per-op constants in pJ overriding --energy-model.")
 @click.option("-o", "--output", "out_file", metavar="REPORT", type=click.Path(dir_okay=False), default=None,
               help="Write the report: .json, .md or .html (self-contained, with plots).")
+@click.option("--chip", metavar="loihi1|loihi1-sanafe|loihi2|FILE", default=None,
+              help="Also map the graph on this chip and cost it from the same counts (cores, time, energy).")
 @reports_errors
 def command(graph_file, data_file, backend, precision, steps, convention, first_layer, nonbinary,
-            energy_model, constants, out_file):
+            energy_model, constants, out_file, chip):
     """Count SynOps/MACs per layer on DATA.npz and estimate energy per sample, with an ANN baseline."""
     from snncompile.commands.run import fixed_point_graph
     from snncompile.energy import Convention, analyze, resolve_model
@@ -68,6 +70,9 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
         raise SnnCompileError(f"report file '{out_file}': unknown format; use .json, .md or .html")
     conv = Convention(convention, first_layer, nonbinary)
     model = resolve_model(energy_model, constants)   # bad names/files fail before the run
+    if chip is not None:
+        from snncompile.chip.profile import load_profile
+        chip = load_profile(chip)                     # a bad chip profile fails before the run too
     graph = load_onnx(graph_file)
     x, _ = load_npz(data_file)
     try:
@@ -83,12 +88,20 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
     result, counted_on, more = counted_run(graph, xs, T, backend, precision)
     report = analyze(graph, result, conv, model, x=x, notes=notes + more, backend=backend,
                      counts_from=counted_on)
+    if chip is not None:
+        from snncompile.chip.report import chip_section
+        report.chip = chip_section(graph, result, xs, chip)
     wall = time.perf_counter() - start
     if out_file is not None:
         text = getattr(report, FORMATS[Path(out_file).suffix.lower()])()
         with atomic_output(out_file) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
     click.echo(report.summary_table())
+    if report.chip is not None:
+        from snncompile.chip.report import summary_rows as chip_rows
+        click.echo("")
+        for k, v in chip_rows(report.chip):
+            click.echo(f"{k:<24}{v}")
     for note in notes + more:
         click.echo(f"note: {note}")
     click.echo(f"counted {len(xs)} sample(s) x {T} steps on {counted_on} ({precision}) in {wall:.2f} s"

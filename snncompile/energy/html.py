@@ -86,6 +86,14 @@ def _table(header, rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _chip_section(report) -> str:
+    """The chip map and cost (``energy --chip``), with its core-map picture; empty without."""
+    if report.chip is None:
+        return ""
+    from snncompile.chip.report import html_section
+    return html_section(report.chip)
+
+
 def html(report) -> str:
     e = _html.escape
     imgs = plots(report)
@@ -123,6 +131,7 @@ figure {{ margin: 0; }} img {{ max-width: 520px; }}
 {_table(("part", "energy"), parts)}
 <h2>Layers (per sample)</h2>
 {_table(LAYER_COLUMNS, [layer_cells(la) for la in report.layers])}
+{_chip_section(report)}
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>
 """

@@ -103,6 +103,9 @@ def markdown(report) -> str:
         out += ["", "## Firing rate per time step", ""]
         out += _md_table(["layer"] + [f"t={t}" for t in range(T)],
                          [[layer.name] + [fmt_rate(r) for r in layer.firing_rate_per_step] for layer in steps])
+    if report.chip is not None:
+        from snncompile.chip.report import markdown_section
+        out += [""] + markdown_section(report.chip)
     if report.notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(out) + "\n"

@@ -22,6 +22,9 @@ data set), energies in joules:
   row: its own output rate), ``firing_rate_per_step`` (neuron rows, length T),
   ``energy_breakdown_j``, ``energy_per_sample_j``, ``ann_energy_per_sample_j``.
 * ``notes``: what the numbers leave out or where they came from.
+* ``chip`` (only with ``snncompile energy --chip``): the chip map and its cost from the same
+  run's counts, in the schema of ``snncompile.chip.report`` (cores, chips, binding limits,
+  time per step, energy per inference on that chip).
 """
 from __future__ import annotations
 
@@ -63,11 +66,16 @@ class EnergyReport:
     energy_model: dict
     layers: list[LayerReport]
     notes: list[str] = field(default_factory=list)
+    #: chip map + cost (``snncompile.chip.report.map_dict``), when asked for with ``--chip``
+    chip: Optional[dict] = None
 
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "graph": self.graph, "summary": self.summary,
-                "convention": self.convention, "energy_model": self.energy_model,
-                "layers": [asdict(layer) for layer in self.layers], "notes": list(self.notes)}
+        out = {"schema": SCHEMA, "graph": self.graph, "summary": self.summary,
+               "convention": self.convention, "energy_model": self.energy_model,
+               "layers": [asdict(layer) for layer in self.layers], "notes": list(self.notes)}
+        if self.chip is not None:
+            out["chip"] = self.chip
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
