@@ -38,7 +38,7 @@ def _legacy(module: str):
     """Class decorator: report the class under its legacy module (pickles, reprs, and the
     frontend's SpikingJelly checks read ``__module__``)."""
     def mark(cls):
-        cls.__module__ = f"{PACKAGE}.{module}"
+        cls.__module__, cls.__qualname__ = f"{PACKAGE}.{module}", cls.__name__
         return cls
     return mark
 
