@@ -11,8 +11,10 @@ is the 2.0 one, which equals the legacy source (checked against ``clock_driven/n
 the 0.0.0.0.12 release, tests/test_legacy_spikingjelly.py):
 
 - charge, ``decay_input=True``: ``v += (x - (v - v_reset)) / tau`` (``v_reset`` None or 0: ``v += (x - v)/tau``);
-  ``decay_input=False``: ``v -= (v - v_reset) / tau; v += x``; IF: ``v += x``; ParametricLIF: ``1/tau = sigmoid(w)``,
-  ``w = -log(init_tau - 1)``;
+  ``decay_input=False``: ``v = v - (v - v_reset) / tau + x``; IF: ``v += x``; ParametricLIF: ``1/tau = sigmoid(w)``,
+  ``w = -log(init_tau - 1)``. One rounding difference: with ``decay_input=False`` and ``v_reset``
+  None or 0, legacy evaluates ``v * (1 - 1/tau) + x`` and 2.0 ``v - v/tau + x`` (equal up to the
+  last bit of ``v``; legacy's own cupy kernels round differently again);
 - fire ``v >= v_threshold``; hard reset to ``v_reset``, or subtract ``v_threshold`` when ``v_reset`` is None;
 - defaults ``tau = init_tau = 2``, ``decay_input=True``, ``v_threshold=1``, ``v_reset=0``,
   ``surrogate.Sigmoid()``, ``detach_reset=False`` (a gradient-only switch);
