@@ -9,6 +9,9 @@ Each bad input gives one ``error:`` line and no output file.
 import argparse
 import importlib.util
 import io
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from torch import nn
 
 import zoo
 from snncompile.cli import main
+from snncompile.frontend.checkpoint import ModelSpec, build_model, model_from_checkpoint
 from snncompile.ir.onnx_format import load_onnx
 from snncompile.targets import run
 from test_export_cli import _assert_fails
@@ -235,3 +239,70 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, ckpt):
     _assert_fails(_export_ckpt(tmp_path / "renamed.pth", "SJConvNet", '{"channels": 6}'),
                   r"does not fit the model \(missing from the checkpoint: classifier.1.bias; not in the model: "
                   r"classifier.1.scale\)", tmp_path)
+
+
+# -- torchvision: never needed by the product; SpikingJelly's zoo only wants one helper -------
+_WITHOUT_TORCHVISION = """
+import importlib, pkgutil, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torchvision":
+            raise ImportError("torchvision is blocked in this test")
+sys.meta_path.insert(0, Block())
+import snncompile
+for info in pkgutil.walk_packages(snncompile.__path__, "snncompile."):
+    importlib.import_module(info.name)
+from snncompile.cli import main
+from snncompile.frontend.checkpoint import ModelSpec, build_model, model_from_checkpoint
+for args in sys.argv[1:]:
+    main(args.split("|"), standalone_mode=False)
+print("torchvision imported:", "torchvision" in sys.modules)
+"""
+
+
+def test_product_never_imports_torchvision(tmp_path, ckpt):
+    """Every snncompile module, and exports of SpikingJelly 2.0 and legacy models, with torchvision blocked."""
+    legacy = Path(__file__).parent / "fixtures" / "legacy_clock_driven_net.py"
+    torch.save(build_model(ModelSpec.parse(f"{legacy}:LegacyConvSNN"), {}).state_dict(), tmp_path / "legacy.pth")
+    exports = [f"export|{ckpt}|--model|{NETS}:SJConvNet|--model-kwargs|{{\"channels\": 6}}|--input-shape|2,8,8|-T|4",
+               f"export|{tmp_path / 'legacy.pth'}|--model|{legacy}:LegacyConvSNN|--input-shape|2,8,8|-T|4"]
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_TORCHVISION, *exports], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("wrote ") == 2 and "torchvision imported: False" in out.stdout, out.stdout
+
+
+ZOO_MODULE = "spikingjelly.activation_based.model.spiking_resnet"
+
+
+@pytest.fixture
+def zoo_module_unloaded():
+    """The SpikingJelly zoo module is imported fresh by each test (with or without the stub)."""
+    sys.modules.pop(ZOO_MODULE, None)
+    yield
+    sys.modules.pop(ZOO_MODULE, None)
+
+
+def test_spikingjelly_zoo_without_torchvision_says_why(zoo_module_unloaded, ckpt, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # not installed
+    _assert_fails(_export(ckpt, "--model", f"{ZOO_MODULE}:spiking_resnet18", "--input-shape", "3,32,32", "-T", 2),
+                  r"importing 'spikingjelly.activation_based.model.spiking_resnet' failed: .*torchvision.*; "
+                  r"SpikingJelly's model zoo imports torchvision only for load_state_dict_from_url", ckpt.parent)
+
+
+def test_spikingjelly_zoo_builds_with_a_stubbed_helper(zoo_module_unloaded, tmp_path, monkeypatch):
+    """Tests may provide the one torchvision helper the zoo imports (it is only used for pretrained=True)."""
+    def load_state_dict_from_url(*args, **kwargs):
+        raise AssertionError("no downloads in tests")
+
+    for name in ("torchvision", "torchvision.models", "torchvision.models.utils"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["torchvision.models.utils"].load_state_dict_from_url = load_state_dict_from_url
+    from spikingjelly.activation_based import neuron
+    kwargs = {"num_classes": 10, "spiking_neuron": neuron.IFNode}  # a class: Python, not --model-kwargs JSON
+    reference = build_model(ModelSpec.parse(f"{ZOO_MODULE}:spiking_resnet18"), kwargs)
+    torch.save({"model": nn.DataParallel(reference).state_dict()}, tmp_path / "r18.pth")
+    model = model_from_checkpoint(tmp_path / "r18.pth", f"{ZOO_MODULE}:spiking_resnet18", kwargs)
+    assert type(model).__name__ == "SpikingResNet" and not model.training
+    for (name, got), want in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(got, want), name

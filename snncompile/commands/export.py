@@ -68,8 +68,8 @@ def read_torch_model(path: Path, input_shape, timesteps, trust_code: bool, code:
     if input_shape is None or timesteps is None:
         raise SnnCompileError(f"exporting the PyTorch model '{path}' needs --input-shape and --timesteps")
     if code is not None:
-        from snncompile.frontend.checkpoint import model_from_checkpoint
-        model = model_from_checkpoint(path, code.spec, code.kwargs_json, code.key)
+        from snncompile.frontend.checkpoint import model_from_checkpoint, parse_kwargs
+        model = model_from_checkpoint(path, code.spec, parse_kwargs(code.kwargs_json), code.key)
     else:
         model = load_model(path, trust_code=trust_code)
     with warnings.catch_warnings():

@@ -271,12 +271,14 @@ def load_weights(model: nn.Module, state: dict, path: Path) -> None:
         raise SnnCompileError(f"checkpoint '{path}' does not fit the model ({'; '.join(problems)})")
 
 
-def model_from_checkpoint(path, model_spec: str, kwargs_json: Optional[str] = None,
+def model_from_checkpoint(path, model_spec: str, kwargs: Optional[dict] = None,
                           key: Optional[str] = None) -> nn.Module:
-    """Build ``MODULE:CALLABLE(**kwargs)`` and load checkpoint ``path`` into it (eval mode)."""
+    """Build ``MODULE:CALLABLE(**kwargs)`` and load checkpoint ``path`` into it (eval mode).
+
+    The checkpoint is read before the model's code runs, so a bad file runs no code."""
     path = Path(path)
-    spec, kwargs = ModelSpec.parse(model_spec), parse_kwargs(kwargs_json)
+    spec = ModelSpec.parse(model_spec)
     state, _ = find_state_dict(read_checkpoint(path), path, key)
-    model = build_model(spec, kwargs)
+    model = build_model(spec, kwargs or {})
     load_weights(model, state, path)
     return model.eval()
