@@ -216,6 +216,19 @@ def test_bad_model_spec(ckpt, tmp_path):
                   r"--key needs --model MODULE:CALLABLE", tmp_path)
 
 
+def test_model_files_that_cannot_be_imported(ckpt, tmp_path):
+    (tmp_path / "train.py").write_text("import argparse\nargs = argparse.ArgumentParser().parse_args(['--x'])\n")
+    _assert_fails(_export(ckpt, "--model", f"{tmp_path / 'train.py'}:Net", "--input-shape", "2,8,8", "-T", T),
+                  r"importing '.*train.py' exited \(SystemExit 2\); point --model at the module that defines "
+                  r"the model", tmp_path)
+    (tmp_path / "json.py").write_text("class Net: pass\n")
+    _assert_fails(_export(ckpt, "--model", f"{tmp_path / 'json.py'}:Net", "--input-shape", "2,8,8", "-T", T),
+                  r"file '.*json.py' has the name of the already imported module 'json'; rename the file", tmp_path)
+    (tmp_path / "broken.py").write_text("def net(:\n")
+    _assert_fails(_export(ckpt, "--model", f"{tmp_path / 'broken.py'}:net", "--input-shape", "2,8,8", "-T", T),
+                  r"importing '.*broken.py' failed: SyntaxError: ", tmp_path)
+
+
 def test_wrong_key(ckpt):
     _assert_fails(_export_ckpt(ckpt, "SJConvNet", '{"channels": 6}', "--key", "ema"),
                   r"checkpoint '.*ckpt.pth' has no key 'ema' \(top-level keys: state_dict\)", ckpt.parent)

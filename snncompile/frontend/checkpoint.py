@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import io
 import json
 import pickle
 import sys
@@ -83,15 +84,34 @@ def _on_path(folder: Path):
             sys.path.remove(str(folder))
 
 
+@contextlib.contextmanager
+def _stderr_kept_on_success():
+    """What the model's code writes to stderr is shown if it succeeds; on failure our one
+    ``error:`` line replaces it (argparse's usage text, tracebacks printed by the code)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        yield
+    sys.stderr.write(buffer.getvalue())
+
+
 def _import_module(spec: ModelSpec):
     from snncompile.frontend import legacy_spikingjelly
     legacy_spikingjelly.install()  # official transformer code imports spikingjelly.clock_driven
+    with _stderr_kept_on_success():
+        return _import_module_quietly(spec)
+
+
+def _import_module_quietly(spec: ModelSpec):
     try:
         if spec.is_file:
             path = Path(spec.module)
             if not path.is_file():
                 raise SnnCompileError(f"--model: file '{path}' does not exist")
             name = path.stem
+            other = getattr(sys.modules.get(name), "__file__", None)
+            if name in sys.modules and (other is None or Path(other).resolve() != path.resolve()):
+                raise SnnCompileError(f"--model: file '{path}' has the name of the already imported module "
+                                      f"'{name}'; rename the file")
             with _on_path(path.resolve().parent):
                 loader_spec = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(loader_spec)
@@ -114,6 +134,9 @@ def _import_module(spec: ModelSpec):
                 "torchvision, or copy the model's code into your own module" if str(exc.name).startswith(
                     "torchvision") else "")
         raise SnnCompileError(f"--model: importing '{spec.module}' failed: {exc}{hint}") from None
+    except SystemExit as exc:  # a training script that parses its arguments at import
+        raise SnnCompileError(f"--model: importing '{spec.module}' exited (SystemExit {exc.code}); point "
+                              f"--model at the module that defines the model, not a script") from None
     except Exception as exc:
         raise SnnCompileError(f"--model: importing '{spec.module}' failed: {type(exc).__name__}: "
                               f"{_first_line(exc)}") from None
@@ -134,7 +157,10 @@ def build_model(spec: ModelSpec, kwargs: dict) -> nn.Module:
         raise SnnCompileError(f"--model: '{spec.module}:{spec.attr}' is a {type(target).__name__}, "
                               f"not a class or function")
     try:
-        model = target(**kwargs)
+        with _stderr_kept_on_success():
+            model = target(**kwargs)
+    except SystemExit as exc:
+        raise SnnCompileError(f"--model: calling {spec.attr}(**{kwargs}) exited (SystemExit {exc.code})") from None
     except Exception as exc:
         raise SnnCompileError(f"--model: calling {spec.attr}(**{kwargs}) raised "
                               f"{type(exc).__name__}: {_first_line(exc)}") from None
