@@ -24,7 +24,9 @@ __all__ = ["MappingWarning", "from_torch", "load_model", "mapping_warnings", "to
 
 
 def load_model(path, trust_code: bool = False) -> nn.Module:
+    from snncompile.frontend import legacy_spikingjelly
     from snncompile.frontend.loading import load_model as _load
+    legacy_spikingjelly.install()  # models saved with SpikingJelly 0.0.0.0.12 name spikingjelly.clock_driven
     return _load(path, trust_code=trust_code)
 
 

@@ -144,6 +144,7 @@ def _registry() -> list[tuple[tuple[type, ...], Callable]]:
     if _loaded("spikingjelly"):
         from spikingjelly.activation_based import neuron as sjn
         found.append(((sjn.IFNode, sjn.LIFNode, sjn.ParametricLIFNode), _spikingjelly))
+    found += _legacy_spikingjelly()
     if _loaded("snntorch"):
         import snntorch
         found.append(((snntorch.Leaky, snntorch.Synaptic), _snntorch))
@@ -151,6 +152,15 @@ def _registry() -> list[tuple[tuple[type, ...], Callable]]:
         from norse.torch import LIFBoxCell, LIFCell
         found.append(((LIFCell, LIFBoxCell), _norse))
     return found
+
+
+def _legacy_spikingjelly() -> list[tuple[tuple[type, ...], Callable]]:
+    """SpikingJelly 0.0.0.0.12 neurons (served by :mod:`.legacy_spikingjelly`): mapped as their 2.0 twins."""
+    if not _loaded("snncompile.frontend.legacy_spikingjelly"):
+        return []
+    from snncompile.frontend import legacy_spikingjelly as legacy
+    classes = legacy.neuron_classes()
+    return [(classes, lambda path, m: _spikingjelly(path, legacy.activation_based_twin(m)))] if classes else []
 
 
 def _neuron_base_classes() -> tuple[type, ...]:
