@@ -175,7 +175,9 @@ _PROVIDED = {
                    "temporal_efficient_training_cross_entropy", "kaiming_normal_conv_linear_weight"),
     "surrogate": ("heaviside", "SurrogateFunctionBase", "PiecewiseQuadratic", "PiecewiseExp", "Sigmoid",
                   "SoftSign", "ATan", "NonzeroSignLogAbs", "Erf", "PiecewiseLeakyReLU",
-                  "SquarewaveFourierSeries", "S2NN", "QPseudoSpike", "check_manual_grad"),
+                  "SquarewaveFourierSeries", "S2NN", "QPseudoSpike", "check_manual_grad", "piecewise_quadratic",
+                  "piecewise_exp", "sigmoid", "soft_sign", "atan", "nonzero_sign_log_abs", "erf",
+                  "piecewise_leaky_relu", "squarewave_fourier_series", "s2nn", "q_pseudo_spike"),
     "base": ("MemoryModule",),
 }
 #: Names the 0.0.0.0.12 modules had that are not provided (placeholders that raise when used).
