@@ -26,6 +26,7 @@ Legacy names that are not provided exist as placeholders that raise a clear erro
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.abc
 import importlib.machinery
 import sys
@@ -195,6 +196,10 @@ _NOT_PROVIDED = {
 }
 
 
+#: Legacy modules imported their siblings (``from spikingjelly.clock_driven.neuron import surrogate`` works).
+_SIBLINGS = {"neuron": ("surrogate", "base"), "layer": ("base", "functional"), "functional": ("neuron",)}
+
+
 def _contents(module: str) -> dict:
     if module == "neuron":
         provided = _neurons()
@@ -204,6 +209,7 @@ def _contents(module: str) -> dict:
     else:
         provided = _same_in_2_0(module, _PROVIDED[module])
     provided.update({name: _unprovided(module, name) for name in _NOT_PROVIDED[module]})
+    provided.update({name: importlib.import_module(f"{PACKAGE}.{name}") for name in _SIBLINGS.get(module, ())})
     return provided
 
 
