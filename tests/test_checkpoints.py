@@ -2,8 +2,9 @@
 
 Every layout (a bare state dict; one under ``state_dict``, ``model``, ``net``,
 ``model_state_dict`` or ``--key``; DataParallel and DDP ``module.`` prefixes, ``torch.compile``'s
-``_orig_mod.``; training-script metadata beside the weights) is exported through the CLI and the graph's reference run is
-held equal to PyTorch eager on the saved model (float64, 0 spike mismatches, firing checked).
+``_orig_mod.``; training-script metadata beside the weights) is exported through the CLI and
+the graph's reference run is held equal to PyTorch eager on the saved model (float64, 0 spike
+mismatches, firing checked).
 Each bad input gives one ``error:`` line and no output file.
 """
 import argparse

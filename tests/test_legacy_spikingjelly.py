@@ -121,6 +121,9 @@ def test_layers_surrogates_and_refusals():
     assert torch.equal(out[0], out[5]) and 0 < float((out == 0).float().mean()) < 1  # one mask per sequence
     assert torch.equal(drop.eval()(torch.ones(3, 2)), torch.ones(3, 2))
     assert surrogate.ATan().alpha == 2.0 and surrogate.heaviside(torch.tensor([0., -1e-9])).tolist() == [1., 0.]
+    assert surrogate.atan.apply(torch.tensor([0.5, -0.5]), 2.0).tolist() == [1., 0.]
+    from spikingjelly.clock_driven.neuron import MultiStepLIFNode, surrogate as from_neuron  # as Spikformer does
+    assert from_neuron is surrogate and MultiStepLIFNode is neuron.MultiStepLIFNode and layer.functional is functional
     with pytest.raises(NotImplementedError, match=r"MultiStepLIFNode\(backend='lava'\): only backend 'torch' and "
                                                   r"'cupy'"):
         neuron.MultiStepLIFNode(backend="lava")

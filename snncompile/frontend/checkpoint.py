@@ -30,9 +30,6 @@ from snncompile.errors import SnnCompileError
 STATE_DICT_KEYS = ("state_dict", "model", "net", "model_state_dict")
 #: Prefixes wrappers add to every key: DataParallel/DDP (``module.``), ``torch.compile`` (``_orig_mod.``).
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-#: Non-tensor objects checkpoints commonly hold beside the weights, safe to rebuild.
-_METADATA_GLOBALS = ("argparse.Namespace", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
-                     "numpy.dtype")
 _MAX_LISTED = 12
 
 
@@ -119,7 +116,7 @@ def _import_module_quietly(spec: ModelSpec):
                 try:
                     loader_spec.loader.exec_module(module)
                 except BaseException:
-                    del sys.modules[name]
+                    sys.modules.pop(name, None)
                     raise
                 return module
         with _on_path(Path.cwd()):
@@ -241,8 +238,8 @@ def _is_state_dict(obj) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def find_state_dict(obj, path: Path, key: Optional[str] = None) -> tuple[dict, str]:
-    """The state dict inside a checkpoint and where it was found ('' for a bare state dict)."""
+def find_state_dict(obj, path: Path, key: Optional[str] = None) -> dict:
+    """The state dict inside a checkpoint: ``obj[key]``, ``obj`` itself, or the first of :data:`STATE_DICT_KEYS`."""
     if not isinstance(obj, dict):
         raise SnnCompileError(f"checkpoint '{path}' holds a {type(obj).__name__}, not a state dict "
                               f"(a dict of tensors)")
@@ -253,12 +250,12 @@ def find_state_dict(obj, path: Path, key: Optional[str] = None) -> tuple[dict, s
         if not _is_state_dict(obj[key]):
             raise SnnCompileError(f"checkpoint '{path}': '{key}' holds a {type(obj[key]).__name__}, "
                                   f"not a state dict (a dict of tensors)")
-        return obj[key], key
+        return obj[key]
     if _is_state_dict(obj):
-        return obj, ""
+        return obj
     for name in STATE_DICT_KEYS:
         if _is_state_dict(obj.get(name)):
-            return obj[name], name
+            return obj[name]
     raise SnnCompileError(f"checkpoint '{path}' holds no state dict at its top level or under "
                           f"{', '.join(repr(k) for k in STATE_DICT_KEYS)} (top-level keys: "
                           f"{_listed(sorted(map(str, obj)))}); name the key with --key")
@@ -304,7 +301,7 @@ def model_from_checkpoint(path, model_spec: str, kwargs: Optional[dict] = None,
     The checkpoint is read before the model's code runs, so a bad file runs no code."""
     path = Path(path)
     spec = ModelSpec.parse(model_spec)
-    state, _ = find_state_dict(read_checkpoint(path), path, key)
+    state = find_state_dict(read_checkpoint(path), path, key)
     model = build_model(spec, kwargs or {})
     load_weights(model, state, path)
     return model.eval()

@@ -26,6 +26,7 @@ Legacy names that are not provided exist as placeholders that raise a clear erro
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.abc
 import importlib.machinery
 import sys
@@ -175,7 +176,9 @@ _PROVIDED = {
                    "temporal_efficient_training_cross_entropy", "kaiming_normal_conv_linear_weight"),
     "surrogate": ("heaviside", "SurrogateFunctionBase", "PiecewiseQuadratic", "PiecewiseExp", "Sigmoid",
                   "SoftSign", "ATan", "NonzeroSignLogAbs", "Erf", "PiecewiseLeakyReLU",
-                  "SquarewaveFourierSeries", "S2NN", "QPseudoSpike", "check_manual_grad"),
+                  "SquarewaveFourierSeries", "S2NN", "QPseudoSpike", "check_manual_grad", "piecewise_quadratic",
+                  "piecewise_exp", "sigmoid", "soft_sign", "atan", "nonzero_sign_log_abs", "erf",
+                  "piecewise_leaky_relu", "squarewave_fourier_series", "s2nn", "q_pseudo_spike"),
     "base": ("MemoryModule",),
 }
 #: Names the 0.0.0.0.12 modules had that are not provided (placeholders that raise when used).
@@ -193,6 +196,10 @@ _NOT_PROVIDED = {
 }
 
 
+#: Legacy modules imported their siblings (``from spikingjelly.clock_driven.neuron import surrogate`` works).
+_SIBLINGS = {"neuron": ("surrogate", "base"), "layer": ("base", "functional"), "functional": ("neuron",)}
+
+
 def _contents(module: str) -> dict:
     if module == "neuron":
         provided = _neurons()
@@ -202,6 +209,7 @@ def _contents(module: str) -> dict:
     else:
         provided = _same_in_2_0(module, _PROVIDED[module])
     provided.update({name: _unprovided(module, name) for name in _NOT_PROVIDED[module]})
+    provided.update({name: importlib.import_module(f"{PACKAGE}.{name}") for name in _SIBLINGS.get(module, ())})
     return provided
 
 
