@@ -14,7 +14,7 @@ import torch
 
 from stubs import timm_helpers
 
-NAMES = ["qkformer", "sdt_v1", "spikformer_cifar", "spikformer_imagenet", "spikingformer", "spikingresformer"]
+NAMES = ["qkformer", "sdt_v1", "sdt_v2", "spikformer_cifar", "spikformer_imagenet", "spikingformer", "spikingresformer"]
 
 #: neurons the official forward builds but never calls (SDT: MS_SSA_Conv.attn_lif, MS_SPS.rpe_lif)
 NEVER_CALLED = {"sdt_v1": {"block.0.attn.attn_lif", "block.1.attn.attn_lif", "patch_embed.rpe_lif"}}
@@ -27,6 +27,7 @@ SYNOPS_REFERENCE = {
     "spikformer_imagenet": (4667405, 25909),
     "spikingformer": (4943599, 26071),
     "sdt_v1": (4642760, 0),
+    "sdt_v2": (8807390, 53152),
     "qkformer": (6478731, 26219),
     "spikingresformer": (4273200, 241184),
 }
@@ -39,6 +40,9 @@ OFFICIAL_KEYS = {
     "spikingformer": ["patch_embed.proj4_bn.running_mean", "block.0.attn.proj_conv.bias", "block.1.mlp.mlp2_bn.bias",
                       "block.1.norm2.bias"],
     "sdt_v1": ["patch_embed.rpe_conv.weight", "block.0.attn.talking_heads.weight", "block.1.mlp.fc1_bn.weight"],
+    "sdt_v2": ["downsample1_1.encode_conv.weight", "ConvBlock1_1.0.Conv.dwconv.weight", "ConvBlock2_2.0.bn2.bias",
+               "block3.0.attn.q_conv.0.body.1.bn.running_mean", "block3.0.attn.proj_conv.1.weight",
+               "block4.0.mlp.fc2_conv.weight", "head.weight"],
     "qkformer": ["patch_embed1.proj_res_conv.weight", "stage1.0.tssa.q_conv.weight", "patch_embed3.proj4_bn.bias",
                  "stage3.0.ssa.v_bn.running_var", "stage3.0.mlp.mlp2_conv.bias"],
     "spikingresformer": ["prologue.0.weight", "layers.0.0.firing_rate_x", "layers.0.0.W.weight",
@@ -74,7 +78,7 @@ def test_zoo_lists_the_five_families(tzoo):
     assert sorted(tzoo.MODELS) == NAMES
     assert {zm.official.split()[0] for zm in tzoo.MODELS.values()} == {
         "ZK-Zhou/spikformer", "zhouchenlin2096/Spikingformer", "BICLab/Spike-Driven-Transformer",
-        "zhouchenlin2096/QKFormer", "xyshi2000/SpikingResformer"}
+        "BICLab/Spike-Driven-Transformer-V2", "zhouchenlin2096/QKFormer", "xyshi2000/SpikingResformer"}
 
 
 @pytest.mark.parametrize("name", NAMES)

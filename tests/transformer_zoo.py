@@ -12,6 +12,8 @@ spikingformer          zhouchenlin2096/Spikingformer imagenet/model.py: pre-acti
                        shortcuts
 sdt_v1                 BICLab/Spike-Driven-Transformer module/ms_conv.py, module/sps.py,
                        model/spikeformer.py: Hadamard masks k*v, token sum, q*kv
+sdt_v2                 BICLab/Spike-Driven-Transformer-V2 classification/models.py: conv stages
+                       (SepConv, depthwise), RepConv q/k/v, k^T@v then q@(k^T v)
 qkformer               zhouchenlin2096/QKFormer cifar10/model.py: token Q-K attention (channel
                        sum, mask) and SSA in the last stage
 spikingresformer       xyshi2000/SpikingResformer models/spikingresformer.py: DSSA, real x
@@ -776,6 +778,269 @@ def sdt(**kwargs):
 
 
 # ============================================================================================
+# Spike-Driven Transformer v2 / Meta-SpikeFormer (BICLab/Spike-Driven-Transformer-V2
+# classification/models.py): conv stages (SepConv + 3x3 convs), then spike x spike attention
+# k^T @ v, q @ (k^T v) * 0.125 with RepConv projections; membrane shortcuts throughout.
+# ============================================================================================
+class BNAndPadLayer(nn.Module):
+    """BatchNorm, then pad by ``pad_pixels`` with the value BN gives a zero input (RepConv)."""
+
+    def __init__(self, pad_pixels, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, eps, momentum, affine, track_running_stats)
+        self.pad_pixels = pad_pixels
+
+    def forward(self, input):
+        output = self.bn(input)
+        if self.pad_pixels > 0:
+            if self.bn.affine:
+                pad_values = self.bn.bias.detach() - self.bn.running_mean * self.bn.weight.detach() / torch.sqrt(
+                    self.bn.running_var + self.bn.eps)
+            else:
+                pad_values = -self.bn.running_mean / torch.sqrt(self.bn.running_var + self.bn.eps)
+            output = nn.functional.pad(output, [self.pad_pixels] * 4)
+            pad_values = pad_values.view(1, -1, 1, 1)
+            p = self.pad_pixels
+            output[:, :, 0:p, :] = pad_values
+            output[:, :, -p:, :] = pad_values
+            output[:, :, :, 0:p] = pad_values
+            output[:, :, :, -p:] = pad_values
+        return output
+
+
+class RepConv(nn.Module):
+    """conv 1x1 -> BN padded by 1 -> depthwise 3x3 (no padding) -> conv 1x1 -> BN."""
+
+    def __init__(self, in_channel, out_channel, bias=False):
+        super().__init__()
+        conv1x1 = nn.Conv2d(in_channel, in_channel, 1, 1, 0, bias=False, groups=1)
+        bn = BNAndPadLayer(pad_pixels=1, num_features=in_channel)
+        conv3x3 = nn.Sequential(
+            nn.Conv2d(in_channel, in_channel, 3, 1, 0, groups=in_channel, bias=False),
+            nn.Conv2d(in_channel, out_channel, 1, 1, 0, groups=1, bias=False),
+            nn.BatchNorm2d(out_channel))
+        self.body = nn.Sequential(conv1x1, bn, conv3x3)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class SepConv(nn.Module):
+    """Inverted separable conv (MobileNetV2 style) with LIFs before the pointwise and depthwise convs."""
+
+    def __init__(self, dim, expansion_ratio=2, act2_layer=nn.Identity, bias=False, kernel_size=7, padding=3):
+        super().__init__()
+        med_channels = int(expansion_ratio * dim)
+        self.lif1 = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.pwconv1 = nn.Conv2d(dim, med_channels, kernel_size=1, stride=1, bias=bias)
+        self.bn1 = nn.BatchNorm2d(med_channels)
+        self.lif2 = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.dwconv = nn.Conv2d(med_channels, med_channels, kernel_size=kernel_size, padding=padding,
+                                groups=med_channels, bias=bias)  # depthwise
+        self.pwconv2 = nn.Conv2d(med_channels, dim, kernel_size=1, stride=1, bias=bias)
+        self.bn2 = nn.BatchNorm2d(dim)
+
+    def forward(self, x):
+        T, B, C, H, W = x.shape
+        x = self.lif1(x)
+        x = self.bn1(self.pwconv1(x.flatten(0, 1))).reshape(T, B, -1, H, W)
+        x = self.lif2(x)
+        x = self.dwconv(x.flatten(0, 1))
+        return self.bn2(self.pwconv2(x)).reshape(T, B, -1, H, W)
+
+
+class MS_ConvBlock(nn.Module):  # noqa: N801
+    def __init__(self, dim, mlp_ratio=4.0):
+        super().__init__()
+        self.Conv = SepConv(dim=dim)
+        self.lif1 = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.conv1 = nn.Conv2d(dim, dim * mlp_ratio, kernel_size=3, padding=1, groups=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(dim * mlp_ratio)
+        self.lif2 = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.conv2 = nn.Conv2d(dim * mlp_ratio, dim, kernel_size=3, padding=1, groups=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(dim)
+
+    def forward(self, x):
+        T, B, C, H, W = x.shape
+        x = self.Conv(x) + x  # membrane shortcut
+        x_feat = x
+        x = self.bn1(self.conv1(self.lif1(x).flatten(0, 1))).reshape(T, B, 4 * C, H, W)  # 4: as official
+        x = self.bn2(self.conv2(self.lif2(x).flatten(0, 1))).reshape(T, B, C, H, W)
+        return x_feat + x
+
+
+class MS_MLP(nn.Module):  # noqa: N801
+    def __init__(self, in_features, hidden_features=None, out_features=None, drop=0.0, layer=0):
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.fc1_conv = nn.Conv1d(in_features, hidden_features, kernel_size=1, stride=1)
+        self.fc1_bn = nn.BatchNorm1d(hidden_features)
+        self.fc1_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.fc2_conv = nn.Conv1d(hidden_features, out_features, kernel_size=1, stride=1)
+        self.fc2_bn = nn.BatchNorm1d(out_features)
+        self.fc2_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.c_hidden = hidden_features
+        self.c_output = out_features
+
+    def forward(self, x):
+        T, B, C, H, W = x.shape
+        N = H * W
+        x = x.flatten(3)
+        x = self.fc1_lif(x)
+        x = self.fc1_conv(x.flatten(0, 1))
+        x = self.fc1_bn(x).reshape(T, B, self.c_hidden, N).contiguous()
+        x = self.fc2_lif(x)
+        x = self.fc2_conv(x.flatten(0, 1))
+        return self.fc2_bn(x).reshape(T, B, C, H, W).contiguous()
+
+
+class MS_Attention_RepConv_qkv_id(nn.Module):  # noqa: N801
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0, sr_ratio=1):
+        super().__init__()
+        assert dim % num_heads == 0, f"dim {dim} should be divided by num_heads {num_heads}."
+        self.dim = dim
+        self.num_heads = num_heads
+        self.scale = 0.125
+        self.head_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.q_conv = nn.Sequential(RepConv(dim, dim, bias=False), nn.BatchNorm2d(dim))
+        self.k_conv = nn.Sequential(RepConv(dim, dim, bias=False), nn.BatchNorm2d(dim))
+        self.v_conv = nn.Sequential(RepConv(dim, dim, bias=False), nn.BatchNorm2d(dim))
+        self.q_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.k_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.v_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.attn_lif = MultiStepLIFNode(tau=2.0, v_threshold=0.5, detach_reset=True, backend="cupy")
+        self.proj_conv = nn.Sequential(RepConv(dim, dim, bias=False), nn.BatchNorm2d(dim))
+
+    def _heads(self, x, T, B, C, N):
+        return x.flatten(3).transpose(-1, -2).reshape(T, B, N, self.num_heads, C // self.num_heads) \
+            .permute(0, 1, 3, 2, 4).contiguous()
+
+    def forward(self, x):
+        T, B, C, H, W = x.shape
+        N = H * W
+        x = self.head_lif(x)
+        q = self.q_conv(x.flatten(0, 1)).reshape(T, B, C, H, W)  # all three projections first,
+        k = self.k_conv(x.flatten(0, 1)).reshape(T, B, C, H, W)  # then the three LIFs (official order)
+        v = self.v_conv(x.flatten(0, 1)).reshape(T, B, C, H, W)
+        q = self._heads(self.q_lif(q), T, B, C, N)
+        k = self._heads(self.k_lif(k), T, B, C, N)
+        v = self._heads(self.v_lif(v), T, B, C, N)
+        x = k.transpose(-2, -1) @ v
+        x = (q @ x) * self.scale
+        x = x.transpose(3, 4).reshape(T, B, C, N).contiguous()
+        x = self.attn_lif(x).reshape(T, B, C, H, W)
+        x = x.reshape(T, B, C, H, W)
+        x = x.flatten(0, 1)
+        return self.proj_conv(x).reshape(T, B, C, H, W)
+
+
+class MS_Block(nn.Module):  # noqa: N801
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0, attn_drop=0.0,
+                 drop_path=0.0, norm_layer=nn.LayerNorm, sr_ratio=1):
+        super().__init__()
+        self.attn = MS_Attention_RepConv_qkv_id(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                                attn_drop=attn_drop, proj_drop=drop, sr_ratio=sr_ratio)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.mlp = MS_MLP(in_features=dim, hidden_features=int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x):
+        x = x + self.attn(x)  # membrane shortcuts
+        x = x + self.mlp(x)
+        return x
+
+
+class MS_DownSampling(nn.Module):  # noqa: N801
+    def __init__(self, in_channels=2, embed_dims=256, kernel_size=3, stride=2, padding=1, first_layer=True):
+        super().__init__()
+        self.encode_conv = nn.Conv2d(in_channels, embed_dims, kernel_size=kernel_size, stride=stride,
+                                     padding=padding)
+        self.encode_bn = nn.BatchNorm2d(embed_dims)
+        if not first_layer:
+            self.encode_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+
+    def forward(self, x):
+        T, B, _, _, _ = x.shape
+        if hasattr(self, "encode_lif"):
+            x = self.encode_lif(x)
+        x = self.encode_conv(x.flatten(0, 1))
+        _, _, H, W = x.shape
+        return self.encode_bn(x).reshape(T, B, -1, H, W).contiguous()
+
+
+class Spiking_vit_MetaFormer(nn.Module):  # noqa: N801
+    """The official constructor hard-codes 6 + 2 attention blocks and ``self.T = 1`` (T=4
+    checkpoints are fine-tuned from T=1); here ``blocks`` and ``T`` are arguments."""
+
+    def __init__(self, img_size_h=128, img_size_w=128, patch_size=16, in_channels=2, num_classes=11,
+                 embed_dim=(64, 128, 256, 360), num_heads=8, mlp_ratios=4, qkv_bias=False, qk_scale=None,
+                 drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=nn.LayerNorm, depths=8,
+                 sr_ratios=1, kd=False, blocks=(6, 2), T=1):
+        super().__init__()
+        self.num_classes = num_classes
+        self.depths = depths
+        self.T = T
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depths)]
+        block = partial(MS_Block, num_heads=num_heads, mlp_ratio=mlp_ratios, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                        drop=drop_rate, attn_drop=attn_drop_rate, norm_layer=norm_layer, sr_ratio=sr_ratios)
+        self.downsample1_1 = MS_DownSampling(in_channels, embed_dim[0] // 2, 7, 2, 3, first_layer=True)
+        self.ConvBlock1_1 = nn.ModuleList([MS_ConvBlock(dim=embed_dim[0] // 2, mlp_ratio=mlp_ratios)])
+        self.downsample1_2 = MS_DownSampling(embed_dim[0] // 2, embed_dim[0], 3, 2, 1, first_layer=False)
+        self.ConvBlock1_2 = nn.ModuleList([MS_ConvBlock(dim=embed_dim[0], mlp_ratio=mlp_ratios)])
+        self.downsample2 = MS_DownSampling(embed_dim[0], embed_dim[1], 3, 2, 1, first_layer=False)
+        self.ConvBlock2_1 = nn.ModuleList([MS_ConvBlock(dim=embed_dim[1], mlp_ratio=mlp_ratios)])
+        self.ConvBlock2_2 = nn.ModuleList([MS_ConvBlock(dim=embed_dim[1], mlp_ratio=mlp_ratios)])
+        self.downsample3 = MS_DownSampling(embed_dim[1], embed_dim[2], 3, 2, 1, first_layer=False)
+        self.block3 = nn.ModuleList([block(dim=embed_dim[2], drop_path=dpr[j]) for j in range(blocks[0])])
+        self.downsample4 = MS_DownSampling(embed_dim[2], embed_dim[3], 3, 1, 1, first_layer=False)
+        self.block4 = nn.ModuleList([block(dim=embed_dim[3], drop_path=dpr[j]) for j in range(blocks[1])])
+        self.lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        self.head = nn.Linear(embed_dim[3], num_classes) if num_classes > 0 else nn.Identity()
+        self.kd = kd
+        if self.kd:
+            self.head_kd = nn.Linear(embed_dim[3], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(_init_linear_layernorm)
+
+    def forward_features(self, x):
+        x = self.downsample1_1(x)
+        for blk in self.ConvBlock1_1:
+            x = blk(x)
+        x = self.downsample1_2(x)
+        for blk in self.ConvBlock1_2:
+            x = blk(x)
+        x = self.downsample2(x)
+        for blk in self.ConvBlock2_1:
+            x = blk(x)
+        for blk in self.ConvBlock2_2:
+            x = blk(x)
+        x = self.downsample3(x)
+        for blk in self.block3:
+            x = blk(x)
+        x = self.downsample4(x)
+        for blk in self.block4:
+            x = blk(x)
+        return x
+
+    def forward_steps(self, x):
+        """(T, B, classes): token mean -> LIF -> head per step (``forward`` averages them)."""
+        x = self.forward_features((x.unsqueeze(0)).repeat(self.T, 1, 1, 1, 1))
+        x_lif = self.lif(x.flatten(3).mean(3))
+        x = self.head(x_lif)
+        return (x + self.head_kd(x_lif)) / 2 if self.kd else x
+
+    def forward(self, x):
+        assert not (self.kd and self.training), "the zoo runs the eval path"
+        return self.forward_steps(x).mean(0)
+
+
+@register_model
+def metaspikformer_tiny(**kwargs):
+    """The official layout (metaspikformer_8_512 arguments) with small widths and block counts."""
+    return Spiking_vit_MetaFormer(patch_size=16, num_heads=8, mlp_ratios=4, qkv_bias=False,
+                                  norm_layer=partial(nn.LayerNorm, eps=1e-6), depths=8, sr_ratios=1, **kwargs)
+
+
+# ============================================================================================
 # QKFormer (zhouchenlin2096/QKFormer cifar10/model.py): token Q-K attention in stages 1-2
 # (q summed over a head's channels -> LIF -> mask k), SSA in stage 3, spike-add residuals.
 # ============================================================================================
@@ -1266,9 +1531,9 @@ def calibrate(model: nn.Module, x: torch.Tensor, gen: torch.Generator, target: f
 
     Each pass runs ``model(x)`` with hooks, in call order: a BatchNorm takes running statistics
     from its actual input (randomised by fixed draws), so currents stay O(1) whatever the rates
-    upstream; a neuron is driven by the last BatchNorm that ran before it (BN -> reshape,
-    transpose, MaxPool or a residual add -> neuron: a bias shift reaches its input unchanged),
-    unless an earlier neuron drives that BatchNorm already (attention neurons after q/k/v
+    upstream; a neuron is driven by the BatchNorm whose output its input is a view of, else by
+    the last BatchNorm that ran before it (BN -> transpose, MaxPool or a residual add -> neuron:
+    a bias shift reaches its input unchanged), unless an earlier neuron drives that BatchNorm (attention neurons after q/k/v
     products: they follow their operands' rates). The offset that gives ``target`` on the
     neuron's actual input is added to the BN bias and, in place, to the input, so later neurons
     (and residual streams that alias the input) see the corrected values; further passes absorb
@@ -1281,12 +1546,16 @@ def calibrate(model: nn.Module, x: torch.Tensor, gen: torch.Generator, target: f
     targets, gains = targets or {}, gains or {}
     modules = dict(model.named_modules())
     bns = _batchnorms(model)
+    bn_by_name = dict(bns)
     draws = {name: _BNRandomisation.draw(bn, gen) for name, bn in bns}
     drives: dict[str, str] = {}  # BN name -> the neuron it drives (fixed in the first pass)
 
     def bn_pre_hook(bn, args, name):
         draws[name].fit(bn, args[0])
         last_bn.append(name)
+
+    def bn_hook(bn, args, out, name):
+        outputs[out.untyped_storage().data_ptr()] = (name, out)  # kept alive: no address reuse
 
     def neuron_pre_hook(node, args, name):
         current = args[0]
@@ -1297,17 +1566,21 @@ def calibrate(model: nn.Module, x: torch.Tensor, gen: torch.Generator, target: f
             getattr(modules[name.rpartition(".")[0]], buffer).div_(4.0 ** log_g)
             current.mul_(2.0 ** log_g)
             return None
-        if not last_bn or goal is None or drives.setdefault(last_bn[-1], name) != name:
+        viewed = outputs.get(current.untyped_storage().data_ptr())
+        driver = viewed[0] if viewed else (last_bn[-1] if last_bn else None)
+        if driver is None or goal is None or drives.setdefault(driver, name) != name:
             return None
         span = current.abs().max().item() + 2.0
         delta = _search(lambda d: _rate(node, current + d), goal, -span, span)
-        dict(bns)[last_bn[-1]].bias.add_(delta)
+        bn_by_name[driver].bias.add_(delta)
         current.add_(delta)  # in place: views of the same stream (a block's identity) shift too
         return None
 
     for _ in range(passes):
         last_bn: list[str] = []
+        outputs: dict[int, tuple[str, torch.Tensor]] = {}
         hooks = [bn.register_forward_pre_hook(partial(bn_pre_hook, name=name)) for name, bn in bns]
+        hooks += [bn.register_forward_hook(partial(bn_hook, name=name)) for name, bn in bns]
         hooks += [m.register_forward_pre_hook(partial(neuron_pre_hook, name=name)) for name, m in neuron_layers(model)]
         try:
             sj_functional.reset_net(model)
@@ -1390,6 +1663,12 @@ MODELS: dict[str, ZooTransformer] = {m.name: m for m in [
                         num_heads=4, mlp_ratios=4, depths=2, T=4, pooling_stat="1111"),
                    (3, 64, 64), 4, "BICLab/Spike-Driven-Transformer module/ms_conv.py",
                    "SDSA: k*v mask, token sum, talking-heads LIF (0.5), q*kv; MaxPool on real values"),
+    ZooTransformer("sdt_v2", "metaspikformer_tiny",
+                   dict(img_size_h=64, img_size_w=64, in_channels=3, num_classes=10, embed_dim=(8, 16, 64, 64),
+                        blocks=(1, 1), T=4),
+                   (3, 64, 64), 4, "BICLab/Spike-Driven-Transformer-V2 classification/models.py",
+                   "conv stages (SepConv, depthwise), RepConv q/k/v, k^T @ v then q @ (k^T v) * 0.125",
+                   _DENSE_QKV),
     ZooTransformer("qkformer", "QKFormer",
                    dict(img_size_h=16, img_size_w=16, patch_size=4, in_channels=3, num_classes=10, embed_dims=64,
                         mlp_ratios=4, depths=3, T=4),
