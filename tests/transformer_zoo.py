@@ -969,8 +969,8 @@ class MS_DownSampling(nn.Module):  # noqa: N801
 
 
 class Spiking_vit_MetaFormer(nn.Module):  # noqa: N801
-    """The official constructor hard-codes 6 + 2 attention blocks and ``self.T = 1`` (T=4
-    checkpoints are fine-tuned from T=1); here ``blocks`` and ``T`` are arguments."""
+    """The official constructor hard-codes 6 + 2 attention blocks and ``self.T = 1``
+    (``main_finetune.py`` sets ``model.T = args.time_steps``); here both are arguments."""
 
     def __init__(self, img_size_h=128, img_size_w=128, patch_size=16, in_channels=2, num_classes=11,
                  embed_dim=(64, 128, 256, 360), num_heads=8, mlp_ratios=4, qkv_bias=False, qk_scale=None,
