@@ -26,16 +26,16 @@ the stand-ins of ``tests/stubs/timm_helpers.py`` first) and replaces the legacy 
 :func:`MultiStepLIFNode`, a SpikingJelly 2.0 ``neuron.LIFNode(step_mode='m')`` of the same
 arithmetic; switching to the legacy import path is replacing that one function by the import.
 
-``MODELS[name]`` is a :class:`ZooTransformer`: ``.build()`` (seeded, eval mode, BatchNorm
-statistics fitted then randomised, BN biases calibrated so every neuron layer fires 2-40 %),
-``.input_shape``, ``.timesteps``, ``.inputs(n, seed)`` (static images, repeated over T by the
-model itself as in the official forward) and ``.torch_outputs(model, x)`` ((n, T, classes) per
-step: the official heads average over T after a linear map, so their output is the mean of
-these). :func:`spikingformer_8_512` builds the full-size ImageNet Spikingformer.
+``MODELS[name]`` is a :class:`ZooTransformer`: ``.build()`` (seeded, eval mode; BatchNorm running
+statistics taken from the data and randomised, BN biases shifted so each neuron layer fires at
+a target rate, 15 % unless the entry says otherwise, see :func:`calibrate`), ``.input_shape``, ``.timesteps``, ``.inputs(n, seed)`` (static
+images, repeated over T by the model itself as in the official forward) and
+``.torch_outputs(model, x)`` ((n, T, classes): the head output per step; the official forward
+returns their mean over T, SpikingResformer's the steps themselves).
+:func:`spikingformer_8_512` builds the full-size ImageNet Spikingformer (not run in tests).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -1533,15 +1533,16 @@ def calibrate(model: nn.Module, x: torch.Tensor, gen: torch.Generator, target: f
     from its actual input (randomised by fixed draws), so currents stay O(1) whatever the rates
     upstream; a neuron is driven by the BatchNorm whose output its input is a view of, else by
     the last BatchNorm that ran before it (BN -> transpose, MaxPool or a residual add -> neuron:
-    a bias shift reaches its input unchanged), unless an earlier neuron drives that BatchNorm (attention neurons after q/k/v
-    products: they follow their operands' rates). The offset that gives ``target`` on the
-    neuron's actual input is added to the BN bias and, in place, to the input, so later neurons
-    (and residual streams that alias the input) see the corrected values; further passes absorb
-    what copies of a stream made before the neuron missed.
+    a bias shift reaches its input unchanged), unless an earlier neuron drives that BatchNorm
+    (attention neurons after q/k/v products: they follow their operands' rates). The offset
+    that gives ``target`` on the neuron's actual input is added to the BN bias and, in place, to
+    the input, so later neurons (and residual streams that alias the input) see the corrected
+    values; further passes absorb what copies of a stream made before the neuron missed.
 
-    ``targets`` overrides the rate per neuron-name suffix (the longest match; ``None``: not driven). ``gains`` maps
-    a neuron-name suffix to a firing-rate buffer of its parent module that scales its input by
-    ``buffer ** -0.5`` (SpikingResformer's DSSA): the buffer is set so the neuron hits ``target``.
+    ``targets`` overrides the rate per neuron-name suffix (the longest match; ``None``: not
+    driven). ``gains`` maps a neuron-name suffix to a firing-rate buffer of its parent module
+    that scales its input by ``buffer ** -0.5`` (SpikingResformer's DSSA): the buffer is set so
+    the neuron hits ``target``.
     """
     targets, gains = targets or {}, gains or {}
     modules = dict(model.named_modules())
