@@ -23,13 +23,13 @@ NEVER_CALLED = {"sdt_v1": {"block.0.attn.attn_lif", "block.1.attn.attn_lif", "pa
 #: is the attention products: spike x spike in SSA, real x spike in DSSA; SDT's masks are
 #: aten.mul, which SynOpCounter does not count.
 SYNOPS_REFERENCE = {
-    "spikformer_cifar": (2317978, 52850),
-    "spikformer_imagenet": (4667405, 25909),
-    "spikingformer": (4943599, 26071),
-    "sdt_v1": (4642760, 0),
-    "sdt_v2": (8807390, 53152),
-    "qkformer": (6478731, 26219),
-    "spikingresformer": (4273200, 241184),
+    "spikformer_cifar": (2406855, 54551),
+    "spikformer_imagenet": (4661044, 26156),
+    "spikingformer": (4940822, 26894),
+    "sdt_v1": (4485010, 0),
+    "sdt_v2": (8683592, 52836),
+    "qkformer": (6068807, 26407),
+    "spikingresformer": (4248584, 239888),
 }
 
 #: state-dict keys as the official files name them (official checkpoints load by these)
