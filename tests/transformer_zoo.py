@@ -1500,7 +1500,7 @@ class _BNRandomisation:
         dims = [d for d in range(x.dim()) if d != 1]
         var, mean = torch.var_mean(x, dim=dims)
         bn.running_mean.copy_(mean + self.mean_shift * var.sqrt())
-        bn.running_var.copy_(var * self.var_scale + bn.eps)
+        bn.running_var.copy_(var * self.var_scale + bn.eps)  # eps: a silent channel stays finite
 
 
 def _crossing(rates_at: Callable[[torch.Tensor], torch.Tensor], target: float, lo: float, hi: float,
