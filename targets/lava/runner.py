@@ -13,6 +13,7 @@ import numpy as np
 
 from snncompile.errors import SnnCompileError
 from snncompile.targets.base import RunResult, prepare_inputs
+from snncompile.targets.lava import limits
 from snncompile.targets.lava import params as prm
 from snncompile.targets.lava.builder import LavaNet, build
 from snncompile.targets.lava.plan import plan
@@ -42,7 +43,9 @@ def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    cfg = Loihi2SimCfg(select_tag=TAGS[precision])
+    from snncompile.targets.lava.procs.conv import CONV_MODELS
+
+    cfg = Loihi2SimCfg(select_tag=TAGS[precision], exception_proc_model_map=CONV_MODELS[precision])
     ok = False
     # The watchdog wakes a blocked run with SIGINT, which only the main thread receives.
     in_main = threading.current_thread() is threading.main_thread()
@@ -183,6 +186,7 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
     """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava."""
     global last_timings
     graph = prm.prepare_graph(graph, precision)
+    limits.check_graph(graph, precision)
     xs, T, static = _static_or_train(graph, x, steps)
     if xs.shape[0] == 0:
         raise SnnCompileError(f"graph '{graph.name}': no input samples to run")
