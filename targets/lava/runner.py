@@ -6,6 +6,8 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -35,6 +37,17 @@ class Timings:
 
 #: Timings of the most recent ``run`` in this process.
 last_timings = Timings()
+
+
+@contextmanager
+def quiet_lava_warnings():
+    """Hide numpy RuntimeWarnings raised inside Lava's own code (e.g. ``inf * 0`` in its
+    LIF model, printed once per worker): Lava's internals, not the user's to act on.
+    Lava forks its workers inside this block, so they inherit the filter. Warnings from
+    our own processes and from snncompile still show."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"lava\.")
+        yield
 
 
 def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -> None:
@@ -192,7 +205,7 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
         raise SnnCompileError(f"graph '{graph.name}': no input samples to run")
     the_plan = plan(graph)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as folder:
+    with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as folder, quiet_lava_warnings():
         net = build(graph, xs, static, T, folder, record=record, the_plan=the_plan, precision=precision)
         t1 = time.perf_counter()
         execute(net, precision, graph.name)
