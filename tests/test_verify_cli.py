@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from snncompile.cli import main
-from snncompile.commands.verify import Column, compare
+from snncompile.commands.verify import Column, compare, first_disagreement_line
 from snncompile.ir.onnx_format import load_onnx, save_onnx
 from snncompile.quantize import is_quantized
 from snncompile.targets.base import RunResult
@@ -46,26 +46,51 @@ def test_quantize_bad_calibration_shape_names_the_file_and_writes_nothing(files)
     assert not out.exists()
 
 
-def _result(outputs, counts=None):
+NODES = [("in", "Input"), ("fc", "Linear"), ("lif", "Neuron"), ("out", "Output")]
+
+
+def _run_of(outputs, fc):
     outputs = np.asarray(outputs, dtype=np.float64)
+    fc = np.asarray(fc, dtype=np.float64)
     return RunResult(outputs=outputs, readout="spikes", backend="x", precision="fixed",
-                     layer_counts={"lif": outputs.sum(1) if counts is None else counts},
-                     layer_steps={"lif": outputs.sum(2)})
+                     layer_counts={"fc": fc.sum(1), "lif": outputs.sum(1)},
+                     layer_steps={"fc": fc.sum(2), "lif": outputs.sum(2)})
+
+
+def _spikes_and_current():
+    a = np.zeros((3, 4, 2))
+    a[0, 1, 0] = a[2, 3, 1] = a[1, 0, 0] = 1
+    return a, np.arange(24, dtype=float).reshape(3, 4, 2)
 
 
 def test_compare_flags_any_difference_between_emulator_and_lava_fixed():
-    a = np.zeros((3, 4, 2))
-    a[0, 1, 0] = a[2, 3, 1] = 1
+    a, fc = _spikes_and_current()
+    ref, emu = Column("reference float", _run_of(a, fc), n=3), Column("emulator fixed", _run_of(a, fc), n=3)
+    res = compare(ref, emu, [Column("lava fixed", _run_of(a[:2], fc[:2]), n=2)], None, NODES)
+    assert res.exact and res.first is None
     b = a.copy()
-    ref, emu = Column("reference float", _result(a), n=3), Column("emulator fixed", _result(a), n=3)
-    same = Column("lava fixed", _result(a[:2]), n=2)
-    _, _, exact = compare(ref, emu, [same], None, ["lif"])
-    assert exact
     b[1, 2, 0] = 1
-    diff = Column("lava fixed", _result(b[:2]), n=2)
-    summary, layers, exact = compare(ref, emu, [diff], None, ["lif"])
-    assert not exact
-    assert any("1/2 samples" in line for line in summary) and any(line.endswith("1/2") for line in layers)
+    res = compare(ref, emu, [Column("lava fixed", _run_of(b[:2], fc[:2]), n=2)], None, NODES)
+    assert not res.exact
+    assert any("1/2 samples" in line for line in res.summary)
+    assert any(line.startswith("lif") and line.endswith("1/2") for line in res.layers)
+    assert first_disagreement_line(res.first) == ("first disagreement: node 'lif' (Neuron): lava fixed vs "
+                                                  "emulator, 1/2 samples differ")
+
+
+def test_compare_names_the_first_node_in_graph_order_not_only_neurons():
+    """A synapse differing only in WHEN its current arrives (same total) is caught by the
+    per-step sums, and named before the neuron it feeds."""
+    a, fc = _spikes_and_current()
+    late = fc.copy()
+    late[:, [1, 2]] = late[:, [2, 1]]          # same sums over time, shifted steps
+    b = a.copy()
+    b[0, 3, 1] = 1
+    ref, emu = Column("reference float", _run_of(a, fc), n=3), Column("emulator fixed", _run_of(a, fc), n=3)
+    res = compare(ref, emu, [Column("lava fixed", _run_of(b, late), n=3)], None, NODES)
+    assert (res.first.name, res.first.kind, res.first.differ) == ("fc", "Linear", 3)
+    assert any(line.startswith("fc ") and "Linear" in line and line.endswith("0/3") for line in res.layers)
+    assert any(line.startswith("lif ") and line.endswith("2/3") for line in res.layers)
 
 
 @pytest.mark.lava
@@ -78,3 +103,57 @@ def test_verify_runs_every_backend_side_by_side(files):
     else:
         assert res.exit_code == 0, res.output
         assert "emulator == Lava fixed point, spike for spike, on 3 samples" in res.output
+
+
+@pytest.fixture()
+def pooled(tmp_path):
+    """A quantized Conv -> IF -> AvgPool2d -> depthwise Conv -> IF -> SumPool2d -> Linear
+    -> IF graph that fires (rates checked on the emulator) and its inputs."""
+    from snncompile.quantize import quantize
+    from snncompile.targets import run
+    from test_lava_wide import _inputs, pooled_graph
+
+    x = _inputs()
+    q, _ = quantize(pooled_graph(8), calib=x)
+    emu = run(q, x, backend="emulator", precision="fixed", record=True)
+    for layer in ("if1", "if2", "if3"):
+        assert 0.02 <= emu.layer_counts[layer].mean() / x.shape[1] <= 0.5, layer
+    save_onnx(q, tmp_path / "pool.onnx")
+    np.savez(tmp_path / "x.npz", x=x)
+    return tmp_path
+
+
+def _verify(folder):
+    return CliRunner().invoke(main, ["verify", str(folder / "pool.onnx"), "--input", str(folder / "x.npz"),
+                                     "--no-lava-float"])
+
+
+@pytest.mark.lava
+def test_verify_compares_every_node_on_a_clean_graph(pooled):
+    res = _verify(pooled)
+    assert res.exit_code == 0, res.output
+    assert "first disagreement" not in res.output
+    for node, kind in [("conv", "Conv2d"), ("pool", "AvgPool2d"), ("dw", "Conv2d"), ("sum", "SumPool2d"),
+                       ("fc", "Linear"), ("if3", "Neuron")]:
+        assert any(line.startswith(f"{node} ") and kind in line and line.endswith("2/2")
+                   for line in res.output.splitlines()), node
+    assert "emulator == Lava fixed point, spike for spike, on 2 samples" in res.output
+
+
+@pytest.mark.lava
+def test_verify_names_the_first_node_where_lava_fixed_disagrees(pooled, monkeypatch):
+    """Perturb Lava's grouped (pooling and depthwise) Convs by one unit: the first node in
+    graph order that differs is the AvgPool, not the neurons after it."""
+    from snncompile.targets.lava.procs import conv
+
+    exact = conv.PyWideConvFixed.finish
+
+    def off_by_one_when_grouped(self, acc):
+        out = exact(self, acc)
+        return out + 1 if self.groups[0] > 1 else out
+
+    monkeypatch.setattr(conv.PyWideConvFixed, "finish", off_by_one_when_grouped)  # forked workers inherit it
+    res = _verify(pooled)
+    assert res.exit_code == 1, res.output
+    assert "first disagreement: node 'pool' (AvgPool2d): lava fixed vs emulator, 2/2 samples differ" in res.output
+    assert "emulator and Lava fixed point DISAGREE" in res.output

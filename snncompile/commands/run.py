@@ -4,7 +4,10 @@ OUT.npz holds ``counts`` (N, n_out), ``pred`` (N,), and per step either ``spikes
 (N, T, n_out, uint8; spike readout) or ``potential`` (N, T, n_out; potential readout: the
 readout's accumulated potential after each step, so ``potential[:, -1] == counts``),
 ``accuracy`` when DATA.npz has labels ``y``, and ``backend``, ``precision``, ``readout``,
-``steps`` describing the run.
+``steps`` describing the run. ``scale``: the readout's integer units per float unit
+(``ReadoutFixed.scale`` of a fixed-point run, 1.0 for float runs and spike readouts):
+``counts / scale`` and ``potential / scale`` compare with the float logits.
+``--samples N`` runs the first N samples of DATA.npz only.
 """
 from __future__ import annotations
 
@@ -59,11 +62,22 @@ def fixed_point_graph(graph):
     return qgraph, True
 
 
-def result_arrays(result, labels=None) -> dict[str, np.ndarray]:
+def readout_scale(graph, precision: str) -> float:
+    """Integer units per float unit of the readout: ``ReadoutFixed.scale`` of a fixed-point
+    potential readout, else 1.0 (float values, or spikes, which need no conversion)."""
+    out = graph.output
+    fixed = getattr(out, "fixed", None)
+    if precision != "fixed" or out.mode != "potential" or fixed is None:
+        return 1.0
+    return float(fixed.scale)
+
+
+def result_arrays(result, labels=None, scale: float = 1.0) -> dict[str, np.ndarray]:
     """What OUT.npz holds for a RunResult (module docstring)."""
     arrays = {"counts": result.counts, "pred": result.pred.astype(np.int64),
               "backend": np.array(result.backend), "precision": np.array(result.precision),
-              "readout": np.array(result.readout), "steps": np.array(result.outputs.shape[1])}
+              "readout": np.array(result.readout), "steps": np.array(result.outputs.shape[1]),
+              "scale": np.array(float(scale))}
     if result.readout == "spikes":
         arrays["spikes"] = result.outputs.astype(np.uint8)
     else:
@@ -84,15 +98,17 @@ def result_arrays(result, labels=None) -> dict[str, np.ndarray]:
               help="Time steps to run (default: those of x, or the graph's for a static x).")
 @click.option("-o", "--output", "out_file", metavar="OUT.npz", type=click.Path(dir_okay=False), default=None,
               help="Result file [default: <GRAPH name>.out.npz in the current folder].")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="Run only the first N samples of DATA.npz [default: all].")
 @reports_errors
-def command(graph_file, data_file, backend, precision, steps, out_file):
+def command(graph_file, data_file, backend, precision, steps, out_file, samples):
     """Run GRAPH.onnx on the inputs of DATA.npz and write counts, predictions and output spikes."""
     from snncompile.ir.onnx_format import load_onnx
     from snncompile.targets import run
 
     out_file = Path(out_file or f"{Path(graph_file).stem}.out.npz")
     graph = load_onnx(graph_file)
-    x, T, y = load_inputs(data_file, graph, steps)
+    x, T, y = load_inputs(data_file, graph, steps, samples)
     with atomic_output(out_file) as tmp:
         if precision == "fixed":
             graph, quantized_now = fixed_point_graph(graph)
@@ -102,7 +118,7 @@ def command(graph_file, data_file, backend, precision, steps, out_file):
         start = time.perf_counter()
         result = run(graph, x, steps=T, backend=backend, precision=precision)
         wall = time.perf_counter() - start
-        arrays = result_arrays(result, y)
+        arrays = result_arrays(result, y, readout_scale(graph, precision))
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     acc = (f", accuracy {float(arrays['accuracy']):.2%} ({int(np.sum(result.pred == y))}/{len(y)})"

@@ -3,12 +3,19 @@
 Runs the float reference, the emulator in fixed point, Lava in fixed point and Lava in
 float, and prints a side-by-side table (accuracy when DATA.npz has labels, agreement of
 predictions with the float reference, exact agreement of the outputs with the emulator)
-and a per-layer table of spike counts. A graph that is not quantized yet is quantized
-with default settings (or ``--calib``), the same parameters for emulator and Lava.
+and a per-node table: every node both the emulator and Lava fixed record (neurons,
+synapses, pooling, Adds, ...), its totals per backend, and in how many samples Lava
+fixed equals the emulator exactly (sum over time and sum per step). When they differ it
+names the first node in graph order that does, in one line::
 
-Exit status: 0 when emulator and Lava fixed agree spike for spike (outputs and every
-layer's counts), 1 when they differ (or on bad input), 2 when Lava fixed point could
-not be run at all (the reason is printed).
+    first disagreement: node 'pool' (AvgPool2d): lava fixed vs emulator, 37/80 samples differ
+
+A graph that is not quantized yet is quantized with default settings (or ``--calib``),
+the same parameters for emulator and Lava.
+
+Exit status: 0 when emulator and Lava fixed agree exactly on every recorded node and
+the outputs; 1 when they differ (the first disagreeing node is named) or on bad input;
+2 when Lava fixed point could not be run at all (the reason is printed).
 """
 from __future__ import annotations
 
@@ -47,14 +54,65 @@ def _run(label, fn, n) -> Column:
     return col
 
 
-def compare(ref: Column, emu: Column, others: list[Column], labels, neurons: list[str]
-            ) -> tuple[list[str], list[str], bool]:
-    """Render the two tables; return (summary lines, layer lines, emulator == lava fixed)."""
+@dataclass
+class NodeDiff:
+    """How many of the first ``n`` samples of one node differ between two backends."""
+
+    name: str
+    kind: str
+    differ: int
+    n: int
+
+
+@dataclass
+class Comparison:
+    summary: list
+    layers: list
+    #: emulator == lava fixed on every recorded node and the outputs
+    exact: bool
+    #: the first node (graph order) where lava fixed and the emulator differ, or None
+    first: Optional[NodeDiff] = None
+
+
+def node_diffs(nodes: list, base, other, n: int) -> list[NodeDiff]:
+    """Per node recorded by both runs (``nodes``: (name, kind) in graph order, the Output
+    last): samples whose sum over time or per-step sum differ, exactly (integers)."""
+    diffs = []
+    for name, kind in nodes:
+        if kind == "Output":
+            a, b = base.outputs[:n], other.outputs[:n]
+            eq = np.all((a == b).reshape(n, -1), axis=1)
+        elif name in base.layer_counts and name in other.layer_counts:
+            eq = np.ones(n, dtype=bool)
+            for rec in ("layer_counts", "layer_steps"):
+                a, b = getattr(base, rec).get(name), getattr(other, rec).get(name)
+                if a is not None and b is not None:
+                    eq &= np.all((a[:n] == b[:n]).reshape(n, -1), axis=1)
+        else:
+            continue
+        diffs.append(NodeDiff(name, kind, int(n - eq.sum()), n))
+    return diffs
+
+
+def first_disagreement_line(d: NodeDiff) -> str:
+    return (f"first disagreement: node '{d.name}' ({d.kind}): lava fixed vs emulator, "
+            f"{d.differ}/{d.n} samples differ")
+
+
+def _total(arr) -> str:
+    v = float(np.sum(arr))
+    return str(int(v)) if v == int(v) else f"{v:.6g}"
+
+
+def compare(ref: Column, emu: Column, others: list[Column], labels, nodes: list) -> Comparison:
+    """Render the two tables and compare lava fixed with the emulator node by node.
+
+    ``nodes``: (name, kind) of the graph's nodes in graph order; every one both runs
+    recorded is compared (neurons, synapses, pooling, Adds, ...), then the outputs."""
     cols = [ref, emu, *others]
     head = ("backend", "samples", "accuracy", "pred = float ref", "outputs = emulator", "time s")
     rows = [head]
     emu_out = emu.result.outputs if emu.result is not None else None
-    exact = True
     for c in cols:
         if c.result is None:
             rows.append((c.label, "-", "-", "-", "not run (reason below)", "-"))
@@ -72,29 +130,26 @@ def compare(ref: Column, emu: Column, others: list[Column], labels, neurons: lis
             same = "-" if eq is None else f"{int(eq.sum())}/{n} samples"
         rows.append((c.label, str(n), acc, agree, same, f"{c.seconds:.2f}"))
     summary = _table(rows)
-    # per layer spike counts
     lava_fixed = next((c for c in others if c.label == "lava fixed" and c.result is not None), None)
-    layers = [k for k in neurons if k in emu.result.layer_counts and k in ref.result.layer_counts]
-    lrows = [("layer", *[c.label for c in cols], "lava fixed = emulator")]
+    diffs = {}
+    if lava_fixed is not None:
+        diffs = {d.name: d for d in node_diffs(nodes, emu.result, lava_fixed.result, lava_fixed.n)}
+    recorded = [(k, kind) for k, kind in nodes
+                if k in emu.result.layer_counts and k in ref.result.layer_counts]
+    lrows = [("node", "kind", *[c.label for c in cols], "lava fixed = emulator")]
     n_common = min([c.n for c in cols if c.result is not None] or [0])
-    for k in layers:
+    for k, kind in recorded:
         vals = []
         for c in cols:
             lc = c.result.layer_counts.get(k) if c.result is not None else None
-            vals.append("-" if lc is None else str(int(lc[:n_common].sum())))
-        match = "-"
-        if lava_fixed is not None:
-            a, b = emu.result.layer_counts[k][:lava_fixed.n], lava_fixed.result.layer_counts.get(k)
-            if b is None:
-                match = "not recorded"
-            else:
-                ok = np.all((a == b[:lava_fixed.n]).reshape(lava_fixed.n, -1), axis=1)
-                match = f"{int(ok.sum())}/{lava_fixed.n}"
-                exact &= bool(ok.all())
-        lrows.append((k, *vals, match))
-    if lava_fixed is not None:
-        exact &= bool(np.array_equal(lava_fixed.result.outputs, emu_out[:lava_fixed.n]))
-    return summary, _table(lrows) + [f"(layer spike totals over the first {n_common} samples)"], exact
+            vals.append("-" if lc is None else _total(lc[:n_common]))
+        d = diffs.get(k)
+        match = "-" if lava_fixed is None else ("not recorded" if d is None else f"{d.n - d.differ}/{d.n}")
+        lrows.append((k, kind, *vals, match))
+    first = next((d for d in diffs.values() if d.differ), None)
+    exact = lava_fixed is not None and first is None
+    layers = _table(lrows) + [f"(node totals over time and elements, first {n_common} samples)"]
+    return Comparison(summary, layers, exact, first)
 
 
 def _table(rows) -> list[str]:
@@ -148,16 +203,17 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
             others.append(_run("lava float", lambda: lava.run(graph, x[:nl], precision="float", record=True), nl))
     else:
         others = [Column("lava fixed", error=lava_error), Column("lava float", error=lava_error)]
-    from snncompile.ir.nodes import Neuron
-    neurons = [node.name for node in qgraph if isinstance(node, Neuron)]
-    summary, layer_lines, exact = compare(ref, emu, others, y, neurons)
-    for line in summary + [""] + layer_lines:
+    nodes = [(name, qgraph.node(name).kind) for name in qgraph.order()]
+    result = compare(ref, emu, others, y, nodes)
+    for line in result.summary + [""] + result.layers:
         click.echo(line)
     lava_fixed = others[0]
     if lava_fixed.result is None:
         click.echo(f"verify: Lava fixed point could not be run: {lava_fixed.error}", err=True)
         sys.exit(2)
-    if not exact:
+    if not result.exact:
+        click.echo(first_disagreement_line(result.first))
         click.echo("verify: emulator and Lava fixed point DISAGREE (see the tables)", err=True)
         sys.exit(1)
-    click.echo(f"verify: emulator == Lava fixed point, spike for spike, on {nl} samples")
+    click.echo(f"verify: emulator == Lava fixed point, spike for spike, on {nl} samples "
+               f"(every recorded node and the outputs)")

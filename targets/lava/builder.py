@@ -17,6 +17,7 @@ import numpy as np
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
+from snncompile.targets.lava import limits
 from snncompile.targets.lava import params as prm
 from snncompile.targets.lava.layout import Layout
 from snncompile.targets.lava.plan import Plan, plan
@@ -175,10 +176,13 @@ class _Builder:
         from lava.proc.conv.process import Conv
 
         val = self._single_input(name)
+        bits = self._bits(node, val)
+        if self.precision == "fixed":
+            limits.check_conv(name, node.kind, weight, bits)
         conv = self._add(Conv(weight=weight, input_shape=val.layout.lava_shape,
                               padding=tuple(node.padding[::-1]), stride=tuple(node.stride[::-1]),
                               dilation=tuple(dilation[::-1]), groups=groups,
-                              num_message_bits=self._bits(node, val), name=name))
+                              num_message_bits=bits, name=name))
         self._connect(val, conv.s_in)
         layout = Layout(self.g.shape(name))
         if tuple(conv.a_out.shape) != layout.lava_shape:  # guards the layout arithmetic

@@ -6,6 +6,8 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -13,6 +15,7 @@ import numpy as np
 
 from snncompile.errors import SnnCompileError
 from snncompile.targets.base import RunResult, prepare_inputs
+from snncompile.targets.lava import limits
 from snncompile.targets.lava import params as prm
 from snncompile.targets.lava.builder import LavaNet, build
 from snncompile.targets.lava.plan import plan
@@ -36,13 +39,26 @@ class Timings:
 last_timings = Timings()
 
 
+@contextmanager
+def quiet_lava_warnings():
+    """Hide numpy RuntimeWarnings raised inside Lava's own code (e.g. ``inf * 0`` in its
+    LIF model, printed once per worker): Lava's internals, not the user's to act on.
+    Lava forks its workers inside this block, so they inherit the filter. Warnings from
+    our own processes and from snncompile still show."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"lava\.")
+        yield
+
+
 def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -> None:
     """Compile and run ``net`` for its steps. A Lava failure or an interrupt stops the
     runtime (no orphan worker processes) and surfaces as one clear error."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    cfg = Loihi2SimCfg(select_tag=TAGS[precision])
+    from snncompile.targets.lava.procs.conv import CONV_MODELS
+
+    cfg = Loihi2SimCfg(select_tag=TAGS[precision], exception_proc_model_map=CONV_MODELS[precision])
     ok = False
     # The watchdog wakes a blocked run with SIGINT, which only the main thread receives.
     in_main = threading.current_thread() is threading.main_thread()
@@ -183,12 +199,13 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
     """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava."""
     global last_timings
     graph = prm.prepare_graph(graph, precision)
+    limits.check_graph(graph, precision)
     xs, T, static = _static_or_train(graph, x, steps)
     if xs.shape[0] == 0:
         raise SnnCompileError(f"graph '{graph.name}': no input samples to run")
     the_plan = plan(graph)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as folder:
+    with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as folder, quiet_lava_warnings():
         net = build(graph, xs, static, T, folder, record=record, the_plan=the_plan, precision=precision)
         t1 = time.perf_counter()
         execute(net, precision, graph.name)
