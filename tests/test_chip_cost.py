@@ -155,3 +155,30 @@ def test_energy_cli_chip_section(net, tmp_path):
                                     "-o", str(tmp_path / "bad.json")])
     assert res.exit_code == 1 and "error: chip 'nope'" in res.output
     assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("chip", ["loihi1", "loihi2"])
+def test_core_links_equal_brute_force_messages(chip):
+    """Messages from each source core to each destination core = the spikes of the source neurons
+    that feed the destination core (brute force: autograd through the conv)."""
+    from snncompile.chip.mapper import core_links
+    from test_chip_mapper import brute_fanin, conv_graph
+    cmap = map_graph(conv_graph(2, 16, 8, 3, pool=True), chip)
+    rng = np.random.default_rng(3)
+    weights = {p.name: rng.random(p.n) for p in cmap.network.populations}
+    links = core_links(cmap, weights)
+    pops = cmap.network.by_name()
+    checked = 0
+    for core in cmap.cores:
+        expect = {}
+        for g in pops[core.layer].groups:
+            if g.source == "<input>":
+                continue
+            touched = brute_fanin(g.geometry, core.start, core.stop).ravel() > 0
+            for s in cmap.layer_cores(g.source):
+                v = float(weights[g.source][s.start:s.stop][touched[s.start:s.stop]].sum())
+                if v:
+                    expect[s.core] = expect.get(s.core, 0.0) + v
+        assert links[core.core] == pytest.approx(expect)
+        checked += bool(expect)
+    assert checked >= 2

@@ -197,14 +197,18 @@ def test_conv_layers_cut_within_limits_and_count_axons_exactly(chip, c_in, hw, c
     check_map(cmap)
     p = cmap.profile
     (group,) = cmap.network.by_name()["lif"].groups
+    geo = group.geometry
     for c in cmap.layer_cores("lif"):
-        ref = brute_fanin(group.geometry, c.start, c.stop)
-        assert c.usage["input_axons"] == np.count_nonzero(ref)
-        bits = 8 + next(b for b in p.sparse_index_bits_map if b >= (math.ceil(math.log2(c.neurons)) if c.neurons > 1 else 0)) \
-            if p.name == "loihi1" else 8
-        units = sum(nengo_bits_per_axon(int(n), bits) // 64 for n in ref.ravel() if n) if p.name == "loihi1" \
-            else sum(math.ceil(int(n) / 4) for n in ref.ravel() if n)
-        assert c.usage["synapse_units"] == units
+        ref = brute_fanin(geo, c.start, c.stop)
+        if chip == "loihi1":      # nengo-loihi: an axon per source neuron, its weights stored per axon
+            assert c.usage["input_axons"] == np.count_nonzero(ref)
+            bits = 8 + next(b for b in p.sparse_index_bits_map if b >= math.ceil(math.log2(max(c.neurons, 1))))
+            assert c.usage["synapse_units"] == sum(nengo_bits_per_axon(int(n), bits) // 64 for n in ref.ravel() if n)
+        else:                     # Loihi 2: one population axon per source channel, kernels shared
+            assert c.usage["input_axons"] == np.count_nonzero(ref.any(axis=1))
+            hw = geo.out_shape[1] * geo.out_shape[2]
+            channels = (c.stop - 1) // hw - c.start // hw + 1
+            assert c.usage["synapse_units"] == math.ceil(channels * (c_in // groups) * k * k * 8 / 32)
 
 
 def test_conv_fanin_equals_brute_force_on_random_ranges():
