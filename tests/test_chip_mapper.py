@@ -318,3 +318,23 @@ def test_every_profile_field_has_source_and_confidence():
         for key, f in p.fields.items():
             assert f.source and f.confidence in ("pre-silicon", "measured", "compiler-observed", "assumption"), key
     assert load_profile("loihi2").fields["neurons_per_core"].confidence == "compiler-observed"
+
+
+def test_recurrent_layer_counts_its_own_cores_as_destinations():
+    """lif -> rec --delay 1--> sum -> lif: the self-connection's output axons are settled by the
+    repair pass (each neuron reaches every core of its own layer)."""
+    g = Graph("rnn")
+    g.add(ir.Input("input", shape=(8,)))
+    g.add(ir.Linear("fc", weight=zeros(600, 8)), ["input"])
+    g.add(ir.Add("sum"), ["fc"])
+    g.add(ir.Neuron("lif", shape=(600,)), ["sum"])
+    g.add(ir.Linear("rec", weight=zeros(600, 600)), ["lif"])
+    g.add_edge("rec", "sum", delay=1)
+    g.add(ir.Output("output"), ["lif"])
+    cmap = map_graph(g, "loihi1")
+    check_map(cmap)
+    cores = cmap.layer_cores("lif")
+    assert len(cores) == 4
+    for c in cores:    # every neuron: one axon per core of its own layer, plus one to the host
+        assert c.usage["output_axons"] == c.neurons * (len(cores) + 1)
+        assert c.usage["input_axons"] == 8 + 600
