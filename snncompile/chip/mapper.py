@@ -171,8 +171,6 @@ def _cut(pop: Population, res: _Resources, lo: int, hi: int, chip_name: str) -> 
                 probe = min(top, a + 2 * (probe - a))
             else:
                 bad = probe
-        if bad is None and good < hi:
-            bad = good + 1 if good == top else None
         while bad is not None and bad - good > 1:
             mid = (good + bad) // 2
             if res.fits(a, mid):
