@@ -338,3 +338,25 @@ def test_recurrent_layer_counts_its_own_cores_as_destinations():
     for c in cores:    # every neuron: one axon per core of its own layer, plus one to the host
         assert c.usage["output_axons"] == c.neurons * (len(cores) + 1)
         assert c.usage["input_axons"] == 8 + 600
+
+
+@pytest.mark.parametrize("c_in,hw,c_out,k,nengo_fits", [(8, 24, 16, 3, False), (16, 20, 32, 3, False),
+                                                       (4, 32, 8, 5, True)])
+def test_loihi1_conv_uses_no_more_cores_than_nengo_split_when_its_pieces_fit(c_in, hw, c_out, k, nengo_fits):
+    """nengo-loihi's n_split on the whole conv layer (totals of the unsplit block); where its equal
+    pieces all fit, our greedy cut uses no more cores; on convs its equal pieces often break the
+    synapse-memory or output-axon limit (index bits and fan-out vary by piece), ours never do."""
+    from snncompile.chip.mapper import _OutAxons, _Resources
+    cmap = map_graph(conv_graph(c_in, hw, c_out, k), "loihi1")
+    check_map(cmap)
+    pop = cmap.network.by_name()["lif"]
+    res = _Resources(pop, cmap.profile, _OutAxons(cmap.network, cmap.profile).prefix(pop))
+    whole = res.usage(0, pop.n)
+    n_split = nengo_n_split(pop.n, whole["input_axons"], whole["output_axons"], whole["synapse_units"] * 64)
+    piece = -(-pop.n // n_split)
+    pieces = [(a, min(a + piece, pop.n)) for a in range(0, pop.n, piece)]
+    ours = len(cmap.layer_cores("lif"))
+    assert all(res.fits(a, b) for a, b in pieces) == nengo_fits
+    if nengo_fits:
+        assert ours <= n_split
+    assert ours >= -(-pop.n // 1024)
