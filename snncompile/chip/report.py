@@ -111,7 +111,8 @@ def markdown(d: dict) -> str:
 
 #: layer colours of the core map (cycled)
 LAYER_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-                 "#7f7f7f", "#bcbd22", "#17becf")
+                 "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+                 "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
 
 
 def core_map_png(d: dict) -> str:
@@ -140,8 +141,9 @@ def core_map_png(d: dict) -> str:
     axes[0].imshow(grid_layer, cmap=cmap_layers, vmin=-0.5, vmax=len(LAYER_COLOURS) - 0.5, aspect="equal")
     axes[0].set_title(f"{d['cores']:,} cores on {d['chips']} {d['chip']} chip(s), by layer")
     handles = [Patch(color=LAYER_COLOURS[i % len(LAYER_COLOURS)], label=la["name"])
-               for i, la in enumerate(d["layers"][:20])]
-    axes[0].legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+               for i, la in enumerate(d["layers"][:40])]
+    fig.legend(handles=handles, fontsize="small", loc="upper center", ncol=4, bbox_to_anchor=(0.5, 0.0),
+               title="layers (colours repeat after 20)" if len(d["layers"]) > len(LAYER_COLOURS) else "layers")
     im = axes[1].imshow(grid_util, cmap="viridis", vmin=0, vmax=1, aspect="equal")
     axes[1].set_title("utilisation of each core's binding limit")
     fig.colorbar(im, ax=axes[1], fraction=0.03)
