@@ -182,3 +182,24 @@ def test_core_links_equal_brute_force_messages(chip):
         assert links[core.core] == pytest.approx(expect)
         checked += bool(expect)
     assert checked >= 2
+
+
+@pytest.mark.parametrize("bad", ["missing.onnx", "truncated.onnx", "text.onnx"])
+def test_map_cli_bad_graph_file_is_one_error_line(net, tmp_path, bad):
+    d, *_ = net
+    good = (d / "net.onnx").read_bytes()
+    (tmp_path / "truncated.onnx").write_bytes(good[: len(good) // 2])
+    (tmp_path / "text.onnx").write_text("# not a model\n" * 10)
+    out = tmp_path / "map.json"
+    res = CliRunner().invoke(main, ["map", str(tmp_path / bad), "--chip", "loihi1", "-o", str(out)])
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path / bad) in lines[0]
+    assert not out.exists()
+
+
+def test_map_cli_output_into_a_missing_folder(net, tmp_path):
+    d, *_ = net
+    out = tmp_path / "no_such_folder" / "map.html"
+    res = CliRunner().invoke(main, ["map", str(d / "net.onnx"), "--chip", "loihi2", "-o", str(out)])
+    assert res.exit_code == 1 and "does not exist" in res.stderr and not out.parent.exists()
