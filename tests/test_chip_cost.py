@@ -203,3 +203,14 @@ def test_map_cli_output_into_a_missing_folder(net, tmp_path):
     out = tmp_path / "no_such_folder" / "map.html"
     res = CliRunner().invoke(main, ["map", str(d / "net.onnx"), "--chip", "loihi2", "-o", str(out)])
     assert res.exit_code == 1 and "does not exist" in res.stderr and not out.parent.exists()
+
+
+def test_chip_section_counts_on_another_backend_when_a_population_was_not_recorded(net):
+    from dataclasses import replace
+    from snncompile.chip.report import chip_section
+    _, graph, x, result = net
+    full = chip_section(graph, result, x, "loihi1")
+    partial = replace(result, layer_counts={k: v for k, v in result.layer_counts.items() if k != "2"})
+    again = chip_section(graph, partial, x, "loihi1")
+    assert any("recorded no counts for '2'" in n for n in again["cost"]["notes"])
+    assert again["cost"]["energy_per_inference_j"] == pytest.approx(full["cost"]["energy_per_inference_j"])

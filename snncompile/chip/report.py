@@ -197,9 +197,26 @@ FORMATS = {".json": to_json, ".md": markdown, ".html": html}
 
 
 def chip_section(graph, result, x, chip) -> dict:
-    """Map ``graph`` on ``chip`` and cost it with the counts of ``result`` (a recorded run on ``x``)."""
+    """Map ``graph`` on ``chip`` and cost it with the counts of ``result`` (a recorded run on ``x``).
+
+    A backend that did not record every population the chip needs (Lava may record only some
+    nodes) is replaced by the emulator (fixed) or the reference (float) on the same inputs, and
+    the report says so."""
     from snncompile.chip.cost import activity_from_run, estimate
     from snncompile.chip.mapper import map_graph
 
     cmap = map_graph(graph, chip)
-    return map_dict(cmap, estimate(cmap, activity_from_run(cmap, result, x)))
+    missing = [p.name for p in cmap.network.populations
+               if p.role != "readout" and p.name not in result.layer_counts]
+    note = None
+    if missing:
+        from snncompile.targets import run
+        fallback = "emulator" if result.precision == "fixed" else "reference"
+        note = (f"the {result.backend} run recorded no counts for '{missing[0]}'; the chip activity is "
+                f"counted on the {fallback} backend ({result.precision}) on the same inputs")
+        result = run(graph, x, steps=int(result.outputs.shape[1]), backend=fallback, precision=result.precision,
+                     record=True)
+    cost = estimate(cmap, activity_from_run(cmap, result, x))
+    if note:
+        cost.notes.append(note)
+    return map_dict(cmap, cost)
