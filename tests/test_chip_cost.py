@@ -155,3 +155,62 @@ def test_energy_cli_chip_section(net, tmp_path):
                                     "-o", str(tmp_path / "bad.json")])
     assert res.exit_code == 1 and "error: chip 'nope'" in res.output
     assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("chip", ["loihi1", "loihi2"])
+def test_core_links_equal_brute_force_messages(chip):
+    """Messages from each source core to each destination core = the spikes of the source neurons
+    that feed the destination core (brute force: autograd through the conv)."""
+    from snncompile.chip.mapper import core_links
+    from test_chip_mapper import brute_fanin, conv_graph
+    cmap = map_graph(conv_graph(2, 16, 8, 3, pool=True), chip)
+    rng = np.random.default_rng(3)
+    weights = {p.name: rng.random(p.n) for p in cmap.network.populations}
+    links = core_links(cmap, weights)
+    pops = cmap.network.by_name()
+    checked = 0
+    for core in cmap.cores:
+        expect = {}
+        for g in pops[core.layer].groups:
+            if g.source == "<input>":
+                continue
+            touched = brute_fanin(g.geometry, core.start, core.stop).ravel() > 0
+            for s in cmap.layer_cores(g.source):
+                v = float(weights[g.source][s.start:s.stop][touched[s.start:s.stop]].sum())
+                if v:
+                    expect[s.core] = expect.get(s.core, 0.0) + v
+        assert links[core.core] == pytest.approx(expect)
+        checked += bool(expect)
+    assert checked >= 2
+
+
+@pytest.mark.parametrize("bad", ["missing.onnx", "truncated.onnx", "text.onnx"])
+def test_map_cli_bad_graph_file_is_one_error_line(net, tmp_path, bad):
+    d, *_ = net
+    good = (d / "net.onnx").read_bytes()
+    (tmp_path / "truncated.onnx").write_bytes(good[: len(good) // 2])
+    (tmp_path / "text.onnx").write_text("# not a model\n" * 10)
+    out = tmp_path / "map.json"
+    res = CliRunner().invoke(main, ["map", str(tmp_path / bad), "--chip", "loihi1", "-o", str(out)])
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path / bad) in lines[0]
+    assert not out.exists()
+
+
+def test_map_cli_output_into_a_missing_folder(net, tmp_path):
+    d, *_ = net
+    out = tmp_path / "no_such_folder" / "map.html"
+    res = CliRunner().invoke(main, ["map", str(d / "net.onnx"), "--chip", "loihi2", "-o", str(out)])
+    assert res.exit_code == 1 and "does not exist" in res.stderr and not out.parent.exists()
+
+
+def test_chip_section_counts_on_another_backend_when_a_population_was_not_recorded(net):
+    from dataclasses import replace
+    from snncompile.chip.report import chip_section
+    _, graph, x, result = net
+    full = chip_section(graph, result, x, "loihi1")
+    partial = replace(result, layer_counts={k: v for k, v in result.layer_counts.items() if k != "2"})
+    again = chip_section(graph, partial, x, "loihi1")
+    assert any("recorded no counts for '2'" in n for n in again["cost"]["notes"])
+    assert again["cost"]["energy_per_inference_j"] == pytest.approx(full["cost"]["energy_per_inference_j"])

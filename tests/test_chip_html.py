@@ -51,3 +51,31 @@ def test_chip_html_renders_in_headless_chromium(report, tmp_path):
     for colour in LAYER_COLOURS[:3]:
         assert colour_pixels(img, colour) > 50, colour
     assert colour_pixels(img, VIRIDIS_TOP) > 100
+
+
+def test_energy_report_html_carries_the_chip_section_and_core_map():
+    import torch
+    import torch.nn as nn
+    from spikingjelly.activation_based import neuron as sj_neuron
+    from snncompile.chip.report import chip_section
+    from snncompile.energy import analyze
+    from snncompile.frontend import from_torch
+    from snncompile.targets import reference
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), sj_neuron.IFNode(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(64, 16), sj_neuron.IFNode(), nn.Linear(16, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(3)
+        model[4].weight.mul_(3)
+    graph = from_torch(model, (1, 8, 8), 4, name="html-chip")
+    x = (np.random.default_rng(0).random((4, 4, 1, 8, 8)) < 0.3).astype(np.float64)
+    result = reference.run(graph, x, record=True)
+    report = analyze(graph, result, x=x)
+    report.chip = chip_section(graph, result, x, "loihi1")
+    page = report.to_html()
+    assert "<h2>Chip map: loihi1</h2>" in page and "energy per inference" in page
+    img = core_map(page)
+    for colour in LAYER_COLOURS[:4]:      # conv neurons, OR neurons, dense neurons, readout
+        assert colour_pixels(img, colour) > 20, colour
+    assert report.to_dict()["chip"]["cost"]["energy_per_inference_j"] > 0

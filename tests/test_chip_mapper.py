@@ -197,14 +197,18 @@ def test_conv_layers_cut_within_limits_and_count_axons_exactly(chip, c_in, hw, c
     check_map(cmap)
     p = cmap.profile
     (group,) = cmap.network.by_name()["lif"].groups
+    geo = group.geometry
     for c in cmap.layer_cores("lif"):
-        ref = brute_fanin(group.geometry, c.start, c.stop)
-        assert c.usage["input_axons"] == np.count_nonzero(ref)
-        bits = 8 + next(b for b in p.sparse_index_bits_map if b >= (math.ceil(math.log2(c.neurons)) if c.neurons > 1 else 0)) \
-            if p.name == "loihi1" else 8
-        units = sum(nengo_bits_per_axon(int(n), bits) // 64 for n in ref.ravel() if n) if p.name == "loihi1" \
-            else sum(math.ceil(int(n) / 4) for n in ref.ravel() if n)
-        assert c.usage["synapse_units"] == units
+        ref = brute_fanin(geo, c.start, c.stop)
+        if chip == "loihi1":      # nengo-loihi: an axon per source neuron, its weights stored per axon
+            assert c.usage["input_axons"] == np.count_nonzero(ref)
+            bits = 8 + next(b for b in p.sparse_index_bits_map if b >= math.ceil(math.log2(max(c.neurons, 1))))
+            assert c.usage["synapse_units"] == sum(nengo_bits_per_axon(int(n), bits) // 64 for n in ref.ravel() if n)
+        else:                     # Loihi 2: one population axon per source channel, kernels shared
+            assert c.usage["input_axons"] == np.count_nonzero(ref.any(axis=1))
+            hw = geo.out_shape[1] * geo.out_shape[2]
+            channels = (c.stop - 1) // hw - c.start // hw + 1
+            assert c.usage["synapse_units"] == math.ceil(channels * (c_in // groups) * k * k * 8 / 32)
 
 
 def test_conv_fanin_equals_brute_force_on_random_ranges():
@@ -314,3 +318,45 @@ def test_every_profile_field_has_source_and_confidence():
         for key, f in p.fields.items():
             assert f.source and f.confidence in ("pre-silicon", "measured", "compiler-observed", "assumption"), key
     assert load_profile("loihi2").fields["neurons_per_core"].confidence == "compiler-observed"
+
+
+def test_recurrent_layer_counts_its_own_cores_as_destinations():
+    """lif -> rec --delay 1--> sum -> lif: the self-connection's output axons are settled by the
+    repair pass (each neuron reaches every core of its own layer)."""
+    g = Graph("rnn")
+    g.add(ir.Input("input", shape=(8,)))
+    g.add(ir.Linear("fc", weight=zeros(600, 8)), ["input"])
+    g.add(ir.Add("sum"), ["fc"])
+    g.add(ir.Neuron("lif", shape=(600,)), ["sum"])
+    g.add(ir.Linear("rec", weight=zeros(600, 600)), ["lif"])
+    g.add_edge("rec", "sum", delay=1)
+    g.add(ir.Output("output"), ["lif"])
+    cmap = map_graph(g, "loihi1")
+    check_map(cmap)
+    cores = cmap.layer_cores("lif")
+    assert len(cores) == 4
+    for c in cores:    # every neuron: one axon per core of its own layer, plus one to the host
+        assert c.usage["output_axons"] == c.neurons * (len(cores) + 1)
+        assert c.usage["input_axons"] == 8 + 600
+
+
+@pytest.mark.parametrize("c_in,hw,c_out,k,nengo_fits", [(8, 24, 16, 3, False), (16, 20, 32, 3, False),
+                                                       (4, 32, 8, 5, True)])
+def test_loihi1_conv_uses_no_more_cores_than_nengo_split_when_its_pieces_fit(c_in, hw, c_out, k, nengo_fits):
+    """nengo-loihi's n_split on the whole conv layer (totals of the unsplit block); where its equal
+    pieces all fit, our greedy cut uses no more cores; on convs its equal pieces often break the
+    synapse-memory or output-axon limit (index bits and fan-out vary by piece), ours never do."""
+    from snncompile.chip.mapper import _OutAxons, _Resources
+    cmap = map_graph(conv_graph(c_in, hw, c_out, k), "loihi1")
+    check_map(cmap)
+    pop = cmap.network.by_name()["lif"]
+    res = _Resources(pop, cmap.profile, _OutAxons(cmap.network, cmap.profile).prefix(pop))
+    whole = res.usage(0, pop.n)
+    n_split = nengo_n_split(pop.n, whole["input_axons"], whole["output_axons"], whole["synapse_units"] * 64)
+    piece = -(-pop.n // n_split)
+    pieces = [(a, min(a + piece, pop.n)) for a in range(0, pop.n, piece)]
+    ours = len(cmap.layer_cores("lif"))
+    assert all(res.fits(a, b) for a, b in pieces) == nengo_fits
+    if nengo_fits:
+        assert ours <= n_split
+    assert ours >= -(-pop.n // 1024)

@@ -172,5 +172,8 @@ def estimate(cmap: ChipMap, activity: Activity) -> ChipCost:
               "static": p.static_w_per_chip * chips * T * step * NS}
     notes = ["every neuron is charged an active update every step (no idle-neuron discount)",
              "input values arrive from the host on input axons; the host link is not charged"]
+    if any(p_.role == "relay" for p_ in pops.values()):
+        notes.append("a relay population is charged one message per step whenever its value summed over "
+                     "the run is non-zero (an upper bound from the recorded counts)")
     return ChipCost(p.name, T, activity.source, cores, step, compute, barrier, hop_ns, energy,
                     msgs, inter, chips, notes)

@@ -114,6 +114,10 @@ class _Resources:
     def usage(self, a: int, b: int) -> dict:
         axons = units = 0
         for g in self.pop.groups:
+            if is_shared(g, self.p):
+                ax, un = self.shared_conv(g.geometry, a, b)
+                axons, units = axons + ax, units + un
+                continue
             bits = int(self.p.weight_bits) + (self.index_bits(b - a) if g.geometry.kind == "conv" else 0)
             for e in g.geometry.fanin(a, b):
                 used = e.counts[e.counts > 0]
@@ -122,6 +126,15 @@ class _Resources:
                 units += width * self.chunk_units(used, bits)
         return {"neurons": b - a, "input_axons": int(axons),
                 "output_axons": int(self.out_prefix[b] - self.out_prefix[a]), "synapse_units": int(units)}
+
+    def shared_conv(self, geo, a: int, b: int) -> tuple[int, int]:
+        """Shared kernels: one population axon per source channel read, the kernels of the output
+        channels present stored once (``ceil(weights * bits / unit_bits)`` units)."""
+        hw = geo.out_shape[1] * geo.out_shape[2]
+        channels = (b - 1) // hw - a // hw + 1
+        weights = channels * (geo.in_shape[0] // geo.groups) * geo.kernel[0] * geo.kernel[1]
+        axons = sum(e.c1 - e.c0 for e in geo.fanin(a, b) if e.counts.any())
+        return axons, -(-weights * int(self.p.weight_bits) // self.U)
 
     def broken(self, use: dict):
         """The first limit ``use`` breaks, or None."""
@@ -158,8 +171,6 @@ def _cut(pop: Population, res: _Resources, lo: int, hi: int, chip_name: str) -> 
                 probe = min(top, a + 2 * (probe - a))
             else:
                 bad = probe
-        if bad is None and good < hi:
-            bad = good + 1 if good == top else None
         while bad is not None and bad - good > 1:
             mid = (good + bad) // 2
             if res.fits(a, mid):
@@ -172,18 +183,31 @@ def _cut(pop: Population, res: _Resources, lo: int, hi: int, chip_name: str) -> 
     return ranges
 
 
-class _OutAxons:
-    """Per source population: how many destination cores each of its neurons reaches."""
+def is_shared(group, profile) -> bool:
+    """A conv/pool group stored with shared kernels and population axons (Loihi 2)."""
+    return group.geometry.kind == "conv" and bool(profile.conv_weight_sharing)
 
-    def __init__(self, net: ChipNetwork):
-        self.net = net
+
+class _OutAxons:
+    """Per source population: how many destination cores each of its neurons reaches, and for
+    population axons (shared conv) how many destination cores each source channel reaches."""
+
+    def __init__(self, net: ChipNetwork, profile: ChipProfile):
+        self.net, self.profile = net, profile
         self.diff = {}            # source -> (C + 1, positions) int32 difference over channels
+        self.channels = {}        # source -> (C,) destination cores per source channel (shared conv)
 
     def add_core(self, pop: Population, a: int, b: int):
         for g in pop.groups:
             if g.source == INPUT:
                 continue
             c, hw = g.geometry.source_shape
+            if is_shared(g, self.profile):
+                per = self.channels.setdefault(g.source, np.zeros(c, dtype=np.int64))
+                for e in g.geometry.fanin(a, b):
+                    if e.counts.any():
+                        per[e.c0:e.c1] += 1
+                continue
             d = self.diff.setdefault((g.source, c, hw), np.zeros((c + 1, hw), dtype=np.int32))
             for e in g.geometry.fanin(a, b):
                 mask = (e.counts > 0).astype(np.int32)
@@ -203,14 +227,14 @@ class _OutAxons:
 def map_network(net: ChipNetwork, profile: ChipProfile) -> ChipMap:
     """Cut every population of ``net`` into cores of ``profile`` (see the module docstring)."""
     cuts: dict[str, list[tuple[int, int]]] = {}
-    out = _OutAxons(net)
+    out = _OutAxons(net, profile)
     for pop in reversed(net.populations):
         res = _Resources(pop, profile, out.prefix(pop))
         cuts[pop.name] = _cut(pop, res, 0, pop.n, profile.name)
         for a, b in cuts[pop.name]:
             out.add_core(pop, a, b)
     for _ in range(10):       # recurrent edges: re-cut cores whose output axons grew
-        out = _OutAxons(net)
+        out = _OutAxons(net, profile)
         for pop in net.populations:
             for a, b in cuts[pop.name]:
                 out.add_core(pop, a, b)
@@ -236,8 +260,16 @@ def _assemble(net, profile, cuts, out) -> ChipMap:
     for pop in net.populations:
         res = _Resources(pop, profile, out.prefix(pop))
         ids = []
+        per_channel = out.channels.get(pop.name)
+        hw = pop.n // pop.shape[0] if per_channel is not None else 1
         for a, b in cuts[pop.name]:
             use = res.usage(a, b)
+            if per_channel is not None:       # population axons leave once per source channel
+                use["output_axons"] += int(per_channel[a // hw:(b - 1) // hw + 1].sum())
+                if use["output_axons"] > res.limits["output_axons"]:
+                    raise SnnCompileError(
+                        f"layer '{pop.name}' ({pop.label}): neurons {a}-{b} need {use['output_axons']:,} "
+                        f"output axons, more than the {res.limits['output_axons']:,} of a {profile.name} core")
             ratios = {r: use[r] / res.limits[r] for r in LIMITS}
             binding = max(ratios, key=ratios.get)
             idx = len(cores)
@@ -256,10 +288,13 @@ def _assemble(net, profile, cuts, out) -> ChipMap:
 
 def core_links(cmap: ChipMap, weights: dict | None = None) -> dict[int, dict[int, float]]:
     """dest core -> {source core: axons} (or, with ``weights`` = population -> per-neuron value,
-    the sum of those values over the axons: e.g. spikes per step, giving messages)."""
-    starts = {la.name: np.array([cmap.cores[i].start for i in la.cores]) for la in cmap.layers}
-    first = {la.name: la.cores[0] for la in cmap.layers}
+    the sum of those values over the axons: e.g. spikes per step, giving messages).
+
+    Per (destination, source core) pair the sum is a dot product over the source's positions,
+    with channel prefix sums for whole channels, so no (targets x sources) array is built."""
+    layer_of = {la.name: la for la in cmap.layers}
     pops = cmap.network.by_name()
+    prefix: dict = {}
     links: dict[int, dict[int, float]] = {}
     for core in cmap.cores:
         acc: dict[int, float] = {}
@@ -267,18 +302,35 @@ def core_links(cmap: ChipMap, weights: dict | None = None) -> dict[int, dict[int
             if g.source == INPUT:
                 continue
             c, hw = g.geometry.source_shape
-            touched = np.zeros((c, hw), dtype=np.float64)
+            if g.source not in prefix:
+                w = (np.ones(c * hw) if weights is None else np.asarray(weights[g.source], dtype=np.float64))
+                w = w.reshape(c, hw)
+                cw = np.zeros((c + 1, hw))
+                np.cumsum(w, axis=0, out=cw[1:])
+                ids = layer_of[g.source].cores
+                starts = np.array([cmap.cores[i].start for i in ids])
+                stops = np.array([cmap.cores[i].stop for i in ids])
+                prefix[g.source] = (w, cw, ids, starts, stops)
+            w, cw, ids, starts, stops = prefix[g.source]
             for e in g.geometry.fanin(core.start, core.stop):
-                touched[e.c0:e.c1] = np.maximum(touched[e.c0:e.c1], (e.counts > 0)[None, :])
-            flat = touched.ravel()
-            if weights is not None:
-                flat = flat * np.asarray(weights[g.source], dtype=np.float64).ravel()
-            sums = np.add.reduceat(flat, starts[g.source])
-            for k in np.nonzero(sums)[0]:
-                sid = first[g.source] + int(k)
-                acc[sid] = acc.get(sid, 0.0) + float(sums[k])
+                m = (e.counts > 0).astype(np.float64)
+                lo, hi = e.c0 * hw, e.c1 * hw
+                for k in range(int(np.searchsorted(stops, lo, "right")), int(np.searchsorted(starts, hi, "left"))):
+                    val = _range_dot(w, cw, m, max(starts[k], lo), min(stops[k], hi), hw)
+                    if val:
+                        acc[ids[k]] = acc.get(ids[k], 0.0) + val
         links[core.core] = acc
     return links
+
+
+def _range_dot(w, cw, m, a: int, b: int, hw: int) -> float:
+    """sum of w[i] * m[i % hw] over flat i in [a, b) (w as (C, hw), cw its channel prefix sums)."""
+    ca, pa = divmod(int(a), hw)
+    cb, pb = divmod(int(b), hw)
+    if ca == cb:
+        return float(w[ca, pa:pb] @ m[pa:pb])
+    total = float(w[ca, pa:] @ m[pa:]) + float((cw[cb] - cw[ca + 1]) @ m)
+    return total + (float(w[cb, :pb] @ m[:pb]) if pb else 0.0)
 
 
 def map_graph(graph, chip) -> ChipMap:

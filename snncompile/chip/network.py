@@ -19,16 +19,12 @@ Rules (each a choice of how the graph's nodes become hardware):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
 from snncompile.chip.geometry import Conv, Dense, Geometry, Identity, pool_geometry
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
-
-ROLES = ("neuron", "or", "relay", "readout")
-
 
 @dataclass
 class Group:
@@ -67,7 +63,6 @@ class ChipNetwork:
     #: population name -> True if the host reads its spikes (it sends one output axon each)
     to_host: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
-    timesteps: Optional[int] = None
 
     def by_name(self) -> dict:
         return {p.name: p for p in self.populations}
@@ -78,7 +73,7 @@ def build_network(graph, graded_spikes: bool = True) -> ChipNetwork:
     builder = _Builder(graph, graded_spikes)
     builder.run()
     return ChipNetwork(graph.name, tuple(graph.input.shape), builder.populations, builder.to_host,
-                       builder.notes, graph.timesteps)
+                       builder.notes)
 
 
 class _Builder:

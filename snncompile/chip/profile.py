@@ -36,6 +36,8 @@ FIELDS = {
     "synapse_chunk_overhead_bits": "header bits per chunk",
     "weight_bits": "bits per stored weight",
     "sparse_index_bits_map": "index bits per conv weight: smallest entry >= log2(neurons on the core)",
+    "conv_weight_sharing": "conv kernels stored once per core, one population axon per source channel "
+                           "(else weights per input axon, one axon per source neuron)",
     "graded_spikes": "spikes carry values (a relay of currents is exact)",
     "synop_dense_pj": "energy per synaptic op of a dense synapse",
     "synop_conv_pj": "energy per synaptic op of a conv/pool synapse",
@@ -129,7 +131,7 @@ def parse_profile(data, where: str) -> ChipProfile:
 
 def _check_value(where, key, value):
     bad = lambda why: SnnCompileError(f"chip profile '{where}': field '{key}' {why}, got {value!r}")  # noqa: E731
-    if key == "graded_spikes":
+    if key in ("graded_spikes", "conv_weight_sharing"):
         if not isinstance(value, bool):
             raise bad("must be true or false")
     elif key == "sparse_index_bits_map":

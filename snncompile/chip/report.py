@@ -111,7 +111,8 @@ def markdown(d: dict) -> str:
 
 #: layer colours of the core map (cycled)
 LAYER_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-                 "#7f7f7f", "#bcbd22", "#17becf")
+                 "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+                 "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
 
 
 def core_map_png(d: dict) -> str:
@@ -140,8 +141,9 @@ def core_map_png(d: dict) -> str:
     axes[0].imshow(grid_layer, cmap=cmap_layers, vmin=-0.5, vmax=len(LAYER_COLOURS) - 0.5, aspect="equal")
     axes[0].set_title(f"{d['cores']:,} cores on {d['chips']} {d['chip']} chip(s), by layer")
     handles = [Patch(color=LAYER_COLOURS[i % len(LAYER_COLOURS)], label=la["name"])
-               for i, la in enumerate(d["layers"][:20])]
-    axes[0].legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+               for i, la in enumerate(d["layers"][:40])]
+    fig.legend(handles=handles, fontsize="small", loc="upper center", ncol=4, bbox_to_anchor=(0.5, 0.0),
+               title="layers (colours repeat after 20)" if len(d["layers"]) > len(LAYER_COLOURS) else "layers")
     im = axes[1].imshow(grid_util, cmap="viridis", vmin=0, vmax=1, aspect="equal")
     axes[1].set_title("utilisation of each core's binding limit")
     fig.colorbar(im, ax=axes[1], fraction=0.03)
@@ -195,9 +197,26 @@ FORMATS = {".json": to_json, ".md": markdown, ".html": html}
 
 
 def chip_section(graph, result, x, chip) -> dict:
-    """Map ``graph`` on ``chip`` and cost it with the counts of ``result`` (a recorded run on ``x``)."""
+    """Map ``graph`` on ``chip`` and cost it with the counts of ``result`` (a recorded run on ``x``).
+
+    A backend that did not record every population the chip needs (Lava may record only some
+    nodes) is replaced by the emulator (fixed) or the reference (float) on the same inputs, and
+    the report says so."""
     from snncompile.chip.cost import activity_from_run, estimate
     from snncompile.chip.mapper import map_graph
 
     cmap = map_graph(graph, chip)
-    return map_dict(cmap, estimate(cmap, activity_from_run(cmap, result, x)))
+    missing = [p.name for p in cmap.network.populations
+               if p.role != "readout" and p.name not in result.layer_counts]
+    note = None
+    if missing:
+        from snncompile.targets import run
+        fallback = "emulator" if result.precision == "fixed" else "reference"
+        note = (f"the {result.backend} run recorded no counts for '{missing[0]}'; the chip activity is "
+                f"counted on the {fallback} backend ({result.precision}) on the same inputs")
+        result = run(graph, x, steps=int(result.outputs.shape[1]), backend=fallback, precision=result.precision,
+                     record=True)
+    cost = estimate(cmap, activity_from_run(cmap, result, x))
+    if note:
+        cost.notes.append(note)
+    return map_dict(cmap, cost)

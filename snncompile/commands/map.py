@@ -22,7 +22,7 @@ from snncompile.errors import SnnCompileError
 def command(graph_file, chip, as_json, out_file):
     """Partition every neuron layer into chip cores so that no core breaks a limit."""
     from snncompile.chip.mapper import map_graph
-    from snncompile.chip.report import FORMATS, map_dict, markdown, to_json
+    from snncompile.chip.report import FORMATS, map_dict, to_json
     from snncompile.ir.onnx_format import load_onnx
 
     if out_file is not None and Path(out_file).suffix.lower() not in FORMATS:
