@@ -4,8 +4,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
+import stat
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import click
@@ -13,40 +16,166 @@ import click
 from snncompile.errors import SnnCompileError
 
 
+#: Signals that stop a command cleanly: every ``finally`` runs (Lava workers stopped,
+#: temporary files removed), then exit status 128 + the signal number.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal turned into an exception in the main process. A KeyboardInterrupt, so
+    code that already cleans up on Ctrl-C (the Lava runner) does the same for SIGTERM."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Raise :class:`Stopped` in this process on SIGTERM/SIGHUP/SIGINT. Forked children
+    (Lava workers, its shared-memory manager) inherit the handler and ignore the signal:
+    a signal to the whole group must not kill the manager before it frees the shared
+    memory; the parent stops them all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() == pid:
+            raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def reports_errors(func):
-    """Turn SnnCompileError (and a missing/unreadable file) into one ``error:`` line, exit 1."""
+    """Turn SnnCompileError into one ``error:`` line (exit 1), a stop signal into one
+    ``error:`` line (exit 128 + signal); anything unexpected into one ``error: internal
+    error`` line (``SNNCOMPILE_DEBUG=1`` shows the traceback)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with stop_on_signals():
+                return func(*args, **kwargs)
         except SnnCompileError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _error(str(exc))
             sys.exit(1)
+        except Stopped as exc:
+            _error(f"stopped by {signal.Signals(exc.signum).name}; nothing was written")
+            sys.exit(128 + exc.signum)
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
+            _error("interrupted (SIGINT); nothing was written")
+            sys.exit(128 + signal.SIGINT)
+        except (SystemExit, click.exceptions.Exit, click.ClickException):
+            raise
+        except Exception as exc:
+            if os.environ.get("SNNCOMPILE_DEBUG"):
+                raise
+            _error(f"internal error: {type(exc).__name__}: {exc} (a bug in snncompile: please report it; "
+                   f"SNNCOMPILE_DEBUG=1 shows the traceback)")
+            sys.exit(1)
 
     return wrapper
+
+
+def _error(message: str) -> None:
+    """One line, whatever the message holds (a file name with a newline cannot add lines)."""
+    try:
+        click.echo("error: " + " ".join(message.split()), err=True)
+    except OSError:  # stderr gone (SIGHUP of a closed terminal)
+        pass
+
+
+#: Longest part of the output's name kept in its temporary name (a legal 255-byte name
+#: plus the temporary prefix and suffix would be too long for the file system).
+_TEMP_NAME_CHARS = 100
+
+
+def output_target(path) -> Path:
+    """The regular file ``-o PATH`` will replace, or a clear error.
+
+    Only regular files are written: a device node, FIFO, socket or folder is refused
+    (as root, ``-o /dev/null`` would otherwise replace /dev/null). A symlink is written
+    *through*: the file it points to is replaced and the link kept (a loop is refused).
+    """
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            path = Path(os.path.realpath(path, strict=False))
+            os.stat(path) if path.exists() else None
+        except (OSError, RuntimeError) as exc:
+            raise SnnCompileError(f"cannot write '{path}': {_reason(exc)}") from None
+        if path.is_symlink():   # realpath stops at a loop
+            raise SnnCompileError(f"cannot write '{path}': it is a symlink loop")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise SnnCompileError(f"cannot write '{path}': {_reason(exc)}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise SnnCompileError(f"cannot write '{path}': it is {_file_kind(st.st_mode)}, not a regular file")
+    parent = path.parent
+    if not parent.exists():
+        raise SnnCompileError(f"cannot write '{path}': folder '{parent}' does not exist")
+    if not parent.is_dir():
+        raise SnnCompileError(f"cannot write '{path}': '{parent}' is a file, not a folder")
+    return path
 
 
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
-    So a failed command never leaves a partial (or stale-looking) output file behind.
+    So a failed (or interrupted) command never leaves a partial or stale-looking output
+    file. The new file's mode follows the umask (an overwritten file keeps its mode); it
+    is a new inode, so other hard links to an overwritten file keep the old content.
     """
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise SnnCompileError(f"cannot write '{path}': folder '{path.parent}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent or ".")
+    target = output_target(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:_TEMP_NAME_CHARS]}.", suffix=target.suffix[:16],
+                                   dir=target.parent)
+    except OSError as exc:
+        raise SnnCompileError(f"cannot write '{path}': {_reason(exc)}") from None
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        try:
+            os.chmod(tmp, _mode_for(target))
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise SnnCompileError(f"cannot write '{path}': {_reason(exc)}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower() if isinstance(exc, OSError) else str(exc)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def load_npz(path, what: str = "input"):
