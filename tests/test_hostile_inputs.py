@@ -180,3 +180,192 @@ def test_shipped_model_still_loads():
     from snncompile.frontend import load_model
     model = load_model(REPO / "snncompile" / "data" / "mnist_convsnn.pt")
     assert sum(p.numel() for p in model.parameters()) > 1000
+
+
+# -- a tiny graph and data shared by the command cases ----------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from snncompile.ir import Graph, Input, Linear, Neuron, Output
+    from snncompile.ir.onnx_format import save_onnx
+    d = tmp_path_factory.mktemp("hostile")
+    g = Graph("tiny", timesteps=8)
+    g.add(Input("in", shape=(3,)))
+    g.add(Linear("fc", weight=np.array([[0.6, 0.3, -0.2], [0.1, 0.5, 0.4]])), ["in"])
+    g.add(Neuron("lif", shape=(2,), reset_mode="subtract"), ["fc"])
+    g.add(Output("out"), ["lif"])
+    save_onnx(g, d / "g.onnx")
+    rng = np.random.default_rng(0)
+    x = (rng.random((400, 8, 3)) < 0.5).astype(np.float32)
+    np.savez(d / "d.npz", x=x, y=rng.integers(0, 2, 400))
+    np.savez(d / "small.npz", x=x[:4], y=np.array([0, 1, 1, 0]))
+    return d
+
+
+# -- 13, 14, 15: -o writes only regular files, in the places it can -------------------------
+def quantize_to(tiny, out):
+    return invoke("quantize", tiny / "g.onnx", "-o", out)
+
+
+def test_fifo_socket_and_device_are_refused_and_kept(tiny, tmp_path):
+    import socket
+    import stat
+    fifo = tmp_path / "fifo.onnx"
+    os.mkfifo(fifo)
+    assert_error(quantize_to(tiny, fifo), "fifo.onnx", "FIFO", out=fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    sock_path = tmp_path / "sock.onnx"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    try:
+        assert_error(quantize_to(tiny, sock_path), "sock.onnx", "socket", out=sock_path)
+        assert stat.S_ISSOCK(os.stat(sock_path).st_mode)
+    finally:
+        sock.close()
+    dev = tmp_path / "null.onnx"
+    try:
+        os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))   # a /dev/null of our own
+    except PermissionError:
+        pytest.skip("cannot create a device node here (not root)")
+    assert_error(quantize_to(tiny, dev), "null.onnx", "character device", out=dev)
+    assert stat.S_ISCHR(os.stat(dev).st_mode)
+
+
+def test_existing_folder_as_output_is_one_usage_error(tiny, tmp_path):
+    res = quantize_to(tiny, tmp_path)
+    assert_error(res, "is a directory", status=2)
+
+
+def test_symlink_is_written_through_and_kept(tiny, tmp_path):
+    target = tmp_path / "real.onnx"
+    target.write_text("old")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(target)
+    res = quantize_to(tiny, link)
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes()[:2] != b"ol" and target.stat().st_size > 100
+    dangling = tmp_path / "dangling.onnx"
+    dangling.symlink_to(tmp_path / "new.onnx")
+    assert quantize_to(tiny, dangling).exit_code == 0
+    assert (tmp_path / "new.onnx").stat().st_size > 100 and dangling.is_symlink()
+
+
+def test_symlink_loop_is_named_a_loop(tiny, tmp_path):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    assert_error(quantize_to(tiny, a), "symlink loop")
+
+
+@pytest.mark.parametrize("where", ["/proc/snncompile-x.onnx", "/sys/snncompile-x.onnx", "FILE/x.onnx",
+                                   "LONG"])
+def test_unwritable_places_give_one_error_line(where, tiny, tmp_path):
+    if where == "FILE/x.onnx":
+        (tmp_path / "FILE").write_text("a regular file")
+        out = tmp_path / where
+    elif where == "LONG":
+        out = tmp_path / ("n" * 245 + ".onnx")     # legal (250 bytes); its temporary name must fit too
+        res = quantize_to(tiny, out)
+        assert res.exit_code == 0, res.output
+        assert out.stat().st_size > 100 and len(list(tmp_path.iterdir())) == 1
+        return
+    else:
+        out = Path(where)
+    assert_error(quantize_to(tiny, out), "cannot write", out=None)
+    assert not Path(where).exists()
+
+
+def test_mode_follows_umask_and_overwrite_keeps_mode(tiny, tmp_path):
+    old = os.umask(0o027)
+    try:
+        assert quantize_to(tiny, tmp_path / "m.onnx").exit_code == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o640
+    os.chmod(tmp_path / "m.onnx", 0o604)
+    assert quantize_to(tiny, tmp_path / "m.onnx").exit_code == 0
+    assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o604
+
+
+def test_hard_link_keeps_the_old_content(tiny, tmp_path):
+    """Documented: an output is a new file moved into place (all or nothing), so another
+    hard link to the file it replaces keeps the old content."""
+    out = tmp_path / "m.onnx"
+    out.write_text("old")
+    os.link(out, tmp_path / "other")
+    assert quantize_to(tiny, out).exit_code == 0
+    assert (tmp_path / "other").read_text() == "old" and out.stat().st_size > 100
+
+
+# -- 18: click's own errors follow the same contract ------------------------------------------
+@pytest.mark.parametrize("args, words", [
+    (["export", "FOLDER"], ["'MODEL'", "is a directory"]),
+    (["run", "G", "--input", "D", "--steps", "-5"], ["--steps", "-5"]),
+    (["run", "G", "--input", "D", "--steps", "abc"], ["--steps", "'abc'"]),
+    (["run", "G"], ["--input"]),
+    (["energy", "G", "--input", "D", "--bogus"], ["--bogus"]),
+    (["nosuchcommand"], ["nosuchcommand"]),
+])
+def test_usage_errors_are_one_error_line(args, words, tiny):
+    args = [str(tiny) if a == "FOLDER" else str(tiny / "g.onnx") if a == "G" else
+            str(tiny / "small.npz") if a == "D" else a for a in args]
+    res = invoke(*args)
+    line = assert_error(res, *words, status=2)
+    assert "Usage:" not in res.output and "--help" in line
+
+
+def test_usage_error_in_a_subprocess(tiny):
+    res = subprocess.run([sys.executable, "-m", "snncompile.cli", "run", str(tiny / "g.onnx"), "--input",
+                          str(tiny / "small.npz"), "--steps", "-5"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ")
+
+
+# -- 11, 12: a stop signal during a Lava run leaves nothing behind --------------------------
+def _stop_mid_run(args, cwd, signum, whole_group=False):
+    """Start the command, wait until Lava's workers run, signal it; return (result, workers
+    and shared memory that were seen, those still there 5 s after it exited)."""
+    import signal
+    import time
+    psutil = pytest.importorskip("psutil")
+    proc = subprocess.Popen([sys.executable, "-m", "snncompile.cli", *map(str, args)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    parent, kids, deadline = psutil.Process(proc.pid), [], time.time() + 120
+    while time.time() < deadline and len(kids) < 3 and proc.poll() is None:
+        time.sleep(0.2)
+        kids = parent.children(recursive=True)
+    time.sleep(1.0)
+    kids = parent.children(recursive=True)
+    shm = set()
+    for p in [parent, *kids]:
+        try:
+            shm |= {m.path for m in p.memory_maps() if m.path.startswith("/dev/shm/")}
+        except psutil.Error:
+            pass
+    assert proc.poll() is None, "the run ended before the signal: use more samples"
+    (os.killpg if whole_group else os.kill)(proc.pid, signum)
+    out, err = proc.communicate(timeout=60)
+    time.sleep(5)
+    alive = [k.pid for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+    return proc.returncode, err, len(kids), alive, sorted(s for s in shm if os.path.exists(s)), len(shm)
+
+
+@pytest.mark.lava
+@pytest.mark.slow
+@pytest.mark.parametrize("command, extra, group, signame", [
+    ("run", ["--backend", "lava", "-o", "out.npz"], False, "SIGTERM"),
+    ("energy", ["--backend", "lava", "-o", "out.json"], True, "SIGTERM"),
+    ("verify", ["--lava-samples", "400"], False, "SIGTERM"),
+    ("run", ["--backend", "lava", "-o", "out.npz"], True, "SIGHUP"),
+])
+def test_stop_signal_during_lava_run_leaves_nothing(command, extra, group, signame, tiny, tmp_path):
+    import signal
+    signum = getattr(signal, signame)
+    rc, err, n_kids, alive, shm_left, n_shm = _stop_mid_run(
+        [command, tiny / "g.onnx", "--input", tiny / "d.npz", *extra], tmp_path, signum, group)
+    assert n_kids >= 3 and n_shm > 0, "Lava was not running when the signal came"
+    assert rc == 128 + signum, err
+    assert err.count("\n") == 1 and err.startswith(f"error: stopped by {signame}"), err
+    assert alive == [], f"{len(alive)} process(es) of the run still alive 5 s later"
+    assert shm_left == [], f"shared memory left: {shm_left[:3]}"
+    assert list(tmp_path.iterdir()) == [], "an output or temporary file was left"
