@@ -369,3 +369,101 @@ def test_stop_signal_during_lava_run_leaves_nothing(command, extra, group, signa
     assert alive == [], f"{len(alive)} process(es) of the run still alive 5 s later"
     assert shm_left == [], f"shared memory left: {shm_left[:3]}"
     assert list(tmp_path.iterdir()) == [], "an output or temporary file was left"
+
+
+# -- 5, 6: crafted ONNX, re-signed (the digest is a checksum, not a signature) ----------------
+def _meta_set(m, key, value):
+    for p in m.metadata_props:
+        if p.key == key:
+            p.value = value
+            return
+    m.metadata_props.add(key=key, value=value)
+
+
+def _meta_get(m, key):
+    return next(p.value for p in m.metadata_props if p.key == key)
+
+
+def _init_set(m, name, arr):
+    from onnx import numpy_helper
+    i = next(i for i, t in enumerate(m.graph.initializer) if t.name == name)
+    m.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.asarray(arr), name))
+
+
+def _fixed_field(m, node, field, spec):
+    import json
+    d = json.loads(_meta_get(m, "snncompile.fixed:" + node))
+    d["fields"][field] = spec
+    _meta_set(m, "snncompile.fixed:" + node, json.dumps(d))
+
+
+def _self_loop(m):
+    from onnx import helper
+    from snncompile.ir.onnx_format import DOMAIN
+    m.graph.node.insert(0, helper.make_node("Delay", [], ["fc_d"], name="fc_d", domain=DOMAIN, source="fc"))
+    m.graph.node[1].input[0] = "fc_d"
+
+
+#: case -> (edit of the quantized tiny graph, words of the error)
+CRAFTED_ONNX = {
+    "self_loop_delay": (_self_loop, ["fc"]),
+    "timesteps_text": (lambda m: _meta_set(m, "snncompile.timesteps", "abc"), ["timesteps", "'abc'"]),
+    "timesteps_negative": (lambda m: _meta_set(m, "snncompile.timesteps", "-3"), ["timesteps", "'-3'"]),
+    "timesteps_1e9": (lambda m: _meta_set(m, "snncompile.timesteps", "1000000000"), ["timesteps"]),
+    "timesteps_float": (lambda m: _meta_set(m, "snncompile.timesteps", "4.5"), ["timesteps"]),
+    "meta_is_a_list": (lambda m: _meta_set(m, "snncompile.meta", "[1, 2]"), ["JSON object", "list"]),
+    "vth_2e40": (lambda m: _init_set(m, "lif::fixed.vth", np.array(2 ** 40)), ["'lif'", "vth", "131071"]),
+    "vth_negative": (lambda m: _init_set(m, "lif::fixed.vth", np.array(-5)), ["'lif'", "vth = -5"]),
+    "vth_string": (lambda m: _fixed_field(m, "lif", "vth", {"value": "abc", "type": "str"}), ["vth", "integers"]),
+    "vth_bigint": (lambda m: _fixed_field(m, "lif", "vth", {"value": 10 ** 30, "type": "int"}), ["vth"]),
+    "weight_wrong_shape": (lambda m: _init_set(m, "fc::fixed.weight", np.ones((3, 2), np.int64)),
+                           ["'fc'", "shape (3, 2)"]),
+    "weight_1d": (lambda m: _init_set(m, "fc::fixed.weight", np.ones((1,), np.int64)), ["'fc'", "shape (1,)"]),
+    "weight_2e40": (lambda m: _init_set(m, "fc::fixed.weight", np.full((2, 3), 2 ** 40)), ["'fc'", "[-256, 255]"]),
+    "weight_nan": (lambda m: _init_set(m, "fc::fixed.weight", np.full((2, 3), np.nan)), ["'fc'", "float64"]),
+    "du_99999": (lambda m: _init_set(m, "lif::fixed.du", np.array(99999)), ["du = 99999"]),
+    "bias_exp_1e6": (lambda m: _init_set(m, "lif::fixed.bias_exp", np.array(10 ** 6)), ["bias_exp = 1000000"]),
+    "bias_mant_2e20": (lambda m: _init_set(m, "lif::fixed.bias_mant", np.array(2 ** 20)), ["bias_mant"]),
+    "weight_exp_200": (lambda m: _fixed_field(m, "fc", "weight_exp", {"value": 200, "type": "int"}),
+                       ["weight_exp = 200"]),
+    "reset_mode_bogus": (lambda m: _fixed_field(m, "lif", "reset_mode", {"value": "bogus", "type": "str"}),
+                         ["reset_mode 'bogus'"]),
+    "message_bits_99": (lambda m: _fixed_field(m, "in", "num_message_bits", {"value": 99, "type": "int"}),
+                        ["num_message_bits = 99"]),
+    "scale_nan": (lambda m: _fixed_field(m, "in", "scale", {"value": float("nan"), "type": "float"}), ["scale"]),
+    "fields_a_list": (lambda m: _meta_set(m, "snncompile.fixed:lif", '{"dataclass": "NeuronFixed", "fields": [1]}'),
+                      ["'lif'", "fields"]),
+    "fixed_on_wrong_kind": (lambda m: _meta_set(m, "snncompile.fixed:fc", _meta_get(m, "snncompile.fixed:in")),
+                            ["'fc'", "InputFixed"]),
+    "fixed_of_no_node": (lambda m: _meta_set(m, "snncompile.fixed:nonode", _meta_get(m, "snncompile.fixed:in")),
+                         ["nonode"]),
+    "graph_name_newline": (lambda m: _meta_set(m, "snncompile.graph_name", "tiny\nerror: injected"),
+                           ["control character"]),
+}
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny):
+    res = invoke("quantize", tiny / "g.onnx", "-o", tiny / "gq.onnx")
+    assert res.exit_code == 0, res.output
+    return tiny / "gq.onnx"
+
+
+def resign(src, dst, edit):
+    import onnx
+    from snncompile.ir.onnx_format import stamp_digest
+    m = onnx.load(str(src))
+    edit(m)
+    onnx.save(stamp_digest(m), str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_ONNX))
+def test_crafted_onnx_gives_one_error_line(case, quantized, tiny, tmp_path):
+    edit, words = CRAFTED_ONNX[case]
+    path = resign(quantized, tmp_path / f"{case}.onnx", edit)
+    assert_error(invoke("inspect", path), f"{case}.onnx", *words)
+    out = tmp_path / "o.npz"
+    res = invoke("run", path, "--input", tiny / "small.npz", "--backend", "emulator", "--precision", "fixed",
+                 "-o", out)
+    assert_error(res, f"{case}.onnx", *words, out=out)
