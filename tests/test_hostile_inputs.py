@@ -55,7 +55,8 @@ def with_pickle(path: Path, program: bytes) -> Path:
 
 def export(model_file, tmp_path, *more):
     out = tmp_path / "out.onnx"
-    return invoke("export", model_file, "--input-shape", "2", "--timesteps", "2", "-o", out, *more), out
+    shape = [] if Path(model_file).suffix in (".net", ".nir") else ["--input-shape", "2", "--timesteps", "2"]
+    return invoke("export", model_file, *shape, "-o", out, *more), out
 
 
 # -- 1, 2: crafted pickles call nothing, import nothing --------------------------------------
@@ -467,3 +468,71 @@ def test_crafted_onnx_gives_one_error_line(case, quantized, tiny, tmp_path):
     res = invoke("run", path, "--input", tiny / "small.npz", "--backend", "emulator", "--precision", "fixed",
                  "-o", out)
     assert_error(res, f"{case}.onnx", *words, out=out)
+
+
+# -- 4, 6, 7: netx files ------------------------------------------------------------------
+CUBA = dict(type=b"CUBA", iDecay=1024, vDecay=128, vThMant=1500, refDelay=1, gradedSpike=False)
+
+
+def write_netx(path, layers):
+    import h5py
+
+    def put(group, spec):
+        for key, value in spec.items():
+            if isinstance(value, dict):
+                put(group.create_group(key), value)
+            elif isinstance(value, tuple) and value[0] == "DECLARED":      # declared, never written
+                group.create_dataset(key, shape=value[1], dtype="f4")
+            else:
+                group.create_dataset(key, data=value)
+    with h5py.File(path, "w") as f:
+        root = f.create_group("layer")
+        for i, spec in enumerate(layers):
+            put(root.create_group(str(i)), spec)
+    return path
+
+
+def netx_layers(conv=None, dense=None, neuron=None):
+    rng = np.random.default_rng(0)
+    return [
+        {"type": b"input", "shape": np.array([2, 6, 6])},
+        {"type": b"conv", "shape": np.array([3, 4, 4]), "weight": rng.integers(-40, 100, (3, 2, 3, 3, 1)),
+         "bias": rng.integers(-5, 10, 3), "stride": np.array([1, 1]), "padding": np.array([0, 0]),
+         "dilation": np.array([1, 1]), "groups": 1, "neuron": dict(CUBA, **(neuron or {})), **(conv or {})},
+        {"type": b"flatten"},
+        {"type": b"dense", "shape": np.array([5]), "weight": rng.integers(-30, 80, (5, 48)),
+         "bias": rng.integers(0, 40, 5), "neuron": dict(CUBA), **(dense or {})},
+    ]
+
+
+NAN_W = np.full((5, 48), np.nan)
+CRAFTED_NETX = {
+    "nan_decay": (dict(neuron={"iDecay": np.nan}), ["layer 1", "iDecay", "NaN"]),
+    "zero_stride": (dict(conv={"stride": np.array([0, 0])}), ["layer 1", "stride", ">= 1"]),
+    "negative_stride": (dict(conv={"stride": np.array([-1, -1])}), ["layer 1", "stride"]),
+    "negative_padding": (dict(conv={"padding": np.array([-2, -2])}), ["layer 1", "padding", ">= 0"]),
+    "weight_5d": (dict(conv={"weight": np.ones((3, 2, 3, 3, 2), np.int64)}), ["layer 1", "conv weight"]),
+    "nan_weights": (dict(dense={"weight": NAN_W}), ["layer 3", "NaN"]),
+    "inf_weights": (dict(dense={"weight": np.full((5, 48), np.inf)}), ["layer 3", "NaN or Inf"]),
+    "zero_size_shape": (dict(dense={"shape": np.array([0])}), ["layer 3", "positive"]),
+    "declared_never_written": (dict(dense={"weight": ("DECLARED", (1 << 18, 1 << 18))}), ["MiB"]),
+    "bias_2e20": (dict(conv={"bias": np.full(3, 2 ** 20)}), ["1.neuron", "bias_mant"]),
+    "threshold_2e20": (dict(neuron={"vThMant": 2 ** 20}), ["1.neuron", "vth"]),
+    "idecay_99999": (dict(neuron={"iDecay": 99999}), ["1.neuron", "du"]),
+    "conv_weight_2e40": (dict(conv={"weight": np.full((3, 2, 3, 3, 1), 2 ** 40)}), ["1.conv", "weight"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_NETX))
+def test_crafted_netx_gives_one_error_line(case, tmp_path):
+    edits, words = CRAFTED_NETX[case]
+    path = write_netx(tmp_path / f"{case}.net", netx_layers(**edits))
+    assert path.stat().st_size < 100_000
+    res, out = export(path, tmp_path)
+    assert_error(res, f"{case}.net", *words, out=out)
+
+
+def test_valid_netx_still_exports(tmp_path):
+    res, out = export(write_netx(tmp_path / "ok.net", netx_layers()), tmp_path)
+    assert res.exit_code == 0, res.output
+    assert out.stat().st_size > 1000

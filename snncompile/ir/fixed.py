@@ -335,3 +335,29 @@ def check_ranges(fixed, weight_shape=None, shape=None) -> None:
         _choice("mode", fixed.mode)
         _in_range("bias", fixed.bias, -STATE_LIMIT, STATE_LIMIT, shape)
         _positive_scale("scale", fixed.scale)
+
+
+#: IR node class -> the fixed-point dataclass it may carry.
+FIXED_OF = {"Input": "InputFixed", "Linear": "SynapseFixed", "Conv2d": "SynapseFixed",
+            "SumPool2d": "SynapseFixed", "AvgPool2d": "SynapseFixed", "Neuron": "NeuronFixed",
+            "Output": "ReadoutFixed"}
+
+
+def check_graph(graph) -> None:
+    """:func:`check_ranges` on every node of a read graph (ONNX, netx), as one SnnCompileError
+    naming the node; also that each node carries the dataclass of its kind."""
+    from snncompile.errors import SnnCompileError
+
+    for node in graph:
+        fixed = getattr(node, "fixed", None)
+        if type(fixed).__name__ not in FIXED_TYPES:
+            continue
+        kind = type(node).__name__
+        if type(fixed).__name__ != FIXED_OF.get(kind):
+            raise SnnCompileError(f"node '{node.name}' ({kind}) carries fixed-point {type(fixed).__name__}, "
+                                  f"expected {FIXED_OF.get(kind) or 'none'}")
+        weight_shape = np.shape(node.weight) if kind in ("Linear", "Conv2d") else ()
+        try:
+            check_ranges(fixed, weight_shape=weight_shape, shape=graph.shape(node.name))
+        except FixedRangeError as exc:
+            raise SnnCompileError(f"node '{node.name}': fixed-point {exc}") from None

@@ -299,10 +299,6 @@ def save_onnx(graph: Graph, path) -> Path:
 # ----------------------------------------------------------------------------- reading
 #: Largest ``snncompile.timesteps`` a graph file may declare.
 MAX_TIMESTEPS = 1_000_000
-#: IR node class -> the fixed-point dataclass it may carry.
-_FIXED_OF = {"Input": "InputFixed", "Linear": "SynapseFixed", "Conv2d": "SynapseFixed",
-             "SumPool2d": "SynapseFixed", "AvgPool2d": "SynapseFixed", "Neuron": "NeuronFixed",
-             "Output": "ReadoutFixed"}
 #: Fields of the fixed-point dataclasses that hold text or real numbers (all others: integers).
 _TEXT_FIELDS, _REAL_FIELDS = {"reset_mode", "compare", "mode"}, {"scale", "in_scale"}
 
@@ -542,19 +538,7 @@ class _Reader:
         for key in self.meta:
             if key.startswith(_FIXED_PREFIX) and key[len(_FIXED_PREFIX):] not in g:
                 raise SnnCompileError(f"fixed-point metadata '{key}' names no node of the graph")
-        for node in g:
-            if type(getattr(node, "fixed", None)).__name__ not in fx.FIXED_TYPES:
-                continue
-            expected = _FIXED_OF.get(type(node).__name__)
-            if type(node.fixed).__name__ != expected:
-                raise SnnCompileError(f"node '{node.name}' ({type(node).__name__}) carries fixed-point "
-                                      f"{type(node.fixed).__name__}, expected {expected or 'none'}")
-            weight = getattr(node, "weight", None)
-            weight_shape = np.shape(weight) if isinstance(node, (ir.Linear, ir.Conv2d)) else ()
-            try:
-                fx.check_ranges(node.fixed, weight_shape=weight_shape, shape=g.shape(node.name))
-            except fx.FixedRangeError as exc:
-                raise SnnCompileError(f"node '{node.name}': fixed-point {exc}") from None
+        fx.check_graph(g)
 
     def _read_cast(self, node, attrs) -> None:
         if node.input[0] not in self.arrays or attrs.get("to") != TensorProto.DOUBLE:
