@@ -536,3 +536,110 @@ def test_valid_netx_still_exports(tmp_path):
     res, out = export(write_netx(tmp_path / "ok.net", netx_layers()), tmp_path)
     assert res.exit_code == 0, res.output
     assert out.stat().st_size > 1000
+
+
+# -- 4, 19: NIR files ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def nir_file(tiny):
+    from snncompile.interop.nir import write_nir
+    from snncompile.ir.onnx_format import load_onnx
+    write_nir(load_onnx(tiny / "g.onnx"), tiny / "g.nir")
+    return tiny / "g.nir"
+
+
+def _edit_h5(src, dst, edit):
+    import shutil
+    import h5py
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    return dst
+
+
+def _retype(f, name, new):
+    del f[name]
+    f[name] = new
+
+
+CRAFTED_NIR = {
+    "unknown_node_type": (lambda f: _retype(f, "node/nodes/lif/type", b"Bogus"),
+                          ["node 'node/nodes/lif'", "'Bogus'", "does not define"]),
+    "declared_never_written": (lambda f: (f["node/nodes/fc"].__delitem__("weight"),
+                                          f["node/nodes/fc"].create_dataset("weight", shape=(1 << 18, 1 << 18),
+                                                                            dtype="f4")), ["MiB"]),
+    "timesteps_nan": (lambda f: _retype(f, "node/metadata/timesteps", np.nan), ["timesteps"]),
+    "timesteps_negative": (lambda f: _retype(f, "node/metadata/timesteps", -4), ["timesteps"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_NIR))
+def test_crafted_nir_gives_one_error_line(case, nir_file, tmp_path):
+    edit, words = CRAFTED_NIR[case]
+    path = _edit_h5(nir_file, tmp_path / f"{case}.nir", edit)
+    assert path.stat().st_size < 100_000
+    res, out = export(path, tmp_path)
+    assert_error(res, f"{case}.nir", *words, out=out)
+
+
+# -- 8, 9, 10, 17, 19: data inputs ---------------------------------------------------------
+DATA_CASES = {
+    "zero_samples": (dict(x=np.zeros((0, 8, 3))), ["0 samples"]),
+    "zero_d_x": (dict(x=np.array(1.0)), ["0-d"]),
+    "label_99": (dict(x=np.ones((2, 8, 3)), y=np.array([0, 99])), ["label 99", "2 outputs"]),
+    "label_minus_1": (dict(x=np.ones((2, 8, 3)), y=np.array([-1, 0])), ["label -1"]),
+    "label_2e63": (dict(x=np.ones((2, 8, 3)), y=np.array([2 ** 63, 0], dtype=np.uint64)), ["label 9223372036854775808"]),
+    "zero_d_y": (dict(x=np.ones((2, 8, 3)), y=np.array(1)), ["'y'"]),
+}
+
+
+def _data(tmp_path, case):
+    arrays, words = DATA_CASES[case]
+    np.savez(tmp_path / f"{case}.npz", **arrays)
+    return tmp_path / f"{case}.npz", words
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+@pytest.mark.parametrize("command", ["run_reference", "run_emulator", "verify", "energy"])
+def test_bad_data_gives_one_error_line(command, case, tiny, tmp_path):
+    if command == "energy" and case.startswith("label"):
+        pytest.skip("energy does not read labels")
+    data, words = _data(tmp_path, case)
+    out = tmp_path / "o.npz"
+    args = {"run_reference": ["run", tiny / "g.onnx", "--input", data, "-o", out],
+            "run_emulator": ["run", tiny / "g.onnx", "--input", data, "--backend", "emulator",
+                             "--precision", "fixed", "-o", out],
+            "verify": ["verify", tiny / "g.onnx", "--input", data, "--no-lava-float", "--lava-samples", "1"],
+            "energy": ["energy", tiny / "g.onnx", "--input", data, "-o", tmp_path / "o.json"]}[command]
+    assert_error(invoke(*args), f"{case}.npz", *words, out=out)
+
+
+@pytest.mark.parametrize("case", ["zero_samples", "zero_d_x"])
+def test_bad_calibration_data_gives_one_error_line(case, tiny, tmp_path):
+    data, words = _data(tmp_path, case)
+    out = tmp_path / "q.onnx"
+    assert_error(invoke("quantize", tiny / "g.onnx", "--calib", data, "-o", out), f"{case}.npz", *words, out=out)
+
+
+@pytest.mark.parametrize("steps", ["1000000000", "100000000000000"])
+def test_huge_steps_are_refused_before_allocating(steps, tiny, tmp_path):
+    out = tmp_path / "o.npz"
+    np.savez(tmp_path / "static.npz", x=np.ones((4, 3)))
+    res = invoke("run", tiny / "g.onnx", "--input", tmp_path / "static.npz", "--steps", steps, "-o", out)
+    assert_error(res, "GiB", "fewer samples or steps", out=out)
+
+
+def test_input_special_files_are_named(tiny, tmp_path):
+    os.mkfifo(tmp_path / "fifo.npz")
+    assert_error(invoke("run", tiny / "g.onnx", "--input", tmp_path / "fifo.npz"), "fifo.npz", "FIFO")
+    (tmp_path / "a.npz").symlink_to(tmp_path / "b.npz")
+    (tmp_path / "b.npz").symlink_to(tmp_path / "a.npz")
+    assert_error(invoke("run", tiny / "g.onnx", "--input", tmp_path / "a.npz"), "a.npz", "symlink loop")
+    np.save(tmp_path / "arr.npy", np.ones((2, 8, 3)))
+    os.rename(tmp_path / "arr.npy", tmp_path / "arr.npz")
+    assert_error(invoke("run", tiny / "g.onnx", "--input", tmp_path / "arr.npz"), "arr.npz", ".npy array")
+
+
+def test_a_state_dict_of_an_int_says_an_int(tmp_path):
+    torch.save(5, tmp_path / "five.pt")
+    res, out = export(tmp_path / "five.pt", tmp_path)
+    assert_error(res, "holds an int,", out=out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import signal
@@ -178,14 +179,41 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
+def check_input_file(path, what: str) -> Path:
+    """``path`` is a readable regular file, or an error that says what it is instead."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SnnCompileError(f"{what} file '{path}' is a symlink loop") from None
+        raise SnnCompileError(f"{what} file '{path}' is a symlink to '{os.readlink(path)}', which does not exist")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SnnCompileError(f"{what} file '{path}' does not exist") from None
+    except OSError as exc:
+        raise SnnCompileError(f"{what} file '{path}' cannot be read: {_reason(exc)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SnnCompileError(f"{what} file '{path}' is {_file_kind(st.st_mode)}, not a regular file")
+    return path
+
+
 def load_npz(path, what: str = "input"):
-    """Read a DATA.npz with ``x`` (and optional ``y``); clear errors for bad files."""
+    """Read a DATA.npz with ``x`` (and optional ``y``); clear errors for bad files.
+
+    ``x`` must hold at least one sample (an empty or 0-d ``x`` is refused by name here,
+    so no command computes an accuracy or a calibration of nothing)."""
     import numpy as np
 
-    path = Path(path)
-    if not path.exists():
-        raise SnnCompileError(f"{what} file '{path}' does not exist")
+    path = check_input_file(path, what)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            raise SnnCompileError(f"{what} file '{path}' is a single .npy array, not an .npz archive: "
+                                  f"save it with numpy.savez(path, x=x) (and y=labels)")
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data.files:
                 raise SnnCompileError(f"{what} file '{path}' has no array 'x' (found: {', '.join(data.files) or 'none'})")
@@ -195,6 +223,27 @@ def load_npz(path, what: str = "input"):
         raise
     except Exception as exc:  # zipfile/ValueError/OSError: not a valid npz
         raise SnnCompileError(f"{what} file '{path}' is not a readable .npz file ({exc})") from None
-    if y is not None and len(y) != len(x):
-        raise SnnCompileError(f"{what} file '{path}': 'y' has {len(y)} labels for {len(x)} samples")
+    if x.ndim == 0:
+        raise SnnCompileError(f"{what} file '{path}': 'x' is a 0-d array (a single number); expected "
+                              f"samples (N, T, *input_shape) or (N, *input_shape)")
+    if len(x) == 0:
+        raise SnnCompileError(f"{what} file '{path}': 'x' holds 0 samples")
+    if y is not None and (y.ndim == 0 or len(y) != len(x)):
+        raise SnnCompileError(f"{what} file '{path}': 'y' has {y.size if y.ndim == 0 else len(y)} labels for "
+                              f"{len(x)} samples")
     return x, y
+
+
+def check_labels(y, n: int, data_file, n_classes=None):
+    """``y`` as (N,) int64 class indices in ``[0, n_classes)``, or a clear error naming ``data_file``."""
+    import numpy as np
+
+    y = np.asarray(y)
+    if y.ndim != 1 or y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
+        raise SnnCompileError(f"input file '{data_file}': labels 'y' must be ({n},) integer class indices, "
+                              f"got shape {y.shape} dtype {y.dtype}")
+    if y.size and n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
+        bad = y.min() if y.min() < 0 else y.max()
+        raise SnnCompileError(f"input file '{data_file}': label {bad:.0f} is not a class of the graph's "
+                              f"{n_classes} outputs (labels must be 0 to {n_classes - 1})")
+    return y.astype(np.int64)

@@ -37,10 +37,21 @@ def read_nir(path, dt: Optional[float] = None, timesteps: Optional[int] = None) 
     flat = nir_graph.flatten(model, source=f"NIR file '{path}'")
     dt, dt_source = _resolve_dt(flat, dt, model.metadata, path)
     if timesteps is None and "timesteps" in model.metadata:  # written by write_nir
-        timesteps = int(np.asarray(model.metadata["timesteps"]).reshape(-1)[0])
+        timesteps = _timesteps(model.metadata["timesteps"], path)
     graph = _Importer(flat, dt, path).build(timesteps)
     graph.meta.update({"nir.source": str(path), "nir.dt": repr(dt), "nir.dt_source": dt_source})
     return graph
+
+
+def _timesteps(value, path: Path) -> int:
+    from snncompile.ir.onnx_format import MAX_TIMESTEPS
+
+    arr = np.asarray(value).reshape(-1)
+    if arr.size != 1 or arr.dtype.kind not in "iuf" or not np.isfinite(arr[0]) or arr[0] != int(arr[0]) \
+            or not 1 <= int(arr[0]) <= MAX_TIMESTEPS:
+        raise SnnCompileError(f"NIR file '{path}': metadata 'timesteps' is {value!r}, expected a whole "
+                              f"number of steps from 1 to {MAX_TIMESTEPS:,}")
+    return int(arr[0])
 
 
 def write_nir(graph: Graph, path, dt: float = 1e-4) -> list[str]:
