@@ -643,3 +643,20 @@ def test_a_state_dict_of_an_int_says_an_int(tmp_path):
     torch.save(5, tmp_path / "five.pt")
     res, out = export(tmp_path / "five.pt", tmp_path)
     assert_error(res, "holds an int,", out=out)
+
+
+@pytest.mark.parametrize("suffix, command", [(".onnx", "inspect"), (".pt", "export"), (".net", "export"),
+                                             (".nir", "export")])
+def test_model_and_graph_special_files_are_named(suffix, command, tmp_path):
+    os.mkfifo(tmp_path / f"fifo{suffix}")
+    extra = ["--input-shape", "2", "--timesteps", "2"] if suffix == ".pt" else []
+    assert_error(invoke(command, tmp_path / f"fifo{suffix}", *extra), f"fifo{suffix}", "FIFO")
+    (tmp_path / f"a{suffix}").symlink_to(tmp_path / f"b{suffix}")
+    (tmp_path / f"b{suffix}").symlink_to(tmp_path / f"a{suffix}")
+    assert_error(invoke(command, tmp_path / f"a{suffix}", *extra), f"a{suffix}", "symlink loop")
+
+
+def test_nir_node_name_with_a_newline_is_refused(nir_file, tmp_path):
+    path = _edit_h5(nir_file, tmp_path / "nl.nir", lambda f: f.move("node/nodes/fc", "node/nodes/fc\nerror: x"))
+    res, out = export(path, tmp_path)
+    assert_error(res, "nl.nir", "control character", out=out)

@@ -6,12 +6,13 @@ output is ONNX, or NIR for ``-o X.nir``; by default ``MODEL.onnx`` beside the in
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import click
 
-from snncompile.commands._common import atomic_output, reports_errors
+from snncompile.commands._common import atomic_output, check_input_file, reports_errors
 from snncompile.errors import SnnCompileError
 
 NIR_SUFFIXES = (".nir",)
@@ -79,14 +80,12 @@ def write_graph(graph, out: Path, dt) -> list[str]:
 @reports_errors
 def command(model_file, input_shape, timesteps, output, trust_code, dt):
     """Export MODEL (torch.save'd PyTorch SNN, .nir, or lava-dl .net/.h5) to an ONNX (or NIR) graph."""
-    path = Path(model_file)
-    if not path.exists():
-        raise SnnCompileError(f"model file '{path}' does not exist")
+    path = check_input_file(model_file, "model")
     shape = parse_shape(input_shape) if input_shape is not None else None
     if timesteps is not None and timesteps < 1:
         raise SnnCompileError(f"--timesteps must be at least 1, got {timesteps}")
     out = Path(output) if output else path.with_suffix(".onnx")
-    if out.resolve() == path.resolve():
+    if os.path.realpath(out) == os.path.realpath(path):
         raise SnnCompileError(f"output '{out}' would overwrite the input; pass -o")
     graph, notes = read_model(path, shape, timesteps, trust_code, dt)
     notes += write_graph(graph, out, dt)

@@ -83,10 +83,9 @@ def _check_loaded(path: Path, model: nn.Module) -> None:
 
 
 def _check_readable(path: Path) -> None:
-    if not path.exists():
-        raise SnnCompileError(f"model file '{path}' does not exist")
-    if path.is_dir():
-        raise SnnCompileError(f"model file '{path}' is a folder, not a file")
+    from snncompile.commands._common import check_input_file
+
+    check_input_file(path, "model")
     if path.stat().st_size == 0:
         raise SnnCompileError(f"model file '{path}' is empty")
 

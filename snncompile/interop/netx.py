@@ -46,8 +46,9 @@ def read_netx(path, input_message_bits: int = 0, timesteps: Optional[int] = None
     integer input messages of b bits.
     """
     path = Path(path)
-    if not path.exists():
-        raise SnnCompileError(f"netx file '{path}' does not exist")
+    from snncompile.commands._common import check_input_file
+
+    check_input_file(path, "netx")
     try:
         with h5py.File(path, "r") as f:
             layers = _read_layers(f, path)

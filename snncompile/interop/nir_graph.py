@@ -56,8 +56,9 @@ class FlatNIR:
 def load(path) -> nir.NIRGraph:
     """``nir.read`` with every failure (missing, not HDF5, not NIR, bad node) named by file."""
     path = Path(path)
-    if not path.exists():
-        raise SnnCompileError(f"NIR file '{path}' does not exist")
+    from snncompile.commands._common import check_input_file
+
+    check_input_file(path, "NIR")
     _check_hdf5(path)
     try:
         graph = nir.read(str(path), type_check=False)  # shapes: checked per node by the importer
@@ -83,6 +84,9 @@ def _check_hdf5(path: Path) -> None:
     problems, total = [], [0]
 
     def visit(name, item):
+        if not problems and any(not c.isprintable() for c in name):
+            problems.append(f"the name {name!r} holds a control character (a newline, tab, ...); names "
+                            f"must be printable text")
         if problems or not isinstance(item, h5py.Dataset):
             return
         total[0] += int(item.size) * item.dtype.itemsize

@@ -327,8 +327,12 @@ def load_onnx(path) -> Graph:
     """Read a graph written by :func:`save_onnx`; every failure is a SnnCompileError naming ``path``."""
     register()
     path = Path(path)
+    from snncompile.commands._common import check_input_file
+
+    if path.exists() and not path.is_dir():
+        check_input_file(path, "graph")   # a FIFO, socket or device: named, never read
     if not path.exists():
-        raise SnnCompileError(f"graph file '{path}' does not exist")
+        check_input_file(path, "graph")   # missing, or a symlink loop: says which
     if path.is_dir():
         raise SnnCompileError(f"graph file '{path}' is a folder, not an ONNX file")
     if path.stat().st_size == 0:
