@@ -660,3 +660,15 @@ def test_nir_node_name_with_a_newline_is_refused(nir_file, tmp_path):
     path = _edit_h5(nir_file, tmp_path / "nl.nir", lambda f: f.move("node/nodes/fc", "node/nodes/fc\nerror: x"))
     res, out = export(path, tmp_path)
     assert_error(res, "nl.nir", "control character", out=out)
+
+
+# -- 20: a note while numba compiles the event kernel on a cold cache -------------------------
+@pytest.mark.slow
+def test_cold_numba_cache_gives_a_note_and_a_warm_one_none(tmp_path):
+    code = ("import numpy as np\nfrom targets.emulator.kernel_cache import cold_cache_note\n"
+            "print(cold_cache_note(np.uint8))")
+    cold = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert cold.stdout.startswith("note: numba is compiling the emulator's event kernel"), cold.stderr
+    warm = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert warm.stdout.strip() == "None", "the kernel cache of this checkout is cold: run make install"
