@@ -146,7 +146,7 @@ class _Builder:
             elif self.last is None and kind == "dense" and "weight" in layer:
                 # slayer exports often start with a dense block: its weight gives the input
                 # size (as netx infers it from the Dense process's s_in port).
-                self._input(i, {"shape": np.array([np.asarray(layer["weight"]).shape[-1]])})
+                self._input(i, {"shape": np.array([np.asarray(self._field(i, layer, "weight")).shape[-1]])})
                 self._dense(i, layer, last=i == len(layers) - 1)
             elif self.last is None:
                 raise self.fail(i, f"'{kind}' layer before any input layer: the input shape is unknown "
@@ -193,7 +193,7 @@ class _Builder:
             self._add(ir.Flatten(f"{i}.flatten"), (int(np.prod(self.shape)),))
         self.flatten_next = False
         n_out = int(np.prod(self._shape(i, layer)))
-        weight = self._integers(i, "weight", layer["weight"])  # netx reads weights with astype(int)
+        weight = self._integers(i, "weight", self._field(i, layer, "weight"))  # netx reads weights with astype(int)
         if weight.ndim > 2:
             raise self.fail(i, f"dense weight has {weight.ndim} dimensions, expected 2 (out, in)")
         if weight.ndim == 1:
@@ -223,7 +223,7 @@ class _Builder:
     def _conv(self, i, layer):
         if len(self.shape) != 3:
             raise self.fail(i, f"conv layer after a layer of shape {self.shape}")
-        weight = self._integers(i, "weight", layer["weight"])
+        weight = self._integers(i, "weight", self._field(i, layer, "weight"))
         if weight.ndim not in (4, 5) or weight.ndim == 5 and weight.shape[4] != 1:
             raise self.fail(i, f"conv weight of shape {weight.shape}: expected (C_out, C_in/groups, kH, kW) "
                                f"with an optional trailing unit dimension")
@@ -253,19 +253,22 @@ class _Builder:
 
     def _neuron(self, i, layer, shape):
         cfg = layer["neuron"]
+        if not isinstance(cfg, dict):
+            raise self.fail(i, "'neuron' must be a group of neuron parameters")
         kind = cfg.get("type", "CUBA")
         if kind not in ("CUBA", "LOIHI"):
             raise self.fail(i, f"neuron type '{kind}' is not supported (only CUBA/LOIHI LIF)")
         for key in ("iDecay", "vDecay", "vThMant"):
             if key not in cfg:
                 raise self.fail(i, f"CUBA neuron without '{key}'")
-        if int(np.max(cfg.get("refDelay", 1))) > 1:
-            raise self.fail(i, f"refDelay={int(np.max(cfg['refDelay']))}: a refractory period is not "
+        ref_delay = int(np.max(self._integers(i, "neuron refDelay", cfg.get("refDelay", 1))))
+        if ref_delay > 1:
+            raise self.fail(i, f"refDelay={ref_delay}: a refractory period is not "
                                f"representable (Lava's LIF, which netx builds, has none)")
         if bool(np.any(cfg.get("gradedSpike", False))):
             raise self.fail(i, "gradedSpike=True: graded spikes of CUBA neurons are not "
                                "representable (Lava's LIF emits 0/1)")
-        i_decay, v_decay, vth = (int(self._integers(i, f"neuron {k}", cfg[k]).reshape(-1)[0])
+        i_decay, v_decay, vth = (int(self._integers(i, f"neuron {k}", self._field(i, cfg, k)).reshape(-1)[0])
                                  for k in ("iDecay", "vDecay", "vThMant"))
         bias = self._integers(i, "bias", layer.get("bias", 0))
         if bias.ndim == 1 and len(shape) == 3 and bias.shape[0] == shape[0]:
@@ -294,6 +297,11 @@ class _Builder:
             if not np.all(arr == np.round(arr)) or np.abs(arr).max() >= 2 ** 62:
                 raise self.fail(i, f"{what} must be integers (netx stores integer parameters)")
         return arr.astype(np.int64)
+
+    def _field(self, i, group: dict, key: str):
+        if key not in group:
+            raise self.fail(i, f"has no '{key}'")
+        return group[key]
 
     def _shape(self, i, layer) -> tuple:
         if "shape" not in layer:

@@ -149,7 +149,11 @@ class _Importer:
 
     # -- node kinds ---------------------------------------------------------------
     def _input(self, name, node: nir.Input):
-        shape = tuple(int(s) for s in np.asarray(node.input_type["input"]).reshape(-1))
+        raw = np.asarray(node.input_type["input"]).reshape(-1)
+        if raw.dtype.kind not in "iuf" or not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) \
+                or np.any(raw < 1) or np.any(raw > 2 ** 31):
+            raise self.fail(name, f"input shape {raw.tolist()} must be positive whole sizes")
+        shape = tuple(int(s) for s in raw)
         if not shape:
             raise self.fail(name, "input has no shape")
         if len(shape) == 2:  # (C, L) for Conv1d: IR images are (C, 1, L)
@@ -375,7 +379,11 @@ def _scale_edge(g: Graph, src: str, dst: str, gain, imp) -> None:
 def _file_dt(flat: nir_graph.FlatNIR, meta: dict) -> Optional[tuple[float, str]]:
     """The step the file states (metadata 'dt') or implies (r = tau/dt, r = 1/dt), if any."""
     if "dt" in meta:
-        return float(np.asarray(meta["dt"]).reshape(-1)[0]), "NIR graph metadata 'dt'"
+        dt = np.asarray(meta["dt"]).reshape(-1)
+        if dt.size != 1 or dt.dtype.kind not in "iuf" or not np.isfinite(dt[0]) or not dt[0] > 0:
+            raise SnnCompileError(f"NIR graph metadata 'dt' is {meta['dt']!r}, expected one positive "
+                                  f"number of seconds")
+        return float(dt[0]), "NIR graph metadata 'dt'"
     implied = {name: nir_neurons.dt_dependence(node) for name, node in flat.nodes.items()}
     implied = {k: v for k, v in implied.items() if v is not None}
     if implied:
