@@ -79,13 +79,16 @@ CALLS = {
 
 @pytest.mark.parametrize("case", sorted(CALLS))
 def test_crafted_pickle_runs_nothing_and_imports_nothing(case, tmp_path, monkeypatch):
+    psutil = pytest.importorskip("psutil")
     program, module, reason = CALLS[case]
     monkeypatch.chdir(tmp_path)
-    before = set(sys.modules)
+    before, children = set(sys.modules), {p.pid for p in psutil.Process().children(recursive=True)}
     path = with_pickle(tmp_path / f"{case}.pt", b"\x80\x02" + program)
     res, out = export(path, tmp_path)
     assert_error(res, f"{case}.pt", reason, out=out)
     assert not (tmp_path / "MARKER").exists()
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children, "a child process was started"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{case}.pt"], "the file wrote something"
     if module:
         assert module not in sys.modules or module in before
 
