@@ -675,3 +675,15 @@ def test_cold_numba_cache_gives_a_note_and_a_warm_one_none(tmp_path):
     assert cold.stdout.startswith("note: numba is compiling the emulator's event kernel"), cold.stderr
     warm = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert warm.stdout.strip() == "None", "the kernel cache of this checkout is cold: run make install"
+
+
+def test_functions_a_model_keeps_are_the_real_ones(tmp_path):
+    """Norse keeps its step function and a bound ``initial_state``: loaded as themselves."""
+    import norse.torch as norse
+    from snncompile.frontend.unpickler import load_zip
+    model = norse.LICell()
+    torch.save(model, tmp_path / "li.pt")
+    got = load_zip(tmp_path / "li.pt")
+    x = torch.rand(2, 3)
+    assert got.activation is model.activation and torch.equal(got(x)[0], model(x)[0])
+    assert got.state_fallback.__self__ is got

@@ -119,21 +119,14 @@ def resolve(module: str, name: str):
             isinstance(getattr(torch, full_name[6:], None), torch.dtype):
         return getattr(torch, full_name[6:])
     obj = _import_attr(module, name)
-    if full_name in REFERENCED_FUNCTIONS:
+    if full_name in REFERENCED_FUNCTIONS:   # REDUCE never calls it (unpickler.Unpickler.reduce)
         if obj is None or not callable(obj):
             raise PermissionError(f"{full_name!r} does not exist in the installed library")
-        return Referenced(full_name, obj)
+        return obj
     if obj is None or not allowed_class(obj):
         raise PermissionError(f"{full_name!r}, not on the allow-list (not a module, parameter or "
                               f"autograd class)")
     return obj
-
-
-class Referenced:
-    """A function a model may keep as an attribute but which loading never calls."""
-
-    def __init__(self, name: str, func):
-        self.name, self.func = name, func
 
 
 #: Names with a fixed meaning while loading; the callables among them are
