@@ -687,3 +687,13 @@ def test_functions_a_model_keeps_are_the_real_ones(tmp_path):
     x = torch.rand(2, 3)
     assert got.activation is model.activation and torch.equal(got(x)[0], model(x)[0])
     assert got.state_fallback.__self__ is got
+
+
+def test_deflated_pickle_bomb_is_refused_unread(tmp_path):
+    """torch.save stores data.pkl uncompressed; a crafted zip may deflate 100 MB into 100 KB."""
+    path = tmp_path / "zipbomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("m/data.pkl", b"\x80\x02" + b"N" * (100 << 20) + b".")
+    assert path.stat().st_size < 1_000_000
+    res, out = export(path, tmp_path)
+    assert_error(res, "zipbomb.pt", "64 MiB", out=out)

@@ -22,7 +22,7 @@ from torch import nn
 
 from snncompile.errors import SnnCompileError
 from snncompile.frontend import pickle_policy
-from snncompile.frontend.unpickler import MAX_TENSOR_BYTES, RefusedFile, load_zip
+from snncompile.frontend.unpickler import MAX_TENSOR_BYTES, RefusedFile, load_zip, read_pickle
 
 #: nn.Module attributes holding hooks that change what forward (or its gradient) computes.
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -31,10 +31,7 @@ HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backw
 def _names_in_file(path: Path) -> list[str]:
     """The ``module.name`` of every GLOBAL in the file's pickle, read without running it."""
     with zipfile.ZipFile(path) as archive:
-        pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pkl) != 1:
-            raise SnnCompileError(f"model file '{path}' is not a readable PyTorch file (no data.pkl)")
-        data = archive.read(pkl[0])
+        data = read_pickle(archive)
     return [arg.replace(" ", ".", 1) for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"]
 
 

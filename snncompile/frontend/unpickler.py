@@ -361,14 +361,28 @@ def _binpersid(u):
     u.stack.append(u.persistent_load(u.stack.pop()))
 
 
+#: Size of the pickle program itself (torch.save writes kilobytes; a zip could deflate gigabytes).
+MAX_PICKLE_BYTES = 64 << 20
+
+
+def read_pickle(archive: zipfile.ZipFile) -> bytes:
+    """The archive's one ``<name>/data.pkl``, read with its size bounded."""
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise RefusedFile("the archive has no (or more than one) data.pkl")
+    with archive.open(pickles[0]) as f:
+        data = f.read(MAX_PICKLE_BYTES + 1)
+    if len(data) > MAX_PICKLE_BYTES:
+        raise RefusedFile(f"its pickle is over {MAX_PICKLE_BYTES >> 20} MiB")
+    return data
+
+
 def load_zip(path, max_bytes: int = MAX_TENSOR_BYTES):
     """The object in a torch.save zip archive, its storages read with declared sizes checked."""
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
-        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise RefusedFile("the archive has no (or more than one) data.pkl")
-        prefix = pickles[0][:-len("data.pkl")]
+        program = read_pickle(archive)
+        prefix = next(n for n in names if n.endswith("/data.pkl") and n.count("/") == 1)[:-len("data.pkl")]
         if f"{prefix}byteorder" in names and archive.read(f"{prefix}byteorder") not in (b"little", b""):
             raise RefusedFile("tensors are stored big-endian")
         read_bytes, cache = [0], {}
@@ -394,4 +408,4 @@ def load_zip(path, max_bytes: int = MAX_TENSOR_BYTES):
             cache[key] = torch.frombuffer(bytearray(blob), dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
             return cache[key]
 
-        return Unpickler(archive.read(pickles[0]), storage, max_bytes).load()
+        return Unpickler(program, storage, max_bytes).load()

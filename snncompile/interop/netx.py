@@ -197,6 +197,8 @@ class _Builder:
         if weight.ndim > 2:
             raise self.fail(i, f"dense weight has {weight.ndim} dimensions, expected 2 (out, in)")
         if weight.ndim == 1:
+            if weight.size % n_out:
+                raise self.fail(i, f"dense weight of {weight.size} values does not fit {n_out} outputs")
             weight = weight.reshape(n_out, -1)
         if weight.shape != (n_out, self.shape[0]):
             raise self.fail(i, f"dense weight of shape {weight.shape} does not fit {self.shape[0]} "
