@@ -107,13 +107,10 @@ def output_target(path) -> Path:
     """
     path = Path(path)
     if path.is_symlink():
-        try:
-            path = Path(os.path.realpath(path, strict=False))
-            os.stat(path) if path.exists() else None
-        except (OSError, RuntimeError) as exc:
-            raise SnnCompileError(f"cannot write '{path}': {_reason(exc)}") from None
-        if path.is_symlink():   # realpath stops at a loop
+        resolved = Path(os.path.realpath(path))
+        if resolved.is_symlink():   # realpath stops inside a loop
             raise SnnCompileError(f"cannot write '{path}': it is a symlink loop")
+        path = resolved
     try:
         st = os.stat(path)
     except FileNotFoundError:
