@@ -24,7 +24,6 @@ CLASS_MODULES = (
     "spikingjelly.activation_based.surrogate", "spikingjelly.activation_based.base",
     "norse.torch.module.", "norse.torch.functional.lif", "norse.torch.functional.leaky_integrator",
     "norse.torch.functional.threshold",
-    "snncompile.",
 )
 
 #: Plain functions a model may *reference* (stored as attributes, never called while
