@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -49,6 +50,29 @@ class RunResult:
         return float(np.mean(self.pred == labels))
 
 
+def run_memory_limit() -> int:
+    """Bytes one run's inputs and outputs may take: half the machine's memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def check_run_size(graph, n: int, T: int) -> None:
+    """Refuse, before allocating, a run whose float64 inputs and outputs (N x T x (input
+    + output size)) would not fit: ``--steps 1000000000`` asked for 14 TiB."""
+    per_step = int(np.prod(graph.input.shape))
+    try:
+        per_step += int(np.prod(graph.shape(graph.output.name)))
+    except Exception:  # shapes not inferred yet: the input alone
+        pass
+    need, limit = n * T * per_step * 8, run_memory_limit()
+    if need > limit:
+        raise SnnCompileError(f"{n} sample(s) x {T:,} steps x {per_step:,} values need {need / 2**30:,.1f} GiB, "
+                              f"more than the {limit / 2**30:.0f} GiB (half this machine's memory) a run may "
+                              f"hold; use fewer samples or steps")
+
+
 def prepare_inputs(graph, x, steps: Optional[int] = None, keep_integers: bool = False,
                    expand_static: bool = True) -> tuple[np.ndarray, int]:
     """Normalise ``x`` to (N, T, *input_shape) float64 and return it with T.
@@ -68,6 +92,7 @@ def prepare_inputs(graph, x, steps: Optional[int] = None, keep_integers: bool = 
         T = steps or graph.timesteps
         if not T:
             raise SnnCompileError("static input needs a number of steps (--steps), the graph has none")
+        check_run_size(graph, x.shape[0], T)
         x = np.broadcast_to(x[:, None], (x.shape[0], T if expand_static else 1) + shape)
     elif x.shape[2:] == shape and x.ndim == len(shape) + 2:
         T = x.shape[1]

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import signal
+import stat
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import click
@@ -13,50 +17,200 @@ import click
 from snncompile.errors import SnnCompileError
 
 
+#: Signals that stop a command cleanly: every ``finally`` runs (Lava workers stopped,
+#: temporary files removed), then exit status 128 + the signal number.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal turned into an exception in the main process. A KeyboardInterrupt, so
+    code that already cleans up on Ctrl-C (the Lava runner) does the same for SIGTERM."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Raise :class:`Stopped` in this process on SIGTERM/SIGHUP/SIGINT. Forked children
+    (Lava workers, its shared-memory manager) inherit the handler and ignore the signal:
+    a signal to the whole group must not kill the manager before it frees the shared
+    memory; the parent stops them all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() == pid:
+            raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def reports_errors(func):
-    """Turn SnnCompileError (and a missing/unreadable file) into one ``error:`` line, exit 1."""
+    """Turn SnnCompileError into one ``error:`` line (exit 1), a stop signal into one
+    ``error:`` line (exit 128 + signal); anything unexpected into one ``error: internal
+    error`` line (``SNNCOMPILE_DEBUG=1`` shows the traceback)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with stop_on_signals():
+                return func(*args, **kwargs)
         except SnnCompileError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _error(str(exc))
             sys.exit(1)
+        except Stopped as exc:
+            _error(f"stopped by {signal.Signals(exc.signum).name}; nothing was written")
+            sys.exit(128 + exc.signum)
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
+            _error("interrupted (SIGINT); nothing was written")
+            sys.exit(128 + signal.SIGINT)
+        except (SystemExit, click.exceptions.Exit, click.ClickException):
+            raise
+        except Exception as exc:
+            if os.environ.get("SNNCOMPILE_DEBUG"):
+                raise
+            _error(f"internal error: {type(exc).__name__}: {exc} (a bug in snncompile: please report it; "
+                   f"SNNCOMPILE_DEBUG=1 shows the traceback)")
+            sys.exit(1)
 
     return wrapper
+
+
+def _error(message: str) -> None:
+    """One line, whatever the message holds (a file name with a newline cannot add lines)."""
+    try:
+        click.echo("error: " + " ".join(message.split()), err=True)
+    except OSError:  # stderr gone (SIGHUP of a closed terminal)
+        pass
+
+
+#: Longest part of the output's name kept in its temporary name (a legal 255-byte name
+#: plus the temporary prefix and suffix would be too long for the file system).
+_TEMP_NAME_CHARS = 100
+
+
+def output_target(path) -> Path:
+    """The regular file ``-o PATH`` will replace, or a clear error.
+
+    Only regular files are written: a device node, FIFO, socket or folder is refused
+    (as root, ``-o /dev/null`` would otherwise replace /dev/null). A symlink is written
+    *through*: the file it points to is replaced and the link kept (a loop is refused).
+    """
+    path = Path(path)
+    if path.is_symlink():
+        resolved = Path(os.path.realpath(path))
+        if resolved.is_symlink():   # realpath stops inside a loop
+            raise SnnCompileError(f"cannot write '{path}': it is a symlink loop")
+        path = resolved
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise SnnCompileError(f"cannot write '{path}': {_reason(exc)}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise SnnCompileError(f"cannot write '{path}': it is {_file_kind(st.st_mode)}, not a regular file")
+    parent = path.parent
+    if not parent.exists():
+        raise SnnCompileError(f"cannot write '{path}': folder '{parent}' does not exist")
+    if not parent.is_dir():
+        raise SnnCompileError(f"cannot write '{path}': '{parent}' is a file, not a folder")
+    return path
 
 
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
-    So a failed command never leaves a partial (or stale-looking) output file behind.
+    So a failed (or interrupted) command never leaves a partial or stale-looking output
+    file. The new file's mode follows the umask (an overwritten file keeps its mode); it
+    is a new inode, so other hard links to an overwritten file keep the old content.
     """
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise SnnCompileError(f"cannot write '{path}': folder '{path.parent}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent or ".")
+    target = output_target(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:_TEMP_NAME_CHARS]}.", suffix=target.suffix[:16],
+                                   dir=target.parent)
+    except OSError as exc:
+        raise SnnCompileError(f"cannot write '{path}': {_reason(exc)}") from None
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        try:
+            os.chmod(tmp, _mode_for(target))
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise SnnCompileError(f"cannot write '{path}': {_reason(exc)}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _mode_for(target: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower() if isinstance(exc, OSError) else str(exc)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_input_file(path, what: str) -> Path:
+    """``path`` is a readable regular file, or an error that says what it is instead."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SnnCompileError(f"{what} file '{path}' is a symlink loop") from None
+        raise SnnCompileError(f"{what} file '{path}' is a symlink to '{os.readlink(path)}', which does not exist")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SnnCompileError(f"{what} file '{path}' does not exist") from None
+    except OSError as exc:
+        raise SnnCompileError(f"{what} file '{path}' cannot be read: {_reason(exc)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SnnCompileError(f"{what} file '{path}' is {_file_kind(st.st_mode)}, not a regular file")
+    return path
+
+
 def load_npz(path, what: str = "input"):
-    """Read a DATA.npz with ``x`` (and optional ``y``); clear errors for bad files."""
+    """Read a DATA.npz with ``x`` (and optional ``y``); clear errors for bad files.
+
+    ``x`` must hold at least one sample (an empty or 0-d ``x`` is refused by name here,
+    so no command computes an accuracy or a calibration of nothing)."""
     import numpy as np
 
-    path = Path(path)
-    if not path.exists():
-        raise SnnCompileError(f"{what} file '{path}' does not exist")
+    path = check_input_file(path, what)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            raise SnnCompileError(f"{what} file '{path}' is a single .npy array, not an .npz archive: "
+                                  f"save it with numpy.savez(path, x=x) (and y=labels)")
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data.files:
                 raise SnnCompileError(f"{what} file '{path}' has no array 'x' (found: {', '.join(data.files) or 'none'})")
@@ -66,6 +220,27 @@ def load_npz(path, what: str = "input"):
         raise
     except Exception as exc:  # zipfile/ValueError/OSError: not a valid npz
         raise SnnCompileError(f"{what} file '{path}' is not a readable .npz file ({exc})") from None
-    if y is not None and len(y) != len(x):
-        raise SnnCompileError(f"{what} file '{path}': 'y' has {len(y)} labels for {len(x)} samples")
+    if x.ndim == 0:
+        raise SnnCompileError(f"{what} file '{path}': 'x' is a 0-d array (a single number); expected "
+                              f"samples (N, T, *input_shape) or (N, *input_shape)")
+    if len(x) == 0:
+        raise SnnCompileError(f"{what} file '{path}': 'x' holds 0 samples")
+    if y is not None and (y.ndim == 0 or len(y) != len(x)):
+        raise SnnCompileError(f"{what} file '{path}': 'y' has {y.size if y.ndim == 0 else len(y)} labels for "
+                              f"{len(x)} samples")
     return x, y
+
+
+def check_labels(y, n: int, data_file, n_classes=None):
+    """``y`` as (N,) int64 class indices in ``[0, n_classes)``, or a clear error naming ``data_file``."""
+    import numpy as np
+
+    y = np.asarray(y)
+    if y.ndim != 1 or y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
+        raise SnnCompileError(f"input file '{data_file}': labels 'y' must be ({n},) integer class indices, "
+                              f"got shape {y.shape} dtype {y.dtype}")
+    if y.size and n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
+        bad = y.min() if y.min() < 0 else y.max()
+        raise SnnCompileError(f"input file '{data_file}': label {bad:.0f} is not a class of the graph's "
+                              f"{n_classes} outputs (labels must be 0 to {n_classes - 1})")
+    return y.astype(np.int64)

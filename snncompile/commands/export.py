@@ -8,6 +8,7 @@ CALLABLE builds (:mod:`snncompile.frontend.checkpoint`). The output is ONNX, or 
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Optional
 
 import click
 
-from snncompile.commands._common import atomic_output, reports_errors
+from snncompile.commands._common import atomic_output, check_input_file, reports_errors
 from snncompile.errors import SnnCompileError
 
 NIR_SUFFIXES = (".nir",)
@@ -117,9 +118,7 @@ def command(model_file, input_shape, timesteps, output, trust_code, dt, model_sp
     'module.' prefixes of DataParallel/DDP are removed) loaded into the model built by
     MODULE:CALLABLE; missing, unexpected or misshapen parameters are errors.
     """
-    path = Path(model_file)
-    if not path.exists():
-        raise SnnCompileError(f"{'checkpoint' if model_spec else 'model file'} '{path}' does not exist")
+    path = check_input_file(model_file, "checkpoint" if model_spec else "model")
     if model_spec is None and (model_kwargs is not None or key is not None):
         raise SnnCompileError(f"{'--model-kwargs' if model_kwargs is not None else '--key'} needs --model "
                               f"MODULE:CALLABLE (it applies to checkpoints)")
@@ -128,7 +127,7 @@ def command(model_file, input_shape, timesteps, output, trust_code, dt, model_sp
     if timesteps is not None and timesteps < 1:
         raise SnnCompileError(f"--timesteps must be at least 1, got {timesteps}")
     out = Path(output) if output else path.with_suffix(".onnx")
-    if out.resolve() == path.resolve():
+    if os.path.realpath(out) == os.path.realpath(path):
         raise SnnCompileError(f"output '{out}' would overwrite the input; pass -o")
     graph, notes = read_model(path, shape, timesteps, trust_code, dt, code)
     notes += write_graph(graph, out, dt)

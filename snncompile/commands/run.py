@@ -17,18 +17,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from snncompile.commands._common import atomic_output, load_npz, reports_errors
+from snncompile.commands._common import atomic_output, check_labels, load_npz, reports_errors
 from snncompile.errors import SnnCompileError
 from snncompile.targets.base import BACKENDS, PRECISIONS
-
-
-def check_labels(y, n: int, data_file) -> np.ndarray:
-    """``y`` as (N,) int64 class indices, or a clear error naming ``data_file``."""
-    y = np.asarray(y)
-    if y.ndim != 1 or y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
-        raise SnnCompileError(f"input file '{data_file}': labels 'y' must be ({n},) integer class indices, "
-                              f"got shape {y.shape} dtype {y.dtype}")
-    return y.astype(np.int64)
 
 
 def load_inputs(data_file, graph, steps=None, samples=None):
@@ -46,7 +37,8 @@ def load_inputs(data_file, graph, steps=None, samples=None):
         x, T = prepare_inputs(graph, x, steps)
     except SnnCompileError as exc:
         raise SnnCompileError(f"input file '{data_file}': {exc}") from None
-    return x, T, (None if y is None else check_labels(y, len(x), data_file))
+    n_classes = int(np.prod(graph.shape(graph.output.name)))
+    return x, T, (None if y is None else check_labels(y, len(x), data_file, n_classes))
 
 
 def fixed_point_graph(graph):

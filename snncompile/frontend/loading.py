@@ -1,16 +1,18 @@
 """Safe loading of a whole pickled model (``torch.save(model)``).
 
-Unpickling runs code, so the file is read with ``weights_only=True`` and an allow-list
-made from the checkpoint's own globals: classes (and functions, e.g. surrogate
-functions and Norse reset methods) defined in torch, snnTorch, SpikingJelly, Norse or
-snncompile. Anything else (the user's own ``class Net``) needs ``trust_code=True``,
-which loads with the full unpickler and needs the defining module to be importable.
+Unpickling runs code, so without ``trust_code`` the file is read by our own unpickler
+(:mod:`snncompile.frontend.unpickler`): it rebuilds tensors and creates the classes of
+:data:`~snncompile.frontend.pickle_policy.CLASS_MODULES` (torch, snnTorch, SpikingJelly,
+Norse modules) the way torch.save writes them, and calls nothing else. Anything else
+(the user's own ``class Net``) needs ``trust_code=True``, which loads with the full
+unpickler and needs the defining module to be importable. Either way a model carrying
+hooks (code run around ``forward`` that tracing would not see) is refused by name.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import pickle
+import pickletools
 import sys
 import zipfile
 from pathlib import Path
@@ -19,76 +21,23 @@ import torch
 from torch import nn
 
 from snncompile.errors import SnnCompileError
+from snncompile.frontend import pickle_policy
+from snncompile.frontend.unpickler import MAX_TENSOR_BYTES, RefusedFile, load_zip, read_pickle
 
-#: Top-level packages whose classes may be instantiated while loading.
-ALLOWED_PACKAGES = ("torch", "snntorch", "spikingjelly", "norse", "snncompile")
-#: The builtins a pickled module legitimately needs (``getattr`` is replaced by _safe_getattr).
-ALLOWED_BUILTINS = {"builtins.set", "builtins.frozenset", "builtins.slice", "builtins.complex",
-                    "builtins.bytearray", "collections.OrderedDict", "collections.defaultdict"}
-
-
-def _safe_getattr(obj, name: str):
-    """``getattr`` for pickles (snnTorch stores ``Surrogate.apply``): public names of allowed
-    objects only, so a pickle cannot reach ``__globals__`` and the like."""
-    owner = obj if isinstance(obj, type) else type(obj)
-    if not isinstance(name, str) or name.startswith("__") or not _allowed_module(owner.__module__):
-        raise pickle.UnpicklingError(f"getattr({owner.__qualname__}, {name!r}) is not allowed")
-    return getattr(obj, name)
+#: nn.Module attributes holding hooks that change what forward (or its gradient) computes.
+HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-def _allowed_module(module: str) -> bool:
-    return module.split(".")[0] in ALLOWED_PACKAGES
+def _names_in_file(path: Path) -> list[str]:
+    """The ``module.name`` of every GLOBAL in the file's pickle, read without running it."""
+    with zipfile.ZipFile(path) as archive:
+        data = read_pickle(archive)
+    return [arg.replace(" ", ".", 1) for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"]
 
 
-#: Modules whose plain functions a model may reference (surrogate gradients, reset rules).
-FUNCTION_MODULES = ("snntorch.surrogate", "snntorch._neurons", "spikingjelly.activation_based.surrogate",
-                    "spikingjelly.activation_based.neuron", "norse.torch.functional")
-
-
-def _allowed_object(obj) -> bool:
-    """Modules, autograd functions and parameter tuples of the allowed packages; plain functions
-    only from :data:`FUNCTION_MODULES` (a pickle can call what it may name, so no ``torch.hub``)."""
-    module = getattr(obj, "__module__", "") or ""
-    if not _allowed_module(module):
-        return False
-    if isinstance(obj, type):
-        return issubclass(obj, (nn.Module, torch.autograd.Function, tuple))
-    return callable(obj) and module.startswith(FUNCTION_MODULES)
-
-
-def _resolve(qualname: str):
-    """The object named ``module.attr`` (longest importable module prefix)."""
-    parts = qualname.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except Exception:
-            continue
-        try:
-            for attr in parts[i:]:
-                obj = getattr(obj, attr)
-            return obj
-        except AttributeError:
-            return None
-    return None
-
-
-def _safe_globals(path: Path, globals_in_file: list[str]) -> list:
-    allowed, refused = [], []
-    for name in globals_in_file:
-        if name == "builtins.getattr":
-            allowed.append((_safe_getattr, name))
-            continue
-        if name not in ALLOWED_BUILTINS and not _allowed_module(name):
-            refused.append(name)  # never import a module the file names before it is allowed
-            continue
-        obj = _resolve(name)
-        if name in ALLOWED_BUILTINS and obj is not None:
-            allowed.append(obj)
-        elif obj is not None and _allowed_object(obj):
-            allowed.append((obj, name) if f"{obj.__module__}.{obj.__qualname__}" != name else obj)
-        else:
-            refused.append(name)
+def _check_names(path: Path, names: list[str]) -> None:
+    """Refuse, listing them all, the names that are not on the allow-list (no import)."""
+    refused = list(dict.fromkeys(n for n in names if pickle_policy.refusal(n)))
     scripts = [r for r in refused if r.startswith("__main__.")]
     if scripts:
         raise SnnCompileError(
@@ -98,17 +47,42 @@ def _safe_globals(path: Path, globals_in_file: list[str]) -> list:
     if refused:
         raise SnnCompileError(
             f"model file '{path}' contains {', '.join(repr(r) for r in refused)}, not on the allow-list "
-            f"of torch / snnTorch / SpikingJelly / Norse / snncompile classes. Loading it would run code "
+            f"of torch / snnTorch / SpikingJelly / Norse module classes. Loading it would run code "
             f"from that file. If you trust it, rerun with --trust-code (the module defining "
             f"{refused[0].rsplit('.', 1)[0]!r} must be importable, e.g. on PYTHONPATH)")
-    return allowed
+
+
+def _check_loaded(path: Path, model: nn.Module) -> None:
+    """What a trusted load may still bring: hooks (code run around ``forward`` that the
+    traced graph would silently leave out) and expanded tensors of absurd logical size."""
+    total = sum(t.numel() * t.element_size() for t in model.state_dict(keep_vars=True).values()
+                if isinstance(t, torch.Tensor))
+    if total > MAX_TENSOR_BYTES:
+        raise SnnCompileError(f"model file '{path}': its parameters and buffers span {total:,} bytes, over "
+                              f"the {MAX_TENSOR_BYTES >> 30} GiB limit (an expanded or stride-0 tensor?)")
+    for name, module in model.named_modules():
+        for attr in HOOK_DICTS:
+            if getattr(module, attr, None):
+                kind = attr.strip("_").replace("_", " ")[:-1]
+                raise SnnCompileError(
+                    f"model file '{path}': module '{name or type(module).__name__}' has a {kind} "
+                    f"({type(module).__name__}.{attr}); hooks change what the model computes outside "
+                    f"its forward and cannot be exported. Remove them and save the model again")
+        if "forward" in vars(module):
+            raise SnnCompileError(f"model file '{path}': module '{name or type(module).__name__}' replaces "
+                                  f"its forward method with an instance attribute; this is not exported")
+    from torch.nn.modules import module as torch_module
+    for attr in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks"):
+        if getattr(torch_module, attr, None):
+            raise SnnCompileError(f"loading model file '{path}' registered a global {attr[8:-1].replace('_', ' ')}"
+                                  f" (torch.nn.modules.module.{attr}); it is not exported")
 
 
 def _check_readable(path: Path) -> None:
-    if not path.exists():
-        raise SnnCompileError(f"model file '{path}' does not exist")
-    if path.is_dir():
-        raise SnnCompileError(f"model file '{path}' is a folder, not a file")
+    from snncompile.commands._common import check_input_file
+
+    check_input_file(path, "model")
     if path.stat().st_size == 0:
         raise SnnCompileError(f"model file '{path}' is empty")
 
@@ -139,13 +113,18 @@ def load_model(path, trust_code: bool = False) -> nn.Module:
                 obj = torch.load(path, map_location="cpu", weights_only=False)
         else:
             try:
-                names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                names = _names_in_file(path)
+            except SnnCompileError:
+                raise
             except Exception as exc:
                 raise SnnCompileError(f"model file '{path}' is not a readable PyTorch file ({exc})") from None
-            with torch.serialization.safe_globals(_safe_globals(path, names)):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+            _check_names(path, names)
+            obj = load_zip(path)
     except SnnCompileError:
         raise
+    except RefusedFile as exc:
+        raise SnnCompileError(f"model file '{path}' cannot be loaded safely: {exc}; if you trust "
+                              f"the file, rerun with --trust-code") from None
     except ModuleNotFoundError as exc:
         raise SnnCompileError(f"model file '{path}' needs module '{exc.name}', which cannot be imported; "
                               f"put the code that defines the model's classes on PYTHONPATH") from None
@@ -164,5 +143,11 @@ def load_model(path, trust_code: bool = False) -> nn.Module:
                               f"save the whole model with torch.save(model, path), or build the model in "
                               f"Python and call snncompile.frontend.from_torch")
     if not isinstance(obj, nn.Module):
-        raise SnnCompileError(f"model file '{path}' holds a {type(obj).__name__}, not a torch.nn.Module")
+        raise SnnCompileError(f"model file '{path}' holds {_a(type(obj).__name__)}, not a torch.nn.Module")
+    _check_loaded(path, obj)
     return obj.eval()
+
+
+def _a(noun: str) -> str:
+    """'a Linear', 'an int'."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

@@ -34,6 +34,9 @@ _UNSUPPORTED = ("pool", "average", "concat", "convT", "unpool", "dense_comp")
 #: v_int = v_float * 64: the neuron's input activation adds ``a << 6`` to u.
 NEURON_SCALE = float(2 ** fx.ACT_SHIFT)
 BIAS_EXP = 6
+#: Bytes of HDF5 data a netx file may declare: a dataset can declare gigabytes it never
+#: wrote (a 12 KB file), so sizes are checked before reading. Real netx networks: < 100 MB.
+MAX_DATASET_BYTES = 1 << 30
 
 
 def read_netx(path, input_message_bits: int = 0, timesteps: Optional[int] = None) -> Graph:
@@ -43,8 +46,9 @@ def read_netx(path, input_message_bits: int = 0, timesteps: Optional[int] = None
     integer input messages of b bits.
     """
     path = Path(path)
-    if not path.exists():
-        raise SnnCompileError(f"netx file '{path}' does not exist")
+    from snncompile.commands._common import check_input_file
+
+    check_input_file(path, "netx")
     try:
         with h5py.File(path, "r") as f:
             layers = _read_layers(f, path)
@@ -63,15 +67,21 @@ def _read_layers(f: h5py.File, path: Path) -> list[dict]:
     keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
     if [k for k in keys if not k.isdigit()] or [int(k) for k in keys] != list(range(len(keys))):
         raise SnnCompileError(f"netx file '{path}': layers must be named 0..N-1, found {list(group.keys())}")
-    return [_to_dict(group[k]) for k in keys]
+    budget = [MAX_DATASET_BYTES]
+    return [_to_dict(group[k], path, budget) for k in keys]
 
 
-def _to_dict(group: h5py.Group) -> dict:
+def _to_dict(group: h5py.Group, path: Path, budget: list) -> dict:
     out = {}
     for key, item in group.items():
         if isinstance(item, h5py.Group):
-            out[key] = _to_dict(item)
+            out[key] = _to_dict(item, path, budget)
         else:
+            budget[0] -= int(item.size) * item.dtype.itemsize
+            if budget[0] < 0:
+                raise SnnCompileError(f"netx file '{path}': dataset '{item.name}' of shape {item.shape} "
+                                      f"declares more data than the {MAX_DATASET_BYTES >> 20} MiB a netx "
+                                      f"network may hold")
             value = item[()]
             if isinstance(value, np.ndarray) and value.dtype.kind in "SO" and value.size == 1:
                 value = value.reshape(-1)[0]
@@ -136,7 +146,7 @@ class _Builder:
             elif self.last is None and kind == "dense" and "weight" in layer:
                 # slayer exports often start with a dense block: its weight gives the input
                 # size (as netx infers it from the Dense process's s_in port).
-                self._input(i, {"shape": np.array([np.asarray(layer["weight"]).shape[-1]])})
+                self._input(i, {"shape": np.array([np.asarray(self._field(i, layer, "weight")).shape[-1]])})
                 self._dense(i, layer, last=i == len(layers) - 1)
             elif self.last is None:
                 raise self.fail(i, f"'{kind}' layer before any input layer: the input shape is unknown "
@@ -155,6 +165,7 @@ class _Builder:
         self.g.add(out, [self.last])
         try:
             self.g.validate()
+            fx.check_graph(self.g)
         except SnnCompileError as exc:
             raise SnnCompileError(f"netx file '{self.path}': {exc}") from None
         return self.g
@@ -166,7 +177,7 @@ class _Builder:
         if "neuron" in layer:
             raise self.fail(i, "input layers with their own neuron (slayer's cuba.Input) are not "
                                "supported; export the network without the input block")
-        shape = tuple(int(s) for s in np.asarray(layer["shape"]).reshape(-1))
+        shape = self._shape(i, layer)
         if int(np.prod(shape)) in shape:  # (F,), (1, 1, F), (F, 1, 1): a vector
             shape = (int(np.prod(shape)),)
         node = ir.Input("input", shape=shape)
@@ -181,9 +192,13 @@ class _Builder:
                                    f"flatten layer")
             self._add(ir.Flatten(f"{i}.flatten"), (int(np.prod(self.shape)),))
         self.flatten_next = False
-        n_out = int(np.prod(np.asarray(layer["shape"])))
-        weight = np.asarray(layer["weight"]).astype(np.int64)  # netx reads weights with astype(int)
+        n_out = int(np.prod(self._shape(i, layer)))
+        weight = self._integers(i, "weight", self._field(i, layer, "weight"))  # netx reads weights with astype(int)
+        if weight.ndim > 2:
+            raise self.fail(i, f"dense weight has {weight.ndim} dimensions, expected 2 (out, in)")
         if weight.ndim == 1:
+            if weight.size % n_out:
+                raise self.fail(i, f"dense weight of {weight.size} values does not fit {n_out} outputs")
             weight = weight.reshape(n_out, -1)
         if weight.shape != (n_out, self.shape[0]):
             raise self.fail(i, f"dense weight of shape {weight.shape} does not fit {self.shape[0]} "
@@ -210,12 +225,18 @@ class _Builder:
     def _conv(self, i, layer):
         if len(self.shape) != 3:
             raise self.fail(i, f"conv layer after a layer of shape {self.shape}")
-        weight = np.asarray(layer["weight"]).astype(np.int64)
+        weight = self._integers(i, "weight", self._field(i, layer, "weight"))
+        if weight.ndim not in (4, 5) or weight.ndim == 5 and weight.shape[4] != 1:
+            raise self.fail(i, f"conv weight of shape {weight.shape}: expected (C_out, C_in/groups, kH, kW) "
+                               f"with an optional trailing unit dimension")
         weight = weight.reshape(weight.shape[:4])
-        pair = lambda key, d: _pair(layer.get(key, d))  # noqa: E731
-        syn = ir.Conv2d(f"{i}.conv", weight=weight.astype(np.float64), stride=pair("stride", 1),
-                        padding=pair("padding", 0), dilation=pair("dilation", 1),
-                        groups=int(np.asarray(layer.get("groups", 1)).reshape(-1)[0]))
+        if 0 in weight.shape:
+            raise self.fail(i, f"conv weight of shape {weight.shape} is empty")
+        geometry = {key: self._pair(i, layer, key, default, low) for key, default, low in
+                    (("stride", 1, 1), ("padding", 0, 0), ("dilation", 1, 1), ("groups", 1, 1))}
+        syn = ir.Conv2d(f"{i}.conv", weight=weight.astype(np.float64), stride=geometry["stride"],
+                        padding=geometry["padding"], dilation=geometry["dilation"],
+                        groups=geometry["groups"][0])
         syn.fixed = fx.SynapseFixed(weight=weight, weight_exp=0, num_weight_bits=8,
                                     num_message_bits=self._message_bits_in(), scale=1.0, in_scale=1.0)
         self._check_delay(i, layer)
@@ -223,7 +244,7 @@ class _Builder:
             shape = syn.out_shape([self.shape])
         except SnnCompileError as exc:
             raise self.fail(i, str(exc)) from None
-        declared = tuple(int(s) for s in np.asarray(layer["shape"]).reshape(-1))
+        declared = self._shape(i, layer)
         if declared != shape:
             raise self.fail(i, f"declared shape {declared} but the convolution of {self.shape} "
                                f"gives {shape}")
@@ -234,20 +255,24 @@ class _Builder:
 
     def _neuron(self, i, layer, shape):
         cfg = layer["neuron"]
+        if not isinstance(cfg, dict):
+            raise self.fail(i, "'neuron' must be a group of neuron parameters")
         kind = cfg.get("type", "CUBA")
         if kind not in ("CUBA", "LOIHI"):
             raise self.fail(i, f"neuron type '{kind}' is not supported (only CUBA/LOIHI LIF)")
         for key in ("iDecay", "vDecay", "vThMant"):
             if key not in cfg:
                 raise self.fail(i, f"CUBA neuron without '{key}'")
-        if int(np.max(cfg.get("refDelay", 1))) > 1:
-            raise self.fail(i, f"refDelay={int(np.max(cfg['refDelay']))}: a refractory period is not "
+        ref_delay = int(np.max(self._integers(i, "neuron refDelay", cfg.get("refDelay", 1))))
+        if ref_delay > 1:
+            raise self.fail(i, f"refDelay={ref_delay}: a refractory period is not "
                                f"representable (Lava's LIF, which netx builds, has none)")
         if bool(np.any(cfg.get("gradedSpike", False))):
             raise self.fail(i, "gradedSpike=True: graded spikes of CUBA neurons are not "
                                "representable (Lava's LIF emits 0/1)")
-        i_decay, v_decay, vth = (int(np.asarray(cfg[k]).reshape(-1)[0]) for k in ("iDecay", "vDecay", "vThMant"))
-        bias = np.asarray(layer.get("bias", 0)).astype(np.int64)
+        i_decay, v_decay, vth = (int(self._integers(i, f"neuron {k}", self._field(i, cfg, k)).reshape(-1)[0])
+                                 for k in ("iDecay", "vDecay", "vThMant"))
+        bias = self._integers(i, "bias", layer.get("bias", 0))
         if bias.ndim == 1 and len(shape) == 3 and bias.shape[0] == shape[0]:
             bias = bias.reshape(-1, 1, 1)  # channel-wise
         try:
@@ -263,6 +288,39 @@ class _Builder:
         self._add(neuron, shape)
 
     # -- helpers ----------------------------------------------------------------------
+    def _integers(self, i, what: str, value) -> np.ndarray:
+        """netx casts with ``astype(int)``, which turns NaN into -2**63 silently: refuse it."""
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf" or arr.size == 0:
+            raise self.fail(i, f"{what} must be numbers, found {arr.dtype} of shape {arr.shape}")
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)):
+                raise self.fail(i, f"{what} holds NaN or Inf values")
+            if not np.all(arr == np.round(arr)) or np.abs(arr).max() >= 2 ** 62:
+                raise self.fail(i, f"{what} must be integers (netx stores integer parameters)")
+        return arr.astype(np.int64)
+
+    def _field(self, i, group: dict, key: str):
+        if key not in group:
+            raise self.fail(i, f"has no '{key}'")
+        return group[key]
+
+    def _shape(self, i, layer) -> tuple:
+        if "shape" not in layer:
+            raise self.fail(i, "has no 'shape'")
+        shape = tuple(int(s) for s in self._integers(i, "shape", layer["shape"]).reshape(-1))
+        if not shape or min(shape) < 1:
+            raise self.fail(i, f"shape {shape} must be positive sizes")
+        return shape
+
+    def _pair(self, i, layer, key: str, default: int, low: int) -> tuple[int, int]:
+        v = self._integers(i, key, layer.get(key, default)).reshape(-1)
+        pair = (int(v[0]), int(v[0])) if v.size == 1 else (int(v[0]), int(v[1]))
+        if v.size > 2 or min(pair) < low:
+            raise self.fail(i, f"{key} {v.tolist()} must be {'one or two ' if key != 'groups' else ''}"
+                               f"integers >= {low}")
+        return pair
+
     def _add(self, node, shape):
         self.g.add(node, [self.last])
         self.last, self.shape = node.name, tuple(shape)
@@ -276,7 +334,3 @@ class _Builder:
             raise self.fail(i, f"axonal delays (up to {int(delay.max())} steps) are not "
                                f"representable: the IR has no delay lines")
 
-
-def _pair(v) -> tuple[int, int]:
-    v = np.asarray(v).reshape(-1)
-    return (int(v[0]), int(v[0])) if v.size == 1 else (int(v[0]), int(v[1]))

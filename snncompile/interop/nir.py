@@ -37,10 +37,21 @@ def read_nir(path, dt: Optional[float] = None, timesteps: Optional[int] = None) 
     flat = nir_graph.flatten(model, source=f"NIR file '{path}'")
     dt, dt_source = _resolve_dt(flat, dt, model.metadata, path)
     if timesteps is None and "timesteps" in model.metadata:  # written by write_nir
-        timesteps = int(np.asarray(model.metadata["timesteps"]).reshape(-1)[0])
+        timesteps = _timesteps(model.metadata["timesteps"], path)
     graph = _Importer(flat, dt, path).build(timesteps)
     graph.meta.update({"nir.source": str(path), "nir.dt": repr(dt), "nir.dt_source": dt_source})
     return graph
+
+
+def _timesteps(value, path: Path) -> int:
+    from snncompile.ir.onnx_format import MAX_TIMESTEPS
+
+    arr = np.asarray(value).reshape(-1)
+    if arr.size != 1 or arr.dtype.kind not in "iuf" or not np.isfinite(arr[0]) or arr[0] != int(arr[0]) \
+            or not 1 <= int(arr[0]) <= MAX_TIMESTEPS:
+        raise SnnCompileError(f"NIR file '{path}': metadata 'timesteps' is {value!r}, expected a whole "
+                              f"number of steps from 1 to {MAX_TIMESTEPS:,}")
+    return int(arr[0])
 
 
 def write_nir(graph: Graph, path, dt: float = 1e-4) -> list[str]:
@@ -138,7 +149,11 @@ class _Importer:
 
     # -- node kinds ---------------------------------------------------------------
     def _input(self, name, node: nir.Input):
-        shape = tuple(int(s) for s in np.asarray(node.input_type["input"]).reshape(-1))
+        raw = np.asarray(node.input_type["input"]).reshape(-1)
+        if raw.dtype.kind not in "iuf" or not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) \
+                or np.any(raw < 1) or np.any(raw > 2 ** 31):
+            raise self.fail(name, f"input shape {raw.tolist()} must be positive whole sizes")
+        shape = tuple(int(s) for s in raw)
         if not shape:
             raise self.fail(name, "input has no shape")
         if len(shape) == 2:  # (C, L) for Conv1d: IR images are (C, 1, L)
@@ -364,7 +379,11 @@ def _scale_edge(g: Graph, src: str, dst: str, gain, imp) -> None:
 def _file_dt(flat: nir_graph.FlatNIR, meta: dict) -> Optional[tuple[float, str]]:
     """The step the file states (metadata 'dt') or implies (r = tau/dt, r = 1/dt), if any."""
     if "dt" in meta:
-        return float(np.asarray(meta["dt"]).reshape(-1)[0]), "NIR graph metadata 'dt'"
+        dt = np.asarray(meta["dt"]).reshape(-1)
+        if dt.size != 1 or dt.dtype.kind not in "iuf" or not np.isfinite(dt[0]) or not dt[0] > 0:
+            raise SnnCompileError(f"NIR graph metadata 'dt' is {meta['dt']!r}, expected one positive "
+                                  f"number of seconds")
+        return float(dt[0]), "NIR graph metadata 'dt'"
     implied = {name: nir_neurons.dt_dependence(node) for name, node in flat.nodes.items()}
     implied = {k: v for k, v in implied.items() if v is not None}
     if implied:

@@ -56,8 +56,10 @@ class FlatNIR:
 def load(path) -> nir.NIRGraph:
     """``nir.read`` with every failure (missing, not HDF5, not NIR, bad node) named by file."""
     path = Path(path)
-    if not path.exists():
-        raise SnnCompileError(f"NIR file '{path}' does not exist")
+    from snncompile.commands._common import check_input_file
+
+    check_input_file(path, "NIR")
+    _check_hdf5(path)
     try:
         graph = nir.read(str(path), type_check=False)  # shapes: checked per node by the importer
     except Exception as exc:  # h5py OSError, KeyError for missing groups, node constructors
@@ -66,6 +68,54 @@ def load(path) -> nir.NIRGraph:
     if not isinstance(graph, nir.NIRGraph):
         raise SnnCompileError(f"NIR file '{path}' holds a single {type(graph).__name__} node, not a graph")
     return graph
+
+
+#: Bytes of HDF5 data a NIR file may declare (a 35 KB file can declare gigabytes it never
+#: wrote); checked before nir.read allocates them. Real NIR networks: < 100 MB.
+MAX_DATASET_BYTES = 1 << 30
+
+
+def _check_hdf5(path: Path) -> None:
+    """Before nir.read: declared dataset sizes within :data:`MAX_DATASET_BYTES`, and every
+    node type one NIR defines (nir.read asserts with an empty message otherwise)."""
+    import h5py
+
+    known = {c.__name__ for c in vars(nir).values() if isinstance(c, type) and issubclass(c, nir.NIRNode)}
+    problems, total = [], [0]
+
+    def visit(name, item):
+        if not problems and any(not c.isprintable() for c in name):
+            problems.append(f"the name {name!r} holds a control character (a newline, tab, ...); names "
+                            f"must be printable text")
+        if problems or not isinstance(item, h5py.Dataset):
+            return
+        total[0] += int(item.size) * item.dtype.itemsize
+        if total[0] > MAX_DATASET_BYTES:
+            problems.append(f"dataset '{name}' of shape {item.shape} declares more data than the "
+                            f"{MAX_DATASET_BYTES >> 20} MiB a NIR network may hold")
+        elif name.rsplit("/", 1)[-1] == "type" and item.dtype.kind in "SO" and item.size == 1:
+            value = item[()]
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            if text not in known:
+                node = name.rsplit("/", 1)[0] if "/" in name else "(root)"
+                problems.append(f"node '{node}' has type {text!r}, which NIR {nir_version()} does not "
+                                f"define (known: {', '.join(sorted(known - {'NIRNode'}))})")
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError as exc:
+        raise SnnCompileError(f"NIR file '{path}' is not a readable NIR graph (not HDF5: {exc})") from None
+    if problems:
+        raise SnnCompileError(f"NIR file '{path}': {problems[0]}")
+
+
+def nir_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("nir")
+    except PackageNotFoundError:
+        return "(unknown version)"
 
 
 def flatten(graph: nir.NIRGraph, source: str = "NIR graph") -> FlatNIR:

@@ -263,3 +263,101 @@ def lava_dense_weights(weight: np.ndarray, num_weight_bits: int = 8, sign_mode: 
     if mode == "inhibitory":
         w = -w
     return w
+
+
+# -- range checks on load: a file may hold any number; Lava's registers hold these ----------
+
+#: Synapse weight mantissas Lava's Dense/Conv receive (8 bits and a sign).
+WEIGHT_MANT_MIN, WEIGHT_MANT_MAX = -256, 255
+#: ``num_message_bits`` of graded messages Lava's ports carry (0: binary spikes).
+MESSAGE_BITS_MAX = 24
+#: Initial/reset states and readout biases are 24-bit state values.
+STATE_LIMIT = 2 ** STATE_BITS
+_MODES = {"reset_mode": ("zero", "subtract", "none"), "compare": (">", ">="),
+          "mode": ("spikes", "potential")}
+
+
+class FixedRangeError(ValueError):
+    """A fixed-point field outside what Lava's fixed_pt models hold (the message says which)."""
+
+
+def _in_range(name: str, value, lo: int, hi: int, shape=None) -> None:
+    arr = np.asarray(value)
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        bad = arr.min() if arr.min() < lo else arr.max()
+        raise FixedRangeError(f"{name} = {int(bad)} is outside Loihi's range [{lo}, {hi}]")
+    if shape is not None:
+        try:
+            np.broadcast_to(arr, shape)
+        except ValueError:
+            raise FixedRangeError(f"{name} has shape {arr.shape}, which does not fit the "
+                                  f"population of shape {tuple(shape)}") from None
+
+
+def _positive_scale(name: str, value: float) -> None:
+    if not np.isfinite(value) or value <= 0:
+        raise FixedRangeError(f"{name} = {value} must be a finite positive number")
+
+
+def _choice(name: str, value: str) -> None:
+    if value not in _MODES[name]:
+        raise FixedRangeError(f"{name} {value!r} is not one of {', '.join(map(repr, _MODES[name]))}")
+
+
+def check_ranges(fixed, weight_shape=None, shape=None) -> None:
+    """Raise FixedRangeError when a field of ``fixed`` is outside Lava's limits (module
+    constants) or does not fit the node: ``weight_shape`` of its synapse (``()`` for
+    pooling), ``shape`` of its neuron population."""
+    if isinstance(fixed, InputFixed):
+        _positive_scale("scale", fixed.scale)
+        _in_range("num_message_bits", fixed.num_message_bits, 0, MESSAGE_BITS_MAX)
+    elif isinstance(fixed, SynapseFixed):
+        if weight_shape is not None and fixed.weight.shape != tuple(weight_shape):
+            raise FixedRangeError(f"weight has shape {fixed.weight.shape}, the node's weight {tuple(weight_shape)}")
+        _in_range("weight", fixed.weight, WEIGHT_MANT_MIN, WEIGHT_MANT_MAX)
+        _in_range("weight_exp", fixed.weight_exp, WEIGHT_EXP_MIN, WEIGHT_EXP_MAX)
+        _in_range("num_weight_bits", fixed.num_weight_bits, 1, 8)
+        _in_range("num_message_bits", fixed.num_message_bits, 0, MESSAGE_BITS_MAX)
+        _positive_scale("scale", fixed.scale)
+        _positive_scale("in_scale", fixed.in_scale)
+    elif isinstance(fixed, NeuronFixed):
+        _in_range("du", fixed.du, DU_MIN, DU_MAX, shape)
+        _in_range("dv", fixed.dv, DV_MIN, DV_MAX, shape)
+        _in_range("vth", fixed.vth, 0, VTH_MAX, shape)
+        _in_range("bias_mant", fixed.bias_mant, BIAS_MANT_MIN, BIAS_MANT_MAX, shape)
+        _in_range("bias_exp", fixed.bias_exp, BIAS_EXP_MIN, BIAS_EXP_MAX, shape)
+        for key in ("reset_value", "reset_amount", "u_init", "v_init"):
+            _in_range(key, getattr(fixed, key), -STATE_LIMIT, STATE_LIMIT, shape)
+        _choice("reset_mode", fixed.reset_mode)
+        _choice("compare", fixed.compare)
+        _positive_scale("scale", fixed.scale)
+    elif isinstance(fixed, ReadoutFixed):
+        _choice("mode", fixed.mode)
+        _in_range("bias", fixed.bias, -STATE_LIMIT, STATE_LIMIT, shape)
+        _positive_scale("scale", fixed.scale)
+
+
+#: IR node class -> the fixed-point dataclass it may carry.
+FIXED_OF = {"Input": "InputFixed", "Linear": "SynapseFixed", "Conv2d": "SynapseFixed",
+            "SumPool2d": "SynapseFixed", "AvgPool2d": "SynapseFixed", "Neuron": "NeuronFixed",
+            "Output": "ReadoutFixed"}
+
+
+def check_graph(graph) -> None:
+    """:func:`check_ranges` on every node of a read graph (ONNX, netx), as one SnnCompileError
+    naming the node; also that each node carries the dataclass of its kind."""
+    from snncompile.errors import SnnCompileError
+
+    for node in graph:
+        fixed = getattr(node, "fixed", None)
+        if type(fixed).__name__ not in FIXED_TYPES:
+            continue
+        kind = type(node).__name__
+        if type(fixed).__name__ != FIXED_OF.get(kind):
+            raise SnnCompileError(f"node '{node.name}' ({kind}) carries fixed-point {type(fixed).__name__}, "
+                                  f"expected {FIXED_OF.get(kind) or 'none'}")
+        weight_shape = np.shape(node.weight) if kind in ("Linear", "Conv2d") else ()
+        try:
+            check_ranges(fixed, weight_shape=weight_shape, shape=graph.shape(node.name))
+        except FixedRangeError as exc:
+            raise SnnCompileError(f"node '{node.name}': fixed-point {exc}") from None

@@ -48,7 +48,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import onnx
@@ -297,12 +297,42 @@ def save_onnx(graph: Graph, path) -> Path:
 
 
 # ----------------------------------------------------------------------------- reading
+#: Largest ``snncompile.timesteps`` a graph file may declare.
+MAX_TIMESTEPS = 1_000_000
+#: Fields of the fixed-point dataclasses that hold text or real numbers (all others: integers).
+_TEXT_FIELDS, _REAL_FIELDS = {"reset_mode", "compare", "mode"}, {"scale", "in_scale"}
+
+
+def _check_field_value(node: str, cls: str, key: str, value) -> None:
+    """Integers where integers belong (a NaN or 2.5 would be cast silently), text for modes."""
+    if key in _TEXT_FIELDS:
+        ok = isinstance(value, str)
+    elif key in _REAL_FIELDS:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        arr = np.asarray(value) if isinstance(value, (np.ndarray, np.generic, int)) else None
+        ok = arr is not None and arr.dtype.kind in "iu" and not isinstance(value, bool)
+    if not ok:
+        kind = getattr(value, "dtype", type(value).__name__)
+        raise SnnCompileError(f"node '{node}': fixed-point {cls}.{key} holds {kind} {_short(value)}, "
+                              f"expected {'text' if key in _TEXT_FIELDS else 'a number' if key in _REAL_FIELDS else 'integers'}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def load_onnx(path) -> Graph:
     """Read a graph written by :func:`save_onnx`; every failure is a SnnCompileError naming ``path``."""
     register()
     path = Path(path)
+    from snncompile.commands._common import check_input_file
+
+    if path.exists() and not path.is_dir():
+        check_input_file(path, "graph")   # a FIFO, socket or device: named, never read
     if not path.exists():
-        raise SnnCompileError(f"graph file '{path}' does not exist")
+        check_input_file(path, "graph")   # missing, or a symlink loop: says which
     if path.is_dir():
         raise SnnCompileError(f"graph file '{path}' is a folder, not an ONNX file")
     if path.stat().st_size == 0:
@@ -358,6 +388,14 @@ def _check_text(model: onnx.ModelProto, source: str) -> None:
                 strings.append(a.s)
     if any(not isinstance(s, str) for s in strings):
         raise SnnCompileError(f"'{source}' is corrupted: it holds names or text that are not valid UTF-8")
+    names = [p.value for p in model.metadata_props if p.key == "snncompile.graph_name"] + [model.graph.name]
+    names += [p.key for p in model.metadata_props]
+    names += [n.name for n in model.graph.node] + [o for n in model.graph.node for o in n.output]
+    names += [v.name for v in list(model.graph.input) + list(model.graph.output)]
+    bad = next((n for n in names if any(not c.isprintable() for c in n)), None)
+    if bad is not None:
+        raise SnnCompileError(f"'{source}': the name {bad!r} holds a control character (a newline, tab, ...); "
+                              f"names must be printable text")
 
 
 def _check(model: onnx.ModelProto, source: str) -> None:
@@ -444,12 +482,14 @@ class _Reader:
 
     def graph(self) -> Graph:
         g_onnx = self.model.graph
-        steps = self.meta.get("snncompile.timesteps")
-        g = Graph(self.meta.get("snncompile.graph_name", g_onnx.name), timesteps=int(steps) if steps else None)
+        g = Graph(self.meta.get("snncompile.graph_name", g_onnx.name), timesteps=self._timesteps())
         try:
             g.meta = json.loads(self.meta.get("snncompile.meta", "{}"))
         except json.JSONDecodeError as exc:
             raise SnnCompileError(f"metadata 'snncompile.meta' is not JSON ({exc})") from None
+        if not isinstance(g.meta, dict):
+            raise SnnCompileError(f"metadata 'snncompile.meta' must be a JSON object, is a "
+                                  f"{type(g.meta).__name__}")
         if len(g_onnx.input) != 1 or len(g_onnx.output) != 1:
             raise SnnCompileError(f"expects one graph input and one output, has {len(g_onnx.input)} "
                                   f"and {len(g_onnx.output)}")
@@ -482,7 +522,27 @@ class _Reader:
         if g.output.name != g_onnx.output[0].name:
             raise SnnCompileError(f"the graph output '{g_onnx.output[0].name}' is not the Output node")
         g.infer_shapes()
+        self._check_fixed(g)
         return g
+
+    def _timesteps(self) -> Optional[int]:
+        text = self.meta.get("snncompile.timesteps")
+        if not text:
+            return None
+        if not text.isdigit() or not 1 <= int(text) <= MAX_TIMESTEPS:
+            raise SnnCompileError(f"metadata 'snncompile.timesteps' is {text!r}: expected a whole number "
+                                  f"of steps from 1 to {MAX_TIMESTEPS:,}")
+        return int(text)
+
+    def _check_fixed(self, g: Graph) -> None:
+        """Fixed-point fields within Loihi's limits and fitting their node (a re-signed file
+        may hold any number: du = 99999 or a weight of the wrong shape must not run)."""
+        from snncompile.ir import fixed as fx
+
+        for key in self.meta:
+            if key.startswith(_FIXED_PREFIX) and key[len(_FIXED_PREFIX):] not in g:
+                raise SnnCompileError(f"fixed-point metadata '{key}' names no node of the graph")
+        fx.check_graph(g)
 
     def _read_cast(self, node, attrs) -> None:
         if node.input[0] not in self.arrays or attrs.get("to") != TensorProto.DOUBLE:
@@ -513,33 +573,42 @@ class _Reader:
             return self._dataclass(spec, name)
         if "array" in spec or "scalar" in spec:
             key = spec.get("array", spec.get("scalar"))
-            if key not in self.arrays:
+            if not isinstance(key, str) or key not in self.arrays:
                 raise SnnCompileError(f"node '{name}': fixed-point array '{key}' is missing")
             arr = self.arrays[key]
             return arr if "array" in spec else arr[()]
         if "value" in spec:
             return spec["value"]
-        if "list" in spec:
+        if "list" in spec and isinstance(spec["list"], list):
             return [self._decode(v, name) for v in spec["list"]]
-        if "tuple" in spec:
+        if "tuple" in spec and isinstance(spec["tuple"], list):
             return tuple(self._decode(v, name) for v in spec["tuple"])
-        if "dict" in spec:
+        if "dict" in spec and isinstance(spec["dict"], dict):
             return {k: self._decode(v, name) for k, v in spec["dict"].items()}
         raise SnnCompileError(f"node '{name}': malformed fixed-point metadata {spec!r}")
 
     def _dataclass(self, spec, name: str):
         from snncompile.ir import fixed as fixed_module
 
-        cls = getattr(fixed_module, spec["dataclass"], None)
+        cls = getattr(fixed_module, spec["dataclass"], None) if isinstance(spec["dataclass"], str) else None
         if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-            raise SnnCompileError(f"node '{name}': fixed-point class '{spec['dataclass']}' is not defined in "
+            raise SnnCompileError(f"node '{name}': fixed-point class {spec['dataclass']!r} is not defined in "
                                   f"snncompile.ir.fixed (file from another snncompile version?)")
+        if not isinstance(spec.get("fields"), dict):
+            raise SnnCompileError(f"node '{name}': fixed-point metadata of {cls.__name__} has no 'fields' object")
         values = {k: self._decode(v, name) for k, v in spec["fields"].items()}
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if set(values) != set(fields):
             raise SnnCompileError(f"node '{name}': fixed-point class '{cls.__name__}' has fields "
                                   f"{sorted(fields)}, the file has {sorted(values)}")
-        obj = cls(**{k: v for k, v in values.items() if fields[k].init})
+        if cls.__name__ in fixed_module.FIXED_TYPES:
+            for key, value in values.items():
+                _check_field_value(name, cls.__name__, key, value)
+        try:
+            obj = cls(**{k: v for k, v in values.items() if fields[k].init})
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SnnCompileError(f"node '{name}': fixed-point {cls.__name__} has a malformed field "
+                                  f"({exc})") from None
         for k, v in values.items():
             if not fields[k].init:
                 object.__setattr__(obj, k, v)

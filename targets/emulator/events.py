@@ -19,6 +19,7 @@ in how the work is laid out:
 """
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from snncompile.ir import fixed as fx
 from snncompile.ir import nodes as ir
 
 from . import event_kernel as K
+from .kernel_cache import cold_cache_note
 from .integer import _need_fixed, input_only_nodes
 
 #: Largest number of synapse entries (x 3 int64 arrays) the tables may hold: beyond it
@@ -482,6 +484,9 @@ def run_program(prog: EventProgram, xs: np.ndarray, T: int):
                       prog.params, prog.u_init, prog.v_init, prog.val_size, max(prog.n_words, 1),
                       prog.zero_ranges, prog.out_src, len(prog.out_perm), prog.out_bias,
                       prog.out_potential, prog.rec, out[lo:hi], cnt[lo:hi], stp[lo:hi])
+    note = cold_cache_note(np.int32 if prog.input_fixed.num_message_bits else np.uint8)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     threads = max(1, min(torch.get_num_threads(), -(-n // CHUNK)))
     if threads == 1:
         for lo in range(0, n, CHUNK):

@@ -21,6 +21,9 @@ from snncompile.targets.lava.builder import LavaNet, build
 from snncompile.targets.lava.plan import plan
 
 TAGS = {"float": "floating_pt", "fixed": "fixed_pt"}
+#: Signals after which the workers are stopped (the CLI turns SIGTERM/SIGHUP into a
+#: KeyboardInterrupt subclass; see snncompile.commands._common.stop_on_signals).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -63,15 +66,19 @@ def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -
     # The watchdog wakes a blocked run with SIGINT, which only the main thread receives.
     in_main = threading.current_thread() is threading.main_thread()
     watchdog = _Watchdog(net) if in_main else None
-    previous = signal.signal(signal.SIGINT, _parent_only_interrupt(os.getpid())) if in_main else None
+    previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS} if in_main else None
+    if in_main:
+        _resource_tracker_ignoring_hangup()
+        signal.signal(signal.SIGINT, _parent_only_interrupt(os.getpid()))
     try:
         if watchdog:
             watchdog.start()
         net.source.run(condition=RunSteps(num_steps=net.num_steps), run_cfg=cfg)
         ok = True
     except KeyboardInterrupt:
-        if in_main:  # no second interrupt while the workers are being stopped
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if in_main:  # no second signal while the workers are being stopped
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
         if watchdog is None or watchdog.errors is None or "KeyboardInterrupt" in watchdog.errors:
             raise
         raise SnnCompileError(f"Lava run of graph '{graph_name}' failed: {watchdog.errors}") from None
@@ -88,7 +95,23 @@ def execute(net: LavaNet, precision: str = "float", graph_name: str = "graph") -
         else:
             _kill(net)
         if in_main:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                if handler is not None:   # None: set outside Python, cannot be restored
+                    signal.signal(sig, handler)
+
+
+def _resource_tracker_ignoring_hangup() -> None:
+    """multiprocessing's resource tracker (a fresh interpreter, started on first use of
+    shared memory) ignores SIGINT and SIGTERM but not SIGHUP: a hang-up of the whole
+    process group would kill it (a warning on stderr, shared memory left behind). Start
+    it now with SIGHUP ignored, which the new process inherits."""
+    from multiprocessing import resource_tracker
+
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.signal(signal.SIGHUP, old)
 
 
 def _parent_only_interrupt(parent_pid: int):
@@ -124,7 +147,7 @@ class _Watchdog(threading.Thread):
                 self.errors = "; ".join(_actor_error(a) for a in dead)
                 for a in actors:
                     if not a._is_done and a.exitcode is None:
-                        a.terminate()
+                        a.kill()
                 # A real signal: a plain interrupt_main() cannot wake a blocked lock wait.
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                 return
@@ -155,7 +178,8 @@ def _worker_errors(net: LavaNet) -> str:
 
 def _kill(net: LavaNet) -> None:
     """After a failure or an interrupt Lava's own stop() waits forever for dead workers:
-    terminate the workers we started, then free Lava's shared memory."""
+    kill the workers we started (SIGKILL: under the CLI they ignore SIGTERM, see
+    stop_on_signals), then free Lava's shared memory through its manager."""
     import multiprocessing as mp
 
     runtime = getattr(net.source, "runtime", None)
@@ -166,11 +190,8 @@ def _kill(net: LavaNet) -> None:
         if actor._is_done:
             continue
         if actor.is_alive():
-            actor.terminate()
-        mp.Process.join(actor, timeout=5)
-        if actor.is_alive():
             actor.kill()
-            mp.Process.join(actor, timeout=5)
+        mp.Process.join(actor, timeout=5)
     try:
         infra._smm.shutdown()
     except Exception:  # already shut down
