@@ -114,7 +114,7 @@ def first_disagreement_line(d: NodeDiff) -> str:
 
 def _total(arr) -> str:
     v = float(np.sum(arr))
-    return str(int(v)) if v == int(v) else f"{v:.6g}"
+    return str(int(v)) if np.isfinite(v) and v == int(v) else f"{v:.6g}"
 
 
 def compare(ref: Column, emu: Column, others: list[Column], labels, nodes: list) -> Comparison:
