@@ -93,6 +93,21 @@ def test_compare_names_the_first_node_in_graph_order_not_only_neurons():
     assert any(line.startswith("lif ") and line.endswith("2/3") for line in res.layers)
 
 
+def test_compare_names_the_first_float_disagreement_beyond_rounding():
+    a, fc = _spikes_and_current()
+    ref, emu = Column("reference float", _run_of(a, fc), n=3), Column("emulator fixed", _run_of(a, fc), n=3)
+    rounding = Column("lava float", _run_of(a, fc * (1 + 1e-13)), n=3)
+    res = compare(ref, emu, [Column("lava fixed", _run_of(a, fc), n=3), rounding], None, NODES)
+    assert res.exact and res.float_first is None
+    b = a.copy()
+    b[2, 0, 1] = 1
+    res = compare(ref, emu, [Column("lava fixed", _run_of(a, fc), n=3), Column("lava float", _run_of(b, fc), n=3)],
+                  None, NODES)
+    assert res.exact
+    assert first_disagreement_line(res.float_first) == ("first disagreement: node 'lif' (Neuron): lava float vs "
+                                                        "reference float, 1/3 samples differ")
+
+
 @pytest.mark.lava
 def test_verify_runs_every_backend_side_by_side(files):
     res = CliRunner().invoke(main, ["verify", str(files / "g.onnx"), "--input", str(files / "d.npz"),
@@ -123,16 +138,16 @@ def pooled(tmp_path):
     return tmp_path
 
 
-def _verify(folder):
+def _verify(folder, *extra):
     return CliRunner().invoke(main, ["verify", str(folder / "pool.onnx"), "--input", str(folder / "x.npz"),
-                                     "--no-lava-float"])
+                                     *extra])
 
 
 @pytest.mark.lava
 def test_verify_compares_every_node_on_a_clean_graph(pooled):
     res = _verify(pooled)
     assert res.exit_code == 0, res.output
-    assert "first disagreement" not in res.output
+    assert "lava float" in res.output and "first disagreement" not in res.output   # neither pair
     for node, kind in [("conv", "Conv2d"), ("pool", "AvgPool2d"), ("dw", "Conv2d"), ("sum", "SumPool2d"),
                        ("fc", "Linear"), ("if3", "Neuron")]:
         assert any(line.startswith(f"{node} ") and kind in line and line.endswith("2/2")
@@ -153,7 +168,7 @@ def test_verify_names_the_first_node_where_lava_fixed_disagrees(pooled, monkeypa
         return out + 1 if self.groups[0] > 1 else out
 
     monkeypatch.setattr(conv.PyWideConvFixed, "finish", off_by_one_when_grouped)  # forked workers inherit it
-    res = _verify(pooled)
+    res = _verify(pooled, "--no-lava-float")
     assert res.exit_code == 1, res.output
     assert "first disagreement: node 'pool' (AvgPool2d): lava fixed vs emulator, 2/2 samples differ" in res.output
     assert "emulator and Lava fixed point DISAGREE" in res.output
