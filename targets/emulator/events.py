@@ -492,8 +492,11 @@ def run_program(prog: EventProgram, xs: np.ndarray, T: int):
         for lo in range(0, n, CHUNK):
             task(lo)
     else:
-        with ThreadPoolExecutor(threads) as pool:
+        pool = ThreadPoolExecutor(threads)
+        try:
             list(pool.map(task, range(0, n, CHUNK)))
+        finally:   # on a stop signal (or an error) the queued chunks are dropped, not run
+            pool.shutdown(wait=True, cancel_futures=True)
     outputs = np.empty(out.shape, np.float64)
     outputs[:, :, prog.out_perm] = out
     layer_counts, layer_steps = {}, {}
