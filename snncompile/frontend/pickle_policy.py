@@ -22,6 +22,9 @@ CLASS_MODULES = (
     "snntorch._neurons.", "snntorch.surrogate",
     "spikingjelly.activation_based.neuron", "spikingjelly.activation_based.layer",
     "spikingjelly.activation_based.surrogate", "spikingjelly.activation_based.base",
+    # the legacy import path, served on SpikingJelly 2.0 by frontend.legacy_spikingjelly
+    "spikingjelly.clock_driven.neuron", "spikingjelly.clock_driven.layer",
+    "spikingjelly.clock_driven.surrogate", "spikingjelly.clock_driven.base",
     "norse.torch.module.", "norse.torch.functional.lif", "norse.torch.functional.leaky_integrator",
     "norse.torch.functional.threshold",
 )
