@@ -60,6 +60,10 @@ class StageTable:
     Declaring a second table for the same stage is an error (one table per stage)."""
 
     stage: str
+    #: How error messages name the stage ("the Lava target"); default: the stage name.
+    says: str = ""
+    #: The error's reason for a kind with no entry, after ``says``.
+    missing: str = "has no entry for this kind"
     entries: dict[type, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -88,18 +92,19 @@ class StageTable:
         self.add(None, *kinds)
 
     def refuse(self, kind: type, why: str) -> None:
-        """``kind`` is not handled by this stage; ``why`` completes "<stage> <why>"."""
+        """``kind`` is not handled by this stage; ``why`` completes "<says> <why>"."""
         self.add(Refusal(why), kind)
 
     def lookup(self, node) -> Any:
         """The entry for ``node``'s kind; raises SnnCompileError for a refusal or a missing entry."""
         entry = self.entries.get(type(node), _MISSING)
         if entry is _MISSING:
-            raise SnnCompileError(
-                f"node '{node.name}' ({node.kind}): {self.stage} has no entry for this kind "
-                f"(declare it in {STAGE_MODULES[self.stage]})")
+            raise SnnCompileError(f"node '{node.name}' ({node.kind}): {self.says or self.stage} "
+                                  f"{self.missing} (no entry in the {self.stage} table, "
+                                  f"{STAGE_MODULES[self.stage]})")
         if isinstance(entry, Refusal):
-            raise SnnCompileError(f"node '{node.name}' ({node.kind}): {self.stage} {entry.why}")
+            raise SnnCompileError(f"node '{node.name}' ({node.kind}): {self.says or self.stage} "
+                                  f"{entry.why}")
         return entry
 
     def handles(self, node) -> bool:
