@@ -18,6 +18,7 @@ COMMANDS = {
     "energy": "energy",
     "map": "map",
     "demo": "demo",
+    "ops": "ops",
 }
 
 

@@ -37,7 +37,8 @@ STAGES: tuple[str, ...] = tuple(STAGE_MODULES)
 BACKENDS: dict[str, str] = {
     "reference float": "reference",
     "emulator float": "reference",
-    "emulator fixed": "emulator.torch",
+    "emulator fixed (torch)": "emulator.torch",
+    "emulator fixed (events)": "emulator.events",
     "lava float": "lava.float",
     "lava fixed": "lava.fixed",
 }
@@ -113,11 +114,11 @@ class StageTable:
         return entry is not _MISSING and not isinstance(entry, Refusal)
 
     def status(self, kind: type) -> str:
-        """"yes", the refusal text, or "" when the kind has no entry."""
+        """"yes", "no: <says> <why>" for a refusal, or "" when the kind has no entry."""
         entry = self.entries.get(kind, _MISSING)
         if entry is _MISSING:
             return ""
-        return f"no: {entry.why}" if isinstance(entry, Refusal) else YES
+        return f"no: {self.says or self.stage} {entry.why}" if isinstance(entry, Refusal) else YES
 
 
 _MISSING = object()
