@@ -22,6 +22,7 @@ from snncompile.ir import nodes as ir
 from snncompile.ir.kinds import StageTable
 from snncompile.targets.reference import _synapse
 
+
 @dataclass(frozen=True)
 class LavaMapping:
     """How one node kind maps onto Lava processes."""
@@ -31,7 +32,8 @@ class LavaMapping:
     #: How the constant (bias) current passes the node: "synapse" (through its weights),
     #: "sum" (Add), "reshape" (Flatten, Output), "consumed" (Neuron, MaxPool), "source" (Input).
     const: str
-    #: The ``_Builder`` method (``targets/lava/builder.py``) that creates its processes.
+    #: The ``_Builder`` method (``targets/lava/builder.py``) that creates its processes
+    #: (``_Builder.build`` calls ``_input`` and ``_collector`` itself: the source and the readout).
     build: str
 
 
