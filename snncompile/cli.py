@@ -19,6 +19,7 @@ COMMANDS = {
     "energy": "energy",
     "map": "map",
     "demo": "demo",
+    "ops": "ops",
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
 from snncompile.ir.graph import Graph
+from snncompile.ir.kinds import StageTable
 
 
 def to_nir(graph: Graph, dt: float) -> tuple[nir.NIRGraph, list[str]]:
@@ -25,9 +26,9 @@ def to_nir(graph: Graph, dt: float) -> tuple[nir.NIRGraph, list[str]]:
                         f"(the integers of {len(fixed)} node(s) are not written)")
     nodes: dict[str, nir.NIRNode] = {}
     for node in graph:
-        if isinstance(node, ir.Add):
-            continue
-        nodes[node.name] = _node(graph, node, dt, warnings)
+        nir_node = TABLE.lookup(node)(graph, node, dt, warnings)
+        if nir_node is not None:
+            nodes[node.name] = nir_node
     edges = []
     for name in nodes:
         for src in graph.inputs_of(name):
@@ -50,32 +51,62 @@ def _f64(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def _node(graph: Graph, node: ir.Node, dt: float, warnings: list[str]) -> nir.NIRNode:
-    if isinstance(node, ir.Input):
-        return nir.Input(input_type=np.array(node.shape))
-    if isinstance(node, ir.Output):
-        return nir.Output(output_type=np.array(graph.shape(graph.inputs_of(node.name)[0])))
-    if isinstance(node, ir.Linear):
-        if node.bias is None:
-            return nir.Linear(weight=_f64(node.weight))
-        return nir.Affine(weight=_f64(node.weight), bias=_f64(node.bias))
-    if isinstance(node, ir.Conv2d):
-        in_shape = graph.shape(graph.inputs_of(node.name)[0])
-        bias = node.bias if node.bias is not None else np.zeros(node.weight.shape[0])
-        return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_f64(node.weight), stride=node.stride,
-                          padding=node.padding, dilation=node.dilation, groups=node.groups,
-                          bias=_f64(bias))
-    if isinstance(node, (ir.SumPool2d, ir.AvgPool2d)):
-        cls = nir.SumPool2d if isinstance(node, ir.SumPool2d) else nir.AvgPool2d
+#: The NIR writer: kind -> ``fn(graph, node, dt, warnings)``, the NIR node (None: not a NIR node).
+TABLE = StageTable("nir.write", says="NIR")
+TABLE.refuse(ir.MaxPool2d, "has no MaxPool2d node; cannot write this graph as NIR")
+
+
+@TABLE.implements(ir.Add)
+def _add(graph: Graph, node: ir.Add, dt: float, warnings: list[str]) -> None:
+    return None     # NIR sums every edge into a node: the operands are wired to the consumers
+
+
+@TABLE.implements(ir.Input)
+def _input(graph: Graph, node: ir.Input, dt: float, warnings: list[str]) -> nir.NIRNode:
+    return nir.Input(input_type=np.array(node.shape))
+
+
+@TABLE.implements(ir.Output)
+def _output(graph: Graph, node: ir.Output, dt: float, warnings: list[str]) -> nir.NIRNode:
+    return nir.Output(output_type=np.array(graph.shape(graph.inputs_of(node.name)[0])))
+
+
+@TABLE.implements(ir.Linear)
+def _linear(graph: Graph, node: ir.Linear, dt: float, warnings: list[str]) -> nir.NIRNode:
+    if node.bias is None:
+        return nir.Linear(weight=_f64(node.weight))
+    return nir.Affine(weight=_f64(node.weight), bias=_f64(node.bias))
+
+
+@TABLE.implements(ir.Conv2d)
+def _conv2d(graph: Graph, node: ir.Conv2d, dt: float, warnings: list[str]) -> nir.NIRNode:
+    in_shape = graph.shape(graph.inputs_of(node.name)[0])
+    bias = node.bias if node.bias is not None else np.zeros(node.weight.shape[0])
+    return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_f64(node.weight), stride=node.stride,
+                      padding=node.padding, dilation=node.dilation, groups=node.groups,
+                      bias=_f64(bias))
+
+
+def _pool(cls):
+    def write(graph: Graph, node, dt: float, warnings: list[str]) -> nir.NIRNode:
         return cls(kernel_size=np.array(node.kernel_size), stride=np.array(node.stride),
                    padding=np.array(node.padding))
-    if isinstance(node, ir.Flatten):
-        in_shape = graph.shape(graph.inputs_of(node.name)[0])
-        return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
-    if isinstance(node, ir.Neuron):
-        return _neuron(node, dt, warnings)
-    raise SnnCompileError(f"node '{node.name}' ({node.kind}): NIR has no {node.kind} node; "
-                          f"cannot write this graph as NIR")
+    return write
+
+
+TABLE.add(_pool(nir.SumPool2d), ir.SumPool2d)
+TABLE.add(_pool(nir.AvgPool2d), ir.AvgPool2d)
+
+
+@TABLE.implements(ir.Flatten)
+def _flatten(graph: Graph, node: ir.Flatten, dt: float, warnings: list[str]) -> nir.NIRNode:
+    in_shape = graph.shape(graph.inputs_of(node.name)[0])
+    return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
+
+
+@TABLE.implements(ir.Neuron)
+def _write_neuron(graph: Graph, node: ir.Neuron, dt: float, warnings: list[str]) -> nir.NIRNode:
+    return _neuron(node, dt, warnings)
 
 
 def _neuron(node: ir.Neuron, dt: float, warnings: list[str]) -> nir.NIRNode:

@@ -57,6 +57,7 @@ from onnx import TensorProto, helper, numpy_helper
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
 from snncompile.ir.graph import Graph
+from snncompile.ir.kinds import StageTable
 from snncompile.ir.onnx_schemas import DOMAIN, NEURON_PARAMS, VERSION, register
 
 FORMAT_VERSION = "1"
@@ -178,37 +179,48 @@ def _pool_attrs(node) -> dict:
 
 def _encode(w: _Writer, node: ir.Node, ins: list[str]) -> tuple[str, list[str], dict, str]:
     """(op_type, inputs, attributes, domain) of the ONNX node for IR ``node``."""
-    if isinstance(node, ir.Linear):
-        inputs = ins + [w.param(node, "weight", node.weight)]
-        if node.bias is not None:
-            inputs.append(w.param(node, "bias", node.bias))
-        return "Gemm", inputs, {"transB": 1}, ""
-    if isinstance(node, ir.Conv2d):
-        inputs = ins + [w.param(node, "weight", node.weight)]
-        if node.bias is not None:
-            inputs.append(w.param(node, "bias", node.bias))
-        ph, pw = node.padding
-        attrs = {"kernel_shape": list(node.weight.shape[2:]), "strides": list(node.stride),
-                 "pads": [ph, pw, ph, pw], "dilations": list(node.dilation), "group": node.groups}
-        return "Conv", inputs, attrs, ""
-    if isinstance(node, ir.SumPool2d):
-        return "SumPool", ins, _pool_attrs(node), DOMAIN
-    if isinstance(node, ir.AvgPool2d):
-        return "AveragePool", ins, dict(_pool_attrs(node), count_include_pad=1), ""
-    if isinstance(node, ir.MaxPool2d):
-        return "MaxPool", ins, _pool_attrs(node), ""
-    if isinstance(node, ir.Flatten):
-        return "Flatten", ins, {"axis": 1}, ""
-    if isinstance(node, ir.Add):
-        return "Sum", ins, {}, ""
-    if isinstance(node, ir.Neuron):
-        inputs = ins + [w.param(node, p, getattr(node, p)) for p in NEURON_PARAMS]
-        attrs = {"reset_mode": node.reset_mode, "compare": node.compare,
-                 "shape": _ints("shape", node.shape), "source": node.source}
-        return "Neuron", inputs, attrs, DOMAIN
-    if isinstance(node, ir.Output):
-        return "Output", ins, {"mode": node.mode}, DOMAIN
-    raise SnnCompileError(f"node '{node.name}': kind {node.kind} has no ONNX encoding")
+    return WRITE_TABLE.lookup(node)(w, node, ins)
+
+
+#: The ONNX writer: kind -> ``fn(writer, node, ins)`` giving (op_type, inputs, attributes, domain).
+WRITE_TABLE = StageTable("onnx.write", says="ONNX writing")
+WRITE_TABLE.declare(ir.Input)   # the graph input itself (``_Writer.add_node``), no ONNX node
+
+
+@WRITE_TABLE.implements(ir.Linear)
+def _encode_linear(w: _Writer, node: ir.Linear, ins: list[str]):
+    inputs = ins + [w.param(node, "weight", node.weight)]
+    if node.bias is not None:
+        inputs.append(w.param(node, "bias", node.bias))
+    return "Gemm", inputs, {"transB": 1}, ""
+
+
+@WRITE_TABLE.implements(ir.Conv2d)
+def _encode_conv2d(w: _Writer, node: ir.Conv2d, ins: list[str]):
+    inputs = ins + [w.param(node, "weight", node.weight)]
+    if node.bias is not None:
+        inputs.append(w.param(node, "bias", node.bias))
+    ph, pw = node.padding
+    attrs = {"kernel_shape": list(node.weight.shape[2:]), "strides": list(node.stride),
+             "pads": [ph, pw, ph, pw], "dilations": list(node.dilation), "group": node.groups}
+    return "Conv", inputs, attrs, ""
+
+
+WRITE_TABLE.add(lambda w, node, ins: ("SumPool", ins, _pool_attrs(node), DOMAIN), ir.SumPool2d)
+WRITE_TABLE.add(lambda w, node, ins: ("AveragePool", ins, dict(_pool_attrs(node), count_include_pad=1), ""),
+                ir.AvgPool2d)
+WRITE_TABLE.add(lambda w, node, ins: ("MaxPool", ins, _pool_attrs(node), ""), ir.MaxPool2d)
+WRITE_TABLE.add(lambda w, node, ins: ("Flatten", ins, {"axis": 1}, ""), ir.Flatten)
+WRITE_TABLE.add(lambda w, node, ins: ("Sum", ins, {}, ""), ir.Add)
+WRITE_TABLE.add(lambda w, node, ins: ("Output", ins, {"mode": node.mode}, DOMAIN), ir.Output)
+
+
+@WRITE_TABLE.implements(ir.Neuron)
+def _encode_neuron(w: _Writer, node: ir.Neuron, ins: list[str]):
+    inputs = ins + [w.param(node, p, getattr(node, p)) for p in NEURON_PARAMS]
+    attrs = {"reset_mode": node.reset_mode, "compare": node.compare,
+             "shape": _ints("shape", node.shape), "source": node.source}
+    return "Neuron", inputs, attrs, DOMAIN
 
 
 def _value_info(name: str, shape) -> onnx.ValueInfoProto:
@@ -469,6 +481,17 @@ _READERS = {
     ("Cast", ""): (None, 0),
     ("Delay", DOMAIN): (None, 0),
 }
+
+
+#: The ONNX reader by kind: the (op_type, domain) each kind is read from (the dispatch
+#: itself is ``_READERS``, by op; tests check the two agree).
+READ_TABLE = StageTable("onnx.read", says="ONNX reading")
+READ_TABLE.add(None, ir.Input)  # the graph input itself (``_Reader.graph``)
+for _op, _kind in {("Gemm", ""): ir.Linear, ("Conv", ""): ir.Conv2d, ("SumPool", DOMAIN): ir.SumPool2d,
+                   ("AveragePool", ""): ir.AvgPool2d, ("MaxPool", ""): ir.MaxPool2d,
+                   ("Flatten", ""): ir.Flatten, ("Sum", ""): ir.Add, ("Neuron", DOMAIN): ir.Neuron,
+                   ("Output", DOMAIN): ir.Output}.items():
+    READ_TABLE.add(_op, _kind)
 
 
 class _Reader:

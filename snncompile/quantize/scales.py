@@ -32,6 +32,7 @@ import numpy as np
 from snncompile.errors import SnnCompileError
 from snncompile.ir import fixed as fx
 from snncompile.ir import nodes as ir
+from snncompile.ir.kinds import StageTable
 
 from .calibrate import Ranges, constant_parts
 
@@ -172,43 +173,21 @@ class _Pass:
         return self.layers
 
     def visit(self, name: str, first_pass: bool):
-        g, node = self.g, self.g.node(name)
-        ins = g.inputs_of(name)
-        if isinstance(node, ir.Input):
-            if first_pass:
-                self.input(node)
-            return
-        if isinstance(node, ir.Neuron):
-            self.sigma[name], self.amax[name] = 1.0, 1.0
-            return
+        node = self.g.node(name)
+        TABLE.lookup(node)(self, name, node, self.g.inputs_of(name), first_pass)
+
+    def input_scales(self, name: str, ins: list[str]):
+        """(sigma, amax) of each input, or None while one waits for a neuron's scale (second
+        pass) or when ``name`` has its scale already."""
+        g = self.g
         if any(i not in self.sigma for i in ins if not isinstance(g.node(i), ir.Neuron)):
-            return          # waits for a neuron's scale (second pass)
+            return None     # waits for a neuron's scale (second pass)
         for i in ins:
             if isinstance(g.node(i), ir.Neuron):
                 self.sigma[i], self.amax[i] = 1.0, 1.0
         if name in self.sigma:
-            return
-        sig_in = [self.sigma[i] for i in ins]
-        amax_in = [self.amax[i] for i in ins]
-        if isinstance(node, (ir.Flatten, ir.MaxPool2d)):
-            self.sigma[name], self.amax[name] = sig_in[0], amax_in[0]
-        elif isinstance(node, ir.Add):
-            if max(sig_in) > min(sig_in) * (1 + 1e-9):
-                raise SnnCompileError(
-                    f"node '{name}' (Add): its inputs have different fixed-point scales {sig_in} "
-                    f"(an Add must join spikes with spikes, or currents into one neuron)")
-            self.sigma[name], self.amax[name] = sig_in[0], float(sum(amax_in))
-        elif isinstance(node, ir.Output):
-            self.output(node, sig_in[0])
-            self.sigma[name] = sig_in[0]
-        elif isinstance(node, ir.SYNAPSES):
-            bound = _row_l1(node) * amax_in[0] + _amax(self.const[name])
-            self.amax[name] = bound
-            target = self.target_neuron(name)
-            if target is None:
-                self.inner_synapse(node, sig_in[0])
-            elif target in self.S:
-                self.last_synapse(node, sig_in[0], self.S[target])
+            return None
+        return [self.sigma[i] for i in ins], [self.amax[i] for i in ins]
 
     # -- node kinds ---------------------------------------------------------------------
     def input(self, node: ir.Input):
@@ -366,6 +345,65 @@ class _Pass:
         if node.mode == "spikes":
             bias = np.array(0)
         node.fixed = fx.ReadoutFixed(mode=node.mode, bias=bias, scale=sig)
+
+
+#: The quantizer's visit of each kind: ``fn(pass, name, node, ins, first_pass)`` assigns its scale.
+TABLE = StageTable("quantize")
+
+
+@TABLE.implements(ir.Input)
+def _visit_input(p: _Pass, name, node, ins, first_pass):
+    if first_pass:
+        p.input(node)
+
+
+@TABLE.implements(ir.Neuron)
+def _visit_neuron(p: _Pass, name, node, ins, first_pass):
+    p.sigma[name], p.amax[name] = 1.0, 1.0
+
+
+@TABLE.implements(ir.Flatten, ir.MaxPool2d)
+def _visit_passthrough(p: _Pass, name, node, ins, first_pass):
+    scales = p.input_scales(name, ins)
+    if scales is not None:
+        (sig_in, amax_in) = scales
+        p.sigma[name], p.amax[name] = sig_in[0], amax_in[0]
+
+
+@TABLE.implements(ir.Add)
+def _visit_add(p: _Pass, name, node, ins, first_pass):
+    scales = p.input_scales(name, ins)
+    if scales is None:
+        return
+    sig_in, amax_in = scales
+    if max(sig_in) > min(sig_in) * (1 + 1e-9):
+        raise SnnCompileError(
+            f"node '{name}' (Add): its inputs have different fixed-point scales {sig_in} "
+            f"(an Add must join spikes with spikes, or currents into one neuron)")
+    p.sigma[name], p.amax[name] = sig_in[0], float(sum(amax_in))
+
+
+@TABLE.implements(ir.Output)
+def _visit_output(p: _Pass, name, node, ins, first_pass):
+    scales = p.input_scales(name, ins)
+    if scales is not None:
+        p.output(node, scales[0][0])
+        p.sigma[name] = scales[0][0]
+
+
+@TABLE.implements(*ir.SYNAPSES)
+def _visit_synapse(p: _Pass, name, node, ins, first_pass):
+    scales = p.input_scales(name, ins)
+    if scales is None:
+        return
+    sig_in, amax_in = scales
+    bound = _row_l1(node) * amax_in[0] + _amax(p.const[name])
+    p.amax[name] = bound
+    target = p.target_neuron(name)
+    if target is None:
+        p.inner_synapse(node, sig_in[0])
+    elif target in p.S:
+        p.last_synapse(node, sig_in[0], p.S[target])
 
 
 def _bias(bias_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from snncompile.errors import SnnCompileError
 from snncompile.ir import fixed as fx
 from snncompile.ir import nodes as ir
+from snncompile.ir.kinds import StageTable
 from snncompile.targets.reference import Simulator
 
 INT = torch.int64
@@ -516,31 +517,56 @@ class IntegerSimulator(Simulator):
         return val
 
     def _compute(self, node, ins, x_t):
-        if isinstance(node, ir.Input):
-            return input_messages(x_t, self.input_fixed)
-        if isinstance(node, ir.Neuron):
-            return self.neurons[node.name].step(ins[0])
-        if isinstance(node, ir.Flatten):
-            return ins[0].reshape(ins[0].shape[0], -1)
-        if isinstance(node, ir.Add):
-            val = ins[0].to(INT)
-            for other in ins[1:]:
-                val = val + other.to(INT)
-            return wrap32(val)
-        if isinstance(node, ir.MaxPool2d):
-            # max over integer windows; -inf padding as torch's max_pool2d (exact in float64
-            # for |values| < 2**53, which int32-wrapped messages always are)
-            m = ins[0]
-            if not m.is_floating_point():
-                m = m.to(torch.float32 if absmax(m) < 2 ** 24 else torch.float64)
-            return max_pool(m, node.kernel_size, node.stride, node.padding)
-        if isinstance(node, ir.Output):
-            if node.mode == "potential":
-                return wrap32(ins[0].to(INT)) + self.readout_bias
-            return ins[0]
-        if node.name in self.synapses:
-            return self.synapses[node.name](ins[0])
-        raise SnnCompileError(f"node '{node.name}': the emulator cannot run kind {node.kind}")
+        return TABLE.lookup(node)(self, node, ins, x_t)
+
+
+#: The emulator's torch engine: kind -> ``fn(sim, node, ins, x_t)``, the node's integer value.
+TABLE = StageTable("emulator.torch")
+
+
+@TABLE.implements(ir.Input)
+def _input(sim, node, ins, x_t):
+    return input_messages(x_t, sim.input_fixed)
+
+
+@TABLE.implements(ir.Neuron)
+def _neuron(sim, node, ins, x_t):
+    return sim.neurons[node.name].step(ins[0])
+
+
+@TABLE.implements(ir.Flatten)
+def _flatten(sim, node, ins, x_t):
+    return ins[0].reshape(ins[0].shape[0], -1)
+
+
+@TABLE.implements(ir.Add)
+def _add(sim, node, ins, x_t):
+    val = ins[0].to(INT)
+    for other in ins[1:]:
+        val = val + other.to(INT)
+    return wrap32(val)
+
+
+@TABLE.implements(ir.MaxPool2d)
+def _maxpool2d(sim, node, ins, x_t):
+    # max over integer windows; -inf padding as torch's max_pool2d (exact in float64
+    # for |values| < 2**53, which int32-wrapped messages always are)
+    m = ins[0]
+    if not m.is_floating_point():
+        m = m.to(torch.float32 if absmax(m) < 2 ** 24 else torch.float64)
+    return max_pool(m, node.kernel_size, node.stride, node.padding)
+
+
+@TABLE.implements(ir.Output)
+def _output(sim, node, ins, x_t):
+    if node.mode == "potential":
+        return wrap32(ins[0].to(INT)) + sim.readout_bias
+    return ins[0]
+
+
+@TABLE.implements(*ir.SYNAPSES)
+def _synapse(sim, node, ins, x_t):
+    return sim.synapses[node.name](ins[0])
 
 
 def max_pool(m: torch.Tensor, kernel, stride, padding) -> torch.Tensor:

@@ -20,7 +20,7 @@ from snncompile.ir import nodes as ir
 from snncompile.targets.lava import limits
 from snncompile.targets.lava import params as prm
 from snncompile.targets.lava.layout import Layout
-from snncompile.targets.lava.plan import Plan, plan
+from snncompile.targets.lava.plan import TABLES, Plan, plan
 
 
 @dataclass
@@ -128,7 +128,7 @@ class _Builder:
                        output_layout=out_layout, records=records, processes=self.processes)
 
     def _map(self, node: ir.Node, name: str) -> Value:
-        method = getattr(self, "_add_node" if isinstance(node, ir.Add) else f"_{node.kind.lower()}")
+        method = getattr(self, TABLES[self.precision].lookup(node).build)
         try:
             return method(node, name)
         except SnnCompileError:
@@ -196,8 +196,6 @@ class _Builder:
     def _pool(self, node, name: str) -> Value:
         channels = self.g.shape(name)[0]
         return self._conv(name, prm.pool_weights(node, channels, self.precision), node, channels)
-
-    _sumpool2d = _avgpool2d = _pool
 
     def _maxpool2d(self, node: ir.MaxPool2d, name: str) -> Value:
         from snncompile.targets.lava.procs.process import MaxPool
@@ -274,6 +272,6 @@ def build(graph, x: np.ndarray, static: bool, steps: int, folder: str,
           record: bool = False, the_plan: Optional[Plan] = None, precision: str = "float") -> LavaNet:
     """Build the Lava network of ``graph`` for samples ``x`` ((N, T, *shape), or (N, *shape)
     when ``static``). Result files go to ``folder``."""
-    p = the_plan or plan(graph)
+    p = the_plan or plan(graph, precision)
     sched = Schedule(n_samples=int(x.shape[0]), steps=int(steps))
     return _Builder(graph, p, sched, folder, record, precision).build(x, static)

@@ -19,11 +19,40 @@ import torch
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
+from snncompile.ir.kinds import StageTable
 from snncompile.targets.reference import _synapse
 
-#: Node kinds that cost one Lava step (mapped to Dense / Conv).
-LAVA_SYNAPSES = (ir.Linear, ir.Conv2d, ir.SumPool2d, ir.AvgPool2d)
-ZERO_LATENCY = (ir.Input, ir.Neuron, ir.MaxPool2d, ir.Flatten, ir.Add, ir.Output)
+
+@dataclass(frozen=True)
+class LavaMapping:
+    """How one node kind maps onto Lava processes."""
+
+    #: Lava steps the node adds: 1 for Dense/Conv synapses (they deliver ``W s(t-1)``), else 0.
+    latency: int
+    #: How the constant (bias) current passes the node: "synapse" (through its weights),
+    #: "sum" (Add), "reshape" (Flatten, Output), "consumed" (Neuron, MaxPool), "source" (Input).
+    const: str
+    #: The ``_Builder`` method (``targets/lava/builder.py``) that creates its processes
+    #: (``_Builder.build`` calls ``_input`` and ``_collector`` itself: the source and the readout).
+    build: str
+
+
+#: The Lava target, one table per precision (the builder reads the float or fixed
+#: parameters through ``params.py``; both map every kind the same way today).
+_NO_MAPPING = "has no mapping for this kind of node"
+LAVA_FLOAT = StageTable("lava.float", says="the Lava target", missing=_NO_MAPPING)
+LAVA_FIXED = StageTable("lava.fixed", says="the Lava target (fixed point)", missing=_NO_MAPPING)
+TABLES = {"float": LAVA_FLOAT, "fixed": LAVA_FIXED}
+for _table in TABLES.values():
+    _table.add(LavaMapping(1, "synapse", "_linear"), ir.Linear)
+    _table.add(LavaMapping(1, "synapse", "_conv2d"), ir.Conv2d)
+    _table.add(LavaMapping(1, "synapse", "_pool"), ir.SumPool2d, ir.AvgPool2d)
+    _table.add(LavaMapping(0, "source", "_input"), ir.Input)
+    _table.add(LavaMapping(0, "consumed", "_neuron"), ir.Neuron)
+    _table.add(LavaMapping(0, "consumed", "_maxpool2d"), ir.MaxPool2d)
+    _table.add(LavaMapping(0, "reshape", "_flatten"), ir.Flatten)
+    _table.add(LavaMapping(0, "sum", "_add_node"), ir.Add)
+    _table.add(LavaMapping(0, "reshape", "_collector"), ir.Output)
 
 
 @dataclass
@@ -39,11 +68,9 @@ def _forward_inputs(graph, name: str) -> list[str]:
     return [s for s in graph.inputs_of(name) if not graph.delay(s, name)]
 
 
-def _check_mappable(graph, name: str) -> None:
+def _check_mappable(graph, name: str, table: StageTable) -> LavaMapping:
     node = graph.node(name)
-    if not isinstance(node, LAVA_SYNAPSES + ZERO_LATENCY):
-        raise SnnCompileError(f"node '{name}' ({node.kind}): the Lava target has no mapping for "
-                              f"this kind of node")
+    mapping = table.lookup(node)
     for src in graph.inputs_of(name):
         if graph.delay(src, name) and not isinstance(node, ir.Add):
             raise SnnCompileError(
@@ -53,6 +80,7 @@ def _check_mappable(graph, name: str) -> None:
     if isinstance(node, ir.Add) and not _forward_inputs(graph, name):
         raise SnnCompileError(f"node '{name}' (Add): all its inputs are recurrent; the Lava "
                               f"target needs at least one non-delayed input")
+    return mapping
 
 
 def _const_through(node: ir.Node, c_in: Optional[np.ndarray], in_shape, out_shape):
@@ -67,29 +95,29 @@ def _const_through(node: ir.Node, c_in: Optional[np.ndarray], in_shape, out_shap
     return out if np.any(out) else None
 
 
-def plan(graph) -> Plan:
+def plan(graph, precision: str = "float") -> Plan:
     """Latency and constant current of every node; checks that everything maps."""
     graph.validate()
     p = Plan(order=graph.order())
     for name in p.order:
-        _check_mappable(graph, name)
+        mapping = _check_mappable(graph, name, TABLES[precision])
         node = graph.node(name)
         ins = _forward_inputs(graph, name)
         shape = graph.shape(name)
-        if isinstance(node, ir.Input):
+        if mapping.const == "source":
             p.latency[name], p.const[name] = 0, None
             continue
         lat_in = max(p.latency[s] for s in ins)
-        p.latency[name] = lat_in + (1 if isinstance(node, LAVA_SYNAPSES) else 0)
-        if isinstance(node, LAVA_SYNAPSES):
+        p.latency[name] = lat_in + mapping.latency
+        if mapping.const == "synapse":
             p.const[name] = _const_through(node, p.const[ins[0]], graph.shape(ins[0]), shape)
-        elif isinstance(node, ir.Add):
+        elif mapping.const == "sum":
             parts = [p.const[s] for s in ins if p.const[s] is not None]
             p.const[name] = np.sum([np.broadcast_to(c, shape) for c in parts], axis=0) if parts else None
-        elif isinstance(node, (ir.Flatten, ir.Output)):
+        elif mapping.const == "reshape":
             c = p.const[ins[0]]
             p.const[name] = None if c is None else np.asarray(c).reshape(shape)
-        else:  # Neuron, MaxPool: the constant is consumed there
+        else:  # "consumed" (Neuron, MaxPool): the constant is consumed there
             p.const[name] = None
     for dst in p.order:
         for src in graph.inputs_of(dst):

@@ -224,7 +224,7 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
     xs, T, static = _static_or_train(graph, x, steps)
     if xs.shape[0] == 0:
         raise SnnCompileError(f"graph '{graph.name}': no input samples to run")
-    the_plan = plan(graph)
+    the_plan = plan(graph, precision)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as folder, quiet_lava_warnings():
         net = build(graph, xs, static, T, folder, record=record, the_plan=the_plan, precision=precision)

@@ -6,6 +6,7 @@ synapse operators (the same conv/linear kernels PyTorch uses).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
+from snncompile.ir.kinds import StageTable
 from snncompile.targets.base import RunResult, prepare_inputs
 
 DTYPE = torch.float64
@@ -50,25 +52,81 @@ class NeuronState:
         return s.to(DTYPE)
 
 
+#: The reference stage: kind -> ``fn(sim, node, ins, x_t)`` giving the node's value at step t.
+TABLE = StageTable("reference")
+
+
+def _weights(node: ir.Node, cache: dict):
+    if node.name not in cache:
+        cache[node.name] = (_t(node.weight), None if node.bias is None else _t(node.bias))
+    return cache[node.name]
+
+
+@TABLE.implements(ir.Linear)
+def _linear(sim, node, ins, x_t):
+    return F.linear(ins[0], *_weights(node, sim.cache))
+
+
+@TABLE.implements(ir.Conv2d)
+def _conv2d(sim, node, ins, x_t):
+    w, b = _weights(node, sim.cache)
+    return F.conv2d(ins[0], w, b, node.stride, node.padding, node.dilation, node.groups)
+
+
+@TABLE.implements(ir.SumPool2d)
+def _sumpool2d(sim, node, ins, x_t):
+    return F.avg_pool2d(ins[0], node.kernel_size, node.stride, node.padding,
+                        count_include_pad=True, divisor_override=1)
+
+
+@TABLE.implements(ir.AvgPool2d)
+def _avgpool2d(sim, node, ins, x_t):
+    return F.avg_pool2d(ins[0], node.kernel_size, node.stride, node.padding, count_include_pad=True)
+
+
+@TABLE.implements(ir.MaxPool2d)
+def _maxpool2d(sim, node, ins, x_t):
+    return F.max_pool2d(ins[0], node.kernel_size, node.stride, node.padding)
+
+
+@TABLE.implements(ir.Input)
+def _input(sim, node, ins, x_t):
+    return x_t
+
+
+@TABLE.implements(ir.Neuron)
+def _neuron(sim, node, ins, x_t):
+    return sim.neurons[node.name].step(ins[0])
+
+
+@TABLE.implements(ir.Flatten)
+def _flatten(sim, node, ins, x_t):
+    return ins[0].reshape(ins[0].shape[0], -1)
+
+
+@TABLE.implements(ir.Add)
+def _add(sim, node, ins, x_t):
+    val = ins[0]
+    for other in ins[1:]:
+        val = val + other
+    return val
+
+
+@TABLE.implements(ir.Output)
+def _output(sim, node, ins, x_t):
+    return ins[0]
+
+
+@dataclass
+class _CacheOnly:
+    """The part of a Simulator a synapse entry reads (its weight cache)."""
+
+    cache: dict
+
+
 def _synapse(node: ir.Node, x: torch.Tensor, cache: dict) -> torch.Tensor:
-    if isinstance(node, ir.Linear):
-        if node.name not in cache:
-            cache[node.name] = (_t(node.weight), None if node.bias is None else _t(node.bias))
-        w, b = cache[node.name]
-        return F.linear(x, w, b)
-    if isinstance(node, ir.Conv2d):
-        if node.name not in cache:
-            cache[node.name] = (_t(node.weight), None if node.bias is None else _t(node.bias))
-        w, b = cache[node.name]
-        return F.conv2d(x, w, b, node.stride, node.padding, node.dilation, node.groups)
-    if isinstance(node, ir.SumPool2d):
-        return F.avg_pool2d(x, node.kernel_size, node.stride, node.padding,
-                            count_include_pad=True, divisor_override=1)
-    if isinstance(node, ir.AvgPool2d):
-        return F.avg_pool2d(x, node.kernel_size, node.stride, node.padding, count_include_pad=True)
-    if isinstance(node, ir.MaxPool2d):
-        return F.max_pool2d(x, node.kernel_size, node.stride, node.padding)
-    raise SnnCompileError(f"node '{node.name}': the reference target cannot run kind {node.kind}")
+    """One synapse's float output on ``x`` (used outside a Simulator, e.g. by the Lava plan)."""
+    return TABLE.lookup(node)(_CacheOnly(cache), node, [x], None)
 
 
 class Simulator:
@@ -95,20 +153,7 @@ class Simulator:
         return NeuronState(node, batch)
 
     def _apply(self, node: ir.Node, ins: list, x_t: torch.Tensor) -> torch.Tensor:
-        if isinstance(node, ir.Input):
-            return x_t
-        if isinstance(node, ir.Neuron):
-            return self.neurons[node.name].step(ins[0])
-        if isinstance(node, ir.Flatten):
-            return ins[0].reshape(ins[0].shape[0], -1)
-        if isinstance(node, ir.Add):
-            val = ins[0]
-            for other in ins[1:]:
-                val = val + other
-            return val
-        if isinstance(node, ir.Output):
-            return ins[0]
-        return _synapse(node, ins[0], self.cache)
+        return TABLE.lookup(node)(self, node, ins, x_t)
 
     def _zeros(self, shape: tuple) -> torch.Tensor:
         return torch.zeros(shape, dtype=DTYPE)

@@ -1,0 +1,11 @@
+"""The emulator's event engine (``targets/emulator/events.py``): kinds with an event layout.
+
+Declared; dispatch still inline until the event engine work lands (``_Builder.build``
+dispatches by method name ``_<Kind>``; a graph it cannot lay out falls back to the torch
+engine with the reason, see ``NotEventEligible``).
+"""
+from snncompile.ir import nodes as ir
+from snncompile.ir.kinds import StageTable
+
+TABLE = StageTable("emulator.events", says="the emulator's event engine")
+TABLE.declare(*ir.NODE_TYPES.values())

@@ -1,0 +1,13 @@
+"""The frontend (``snncompile/frontend/convert.py``): which kinds capture produces.
+
+Declared; dispatch still inline until the frontend rewrite lands (``Converter.layer`` and
+the neuron/function handlers construct the nodes).
+"""
+from snncompile.ir import nodes as ir
+from snncompile.ir.kinds import StageTable
+
+TABLE = StageTable("frontend", says="the PyTorch frontend")
+TABLE.declare(ir.Input, ir.Output, ir.Neuron, ir.Linear, ir.Conv2d, ir.AvgPool2d, ir.MaxPool2d,
+              ir.Flatten, ir.Add)
+TABLE.refuse(ir.SumPool2d, "produces no SumPool2d: PyTorch has no sum-pooling module "
+             "(AvgPool2d captures as AvgPool2d; SumPool2d comes from NIR import)")
