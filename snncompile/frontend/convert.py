@@ -289,10 +289,46 @@ class Converter:
                             lambda: Affine(path + ".input_gain", scale=spec.input_gain, origin="input_gain"),
                             [src])
         made = [n for n in self.nodes_of.get(path, [])]
-        name = self.emit(("module", path), lambda: ir.Neuron(path, shape=shape, **spec.params), [src], path)
+        make = lambda: ir.Neuron(path, shape=shape, **spec.params)
+        if spec.recurrent is not None:
+            name = self.recurrent_neuron(path, make, spec.recurrent, src, shape)
+        else:
+            name = self.emit(("module", path), make, [src], path)
         if name not in made and made:
             raise SnnCompileError(f"{where} is called on two different inputs in one step; a neuron "
                                   f"module keeps one state, so use one neuron module per layer")
+        return name
+
+    def recurrent_neuron(self, path: str, make, recurrent, src: str, shape: tuple) -> str:
+        """Neuron fed by ``src`` plus its own spikes through ``recurrent`` one step late:
+        ``src -> Add -> Neuron -> recurrent --delay 1--> Add``."""
+        memo = ("module", path, (src,))
+        if memo in self.made:
+            self.calls[self.made[memo]] += 1
+            return self.made[memo]
+        if isinstance(recurrent, tuple):  # one-to-one weights V (scalar or per neuron)
+            v = np.broadcast_to(recurrent[1].reshape(-1) if recurrent[1].size > 1 else recurrent[1], shape)
+            if len(shape) != 1:
+                raise SnnCompileError(f"module '{path}': one-to-one recurrence on shape {shape} is not "
+                                      f"supported (only on feature vectors)")
+            recurrent = ir.Linear(f"{path}.recurrent", weight=np.diag(np.asarray(v, dtype=np.float64)))
+        total = self.unique(f"{path}.sum")
+        self.graph.nx.add_node(total, node=ir.Add(total))
+        self.graph.nx.add_edge(src, total, index=0, delay=0)
+        neuron = make()
+        self.graph.add(neuron, [total])
+        self.graph.add(recurrent, [neuron.name])
+        self.graph.add_edge(recurrent.name, total, delay=1)
+        self.graph.infer_shapes()
+        self.made[memo] = neuron.name
+        self.calls[neuron.name] += 1
+        self.nodes_of.setdefault(path, []).append(neuron.name)
+        return neuron.name
+
+    def unique(self, name: str) -> str:
+        base, i = name, 1
+        while name in self.graph:
+            name, i = f"{base}_{i}", i + 1
         return name
 
     def layer(self, path: str, m: nn.Module, src: str, where: str) -> str:
