@@ -140,7 +140,11 @@ def _check_rates(graph, res, T):
     return rates
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+#: ResNet-18s that take tens of seconds each on a loaded 2-core machine: run by ``make test``.
+SLOW = {"spiking_resnet18", "spiking_resnet18_m", "sew_resnet18_and", "ms_resnet18", "max_resnet18"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(MODELS)])
 def test_reference_equals_pytorch_eager(name, tmp_path):
     rm = MODELS[name]
     model = rm.build()
@@ -245,3 +249,29 @@ def test_snntorch_alpha_is_refused_with_the_reason(tmp_path):
     assert result.exit_code == 1
     assert "module '1' (snntorch._neurons.alpha.Alpha): snnTorch Alpha has no exact mapping" in result.output
     assert "resets its synaptic current" in result.output
+
+
+def test_conv_bias_moves_past_the_max_pool_into_the_neuron(tmp_path):
+    zm = STK["snntorch_tutorial6"]
+    graph = _export_zoo(zm, zm.build(), tmp_path)
+    assert graph.node("0").bias is None and graph.node("1").kind == "MaxPool2d"
+    assert np.shape(graph.node("2").bias) == (6, 1, 1) and np.any(graph.node("2").bias)
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("name", ["snntorch_rleaky", "snntorch_rsynaptic", "snntorch_tutorial6"])
+def test_emulator_fixed_equals_lava_fixed(name):
+    from snncompile.frontend import from_torch
+    from snncompile.quantize import quantize
+    from snncompile.targets import emulator, lava
+
+    zm = STK[name]
+    graph = from_torch(zm.build(), zm.input_shape, zm.timesteps)
+    qg, _ = quantize(graph, calib=zm.inputs(16, 0))
+    x = zm.inputs(2, 1)
+    em = emulator.run(qg, x, precision="fixed", record=True)
+    lv = lava.run(qg, x, precision="fixed", record=True)
+    assert em.outputs.sum() > 0 and np.array_equal(lv.outputs, em.outputs)
+    for node in qg:
+        if node.kind == "Neuron":
+            assert np.array_equal(lv.layer_counts[node.name], em.layer_counts[node.name]), node.name
