@@ -1,0 +1,176 @@
+"""Capture by running: the idioms of real model code that symbolic tracing could not follow."""
+import warnings
+
+import numpy as np
+import pytest
+import snntorch as snn
+import torch
+from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based import neuron as sjn
+from torch import nn
+
+import zoo
+from snncompile.errors import SnnCompileError
+from snncompile.frontend import MappingWarning, from_torch
+from snncompile.targets import run
+
+
+def _exact(zm: zoo.ZooModel, n=12):
+    model = zm.build()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MappingWarning)
+        graph = from_torch(model, zm.input_shape, zm.timesteps)
+    x = zm.inputs(n, 0)
+    res = run(graph, x, record=True)
+    expected = zm.torch_outputs(model.double(), x)
+    for node in graph:
+        if node.kind == "Neuron":
+            rate = res.layer_counts[node.name].mean() / zm.timesteps
+            assert 0.02 <= rate <= 0.4, f"{node.name} fires at {rate:.3f}"
+    if graph.output.mode == "spikes":
+        assert np.array_equal(res.outputs, expected)
+    else:
+        np.testing.assert_allclose(res.outputs, expected, rtol=1e-9, atol=1e-12)
+    return graph
+
+
+class ZerosRecurrence(nn.Module):
+    """Hand-written state from torch.zeros, a loop over x.shape[0], x.size(0) in a view."""
+
+    def __init__(self, T):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(2 * 8 * 8, 16), nn.Linear(16, 10)
+        self.lif1, self.lif2 = snn.Leaky(beta=0.9, surrogate_disable=True), snn.Leaky(beta=0.8, surrogate_disable=True)
+
+    def forward(self, data):
+        mem1 = torch.zeros(data.size(1), 16, dtype=data.dtype)
+        mem2 = torch.zeros(data.size(1), 10, dtype=data.dtype)
+        out = []
+        for t in range(data.shape[0]):
+            x = data[t].view(data.size(1), -1)
+            spk1, mem1 = self.lif1(self.fc1(x), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            out.append(spk2)
+        return torch.stack(out, dim=0)
+
+
+class NdimBranch(nn.Module):
+    """SpikingJelly multi-step code that branches on x.ndim and repeats a static image T times."""
+
+    def __init__(self, T):
+        super().__init__()
+        self.T = T
+        self.conv = layer.Conv2d(2, 4, 3, padding=1)
+        self.sn1 = sjn.IFNode(v_reset=None)
+        self.fc = layer.Linear(4 * 8 * 8, 10)
+        self.sn2 = sjn.LIFNode(tau=2.0)
+        functional.set_step_mode(self, "m")
+
+    def forward(self, x):
+        if x.ndim == 4:
+            x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
+        x = self.sn1(self.conv(x))
+        T, B = x.shape[:2]
+        x = x.flatten(0, 1).flatten(1).reshape(T, B, -1)  # (T*B, C*H*W) and back
+        return self.sn2(self.fc(x))
+
+
+class NorseSequentialState(nn.Module):
+    def __init__(self, T):
+        super().__init__()
+        import norse.torch as norse
+        self.net = norse.SequentialState(
+            nn.Flatten(), nn.Linear(2 * 8 * 8, 16),
+            norse.LIFCell(norse.LIFParameters(tau_mem_inv=torch.tensor(200.0), v_th=torch.tensor(0.3))),
+            nn.Linear(16, 10), norse.LIFBoxCell(norse.LIFBoxParameters(v_th=torch.tensor(0.3))))
+
+    def forward(self, x):
+        state, out = None, []
+        for t in range(x.shape[0]):
+            z, state = self.net(x[t], state)  # state: a list of state tuples, assigned item by item
+            out.append(z)
+        return torch.stack(out)
+
+
+class Voting(nn.Module):
+    def __init__(self, T):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(2 * 8 * 8, 40), sjn.LIFNode(tau=2.0),
+                                 layer.VotingLayer(4))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_state_from_zeros_and_loops_over_the_data_shape():
+    graph = _exact(zoo.ZooModel("zeros", ZerosRecurrence, (2, 8, 8), 6, "loop", "spikes", 3.0))
+    assert [n.kind for n in graph] == ["Input", "Flatten", "Linear", "Neuron", "Linear", "Neuron", "Output"]
+
+
+def test_control_flow_on_ndim_and_time_batch_merges():
+    zm = zoo.ZooModel("ndim", NdimBranch, (2, 8, 8), 5, "multistep", "spikes", 4.0)
+    graph = _exact(zm)
+    assert graph.meta["time_style"] == "multi-step"
+    # the same model given static images: it repeats them over time itself
+    model = zm.build()
+    graph = from_torch(model, zm.input_shape, zm.timesteps)
+    x = zm.inputs(6, 1)[:, 0]
+    functional.reset_net(model)
+    with torch.no_grad():
+        expected = model.double()(torch.from_numpy(x).double()).transpose(0, 1).numpy()
+    assert expected.sum() > 0 and np.array_equal(run(graph, x).outputs, expected)
+
+
+def test_norse_sequential_state():
+    _exact(zoo.ZooModel("norse_seq", NorseSequentialState, (2, 8, 8), 6, "loop", "spikes", 6.0))
+
+
+def test_voting_layer_is_a_mean_over_groups():
+    graph = _exact(zoo.ZooModel("vote", Voting, (2, 8, 8), 6, "step", "spikes", 6.0))
+    assert graph.output.mode == "potential" and graph.node("net.3").weight.shape == (10, 40)
+
+
+def test_a_loop_count_fixed_in_the_model_warns_when_timesteps_differ():
+    from test_frontend import StaticLoop
+    with pytest.warns(MappingWarning, match=r"loops 6 times inside forward, but --timesteps is 4"):
+        from_torch(StaticLoop(6), (6,), 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MappingWarning)
+        from_torch(StaticLoop(4), (6,), 4)
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.softmax(self.q(x), dim=-1)
+
+
+class WithAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn, self.sn = Attention(), sjn.IFNode()
+
+    def forward(self, x):
+        return self.sn(self.attn(x))
+
+
+def test_an_unsupported_operation_is_named_with_its_module():
+    with pytest.raises(SnnCompileError, match=r"operation 'softmax' \('softmax'\) in module 'attn' "
+                                              r"\(test_frontend_capture.Attention\) is not supported"):
+        from_torch(WithAttention(), (4,), 4)
+
+
+def test_an_unused_unsupported_operation_does_not_block_the_export():
+    class Logs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.sn = nn.Linear(4, 4), sjn.IFNode()
+
+        def forward(self, x):
+            self.last_norm = torch.linalg.norm(x)  # bookkeeping, not part of the network
+            return self.sn(self.fc(x))
+
+    assert [n.kind for n in from_torch(Logs(), (4,), 3)] == ["Input", "Linear", "Neuron", "Output"]
