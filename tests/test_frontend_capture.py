@@ -174,3 +174,42 @@ def test_an_unused_unsupported_operation_does_not_block_the_export():
             return self.sn(self.fc(x))
 
     assert [n.kind for n in from_torch(Logs(), (4,), 3)] == ["Input", "Linear", "Neuron", "Output"]
+
+
+class NorseRecurrent(nn.Module):
+    """Norse LIFRecurrentCell (its own input and recurrent weights), F.max_pool2d, x[t, :]."""
+
+    def __init__(self, T):
+        super().__init__()
+        import norse.torch as norse
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.lif0 = norse.LIFCell(norse.LIFParameters(v_th=torch.tensor(0.2)))
+        self.rec = norse.LIFRecurrentCell(4 * 4 * 4, 12, p=norse.LIFParameters(
+            tau_mem_inv=torch.tensor(300.0), v_th=torch.tensor(0.3)))
+        self.fc = nn.Linear(12, 10)
+        self.out = norse.LIFCell(norse.LIFParameters(v_th=torch.tensor(0.2)))
+
+    def forward(self, x):
+        s0 = s1 = s2 = None
+        out = []
+        for t in range(x.shape[0]):
+            z, s0 = self.lif0(self.conv(x[t, :]), s0)
+            z = torch.nn.functional.max_pool2d(z, 2, 2)
+            z, s1 = self.rec(z.view(-1, 4 * 4 * 4), s1)
+            z, s2 = self.out(self.fc(torch.nn.functional.relu(z)), s2)
+            out.append(z)
+        return torch.stack(out)
+
+
+def test_norse_recurrent_cell_and_functional_pooling():
+    graph = _exact(zoo.ZooModel("norse_rec", NorseRecurrent, (2, 8, 8), 8, "loop", "spikes", 4.0))
+    kinds = [n.kind for n in graph]
+    assert kinds.count("MaxPool2d") == 1 and kinds.count("Neuron") == 3
+    assert any(graph.delay(s, d) for s, d in graph.nx.edges)
+
+
+def test_norse_conv_net_names_its_leaky_integrator_readout():
+    from norse.torch.models.conv import ConvNet
+    with pytest.raises(SnnCompileError, match=r"module 'out' \(norse.*LILinearCell\): a leaky-integrator "
+                                              r"readout .* is not supported"):
+        from_torch(ConvNet(num_channels=1, feature_size=28), (1, 28, 28), 4)

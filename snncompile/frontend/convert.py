@@ -185,8 +185,7 @@ class Converter:
 
     def set_out(self, call: Call, value, lead: Optional[Lead]) -> None:
         """Bind the (single-tensor) output of ``call``."""
-        leaves = [v for v in pytree.tree_leaves(call.out) if isinstance(v, Slot)]
-        for i, slot in enumerate(leaves):
+        for i, slot in enumerate(_out_slots(call)):
             self.env[slot.id] = value if i == 0 else Opaque(f"output {i} of {call.label}")
             self.lead[slot.id] = lead if lead is not None else ()
 
@@ -250,8 +249,7 @@ class Converter:
         if is_neuron(m):
             self.check_neuron_lead(path, m, lead, where)
             name = self.neuron(path, m, src, where)
-            leaves = [v for v in pytree.tree_leaves(call.out) if isinstance(v, Slot)]
-            for i, s in enumerate(leaves):
+            for i, s in enumerate(_out_slots(call)):
                 self.env[s.id] = Ref(name) if i == 0 else Opaque(f"the state of neuron '{name}'")
                 self.lead[s.id] = lead
         else:
@@ -283,6 +281,9 @@ class Converter:
         for w in spec.warnings:
             if w not in self.warnings:
                 self.warnings.append(w)
+        if spec.input_synapse is not None:
+            syn = spec.input_synapse
+            src = self.emit(("module", syn.name), lambda: syn, [src])
         shape = self.graph.shape(src)
         if spec.input_gain is not None:
             src = self.emit(("module", path + ".input_gain"),
@@ -457,15 +458,41 @@ class Converter:
             return self.reduce(call, args, where)
         if fname == "stack" or fname == "cat":
             return self.stack(call, args, where)
+        if fname in ("relu", "relu_") and isinstance(args[0], Ref) and self.is_spikes(args[0].name):
+            return self.set_out(call, args[0], self.lead[first.id])  # relu of 0/1 spikes: themselves
+        if fname in ("max_pool2d", "avg_pool2d") and isinstance(first, Slot):
+            return self.pool(call, args, where)
         return self.unsupported(call)
+
+    def pool(self, call, args, where) -> None:
+        """``F.max_pool2d`` / ``F.avg_pool2d`` as the module of the same name would do it."""
+        names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        if call.target == "avg_pool2d":
+            names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+        kw = dict(zip(names, call.args[1:]), **call.kwargs)
+        try:
+            m = (nn.MaxPool2d if call.target == "max_pool2d" else nn.AvgPool2d)(**kw)
+        except TypeError as exc:
+            return self.unsupported(call, str(exc))
+        src = self.ref(args[0], where)
+        path = self.node_name(call, call.target)
+        if m.ceil_mode or getattr(m, "return_indices", False) or getattr(m, "dilation", 1) not in (1, (1, 1)) \
+                or not getattr(m, "count_include_pad", True) or getattr(m, "divisor_override", None) is not None:
+            return self.unsupported(call, "ceil_mode, return_indices, dilation, count_include_pad=False or "
+                                          "divisor_override")
+        kind = ir.MaxPool2d if call.target == "max_pool2d" else ir.AvgPool2d
+        stride = m.stride if m.stride else m.kernel_size
+        name = self.emit(("fn", call.target, str(m.kernel_size), str(stride), str(m.padding)),
+                         lambda: kind(path, kernel_size=m.kernel_size, stride=stride, padding=m.padding), [src])
+        self.set_out(call, Ref(name), self.lead[call.args[0].id])
 
     def out_slot(self, call: Call) -> Slot:
         return next(v for v in pytree.tree_leaves(call.out) if isinstance(v, Slot))
 
     def getitem(self, call, args, where) -> None:
         base, idx = call.args[0], call.args[1]
-        if isinstance(idx, tuple) and len(idx) == 1:
-            idx = idx[0]
+        if isinstance(idx, tuple) and idx and all(i == slice(None) for i in idx[1:]):
+            idx = idx[0]  # x[t, :] is x[t]
         lead = self.lead.get(base.id, ()) if isinstance(base, Slot) else ()
         if isinstance(idx, int) and lead[:1] == ("T",) and isinstance(args[0], Ref):
             return self.set_out(call, args[0], lead[1:])
@@ -629,6 +656,11 @@ class Converter:
         while isinstance(n, (ir.Flatten, ir.MaxPool2d)):
             n = self.graph.node(self.graph.inputs_of(n.name)[0])
         return isinstance(n, ir.Neuron)
+
+
+def _out_slots(call: Call) -> list[Slot]:
+    """The distinct output slots of ``call`` in order (the first is the network value)."""
+    return list(dict.fromkeys(v for v in pytree.tree_leaves(call.out) if isinstance(v, Slot)))
 
 
 def to_raw_graph(cap: Captured, input_shape: tuple, name: str, timesteps: int) -> Graph:

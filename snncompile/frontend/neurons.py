@@ -14,8 +14,10 @@ short (IR: ``u = u(1-du) + x; v = v(1-dv) + u + bias``, then fire and reset):
   ``u_init = bias/alpha`` (RSynaptic: the current sees it at step 0, the delayed
   synapse from step 1). Lapicque is a Leaky with ``beta = 1 - dt/(R*C)`` and input gain
   ``dt/C``. Alpha is refused (no LIF resets its synaptic current).
-- Norse LIFCell/LIFBoxCell: ``dv = dt*tau_mem_inv`` (also the input gain),
-  ``du = dt*tau_syn_inv`` (1 for the box cell), ``bias = dv*v_leak``, ``v_init = v_leak``.
+- Norse LIFCell/LIFBoxCell/LIFRecurrentCell: ``dv = dt*tau_mem_inv`` (also the input gain),
+  ``du = dt*tau_syn_inv`` (1 for the box cell), ``bias = dv*v_leak``, ``v_init = v_leak``;
+  the recurrent cell adds its input and recurrent weights as synapses. Leaky-integrator
+  readouts (LICell, LILinearCell) are refused: the IR has no membrane readout.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ class NeuronSpec:
     warnings: list = field(default_factory=list)
     #: A synapse (IR Linear/Conv2d) from the neuron's spikes to its own input, one step late.
     recurrent: Optional[object] = None
+    #: The cell's own input weights (Norse LIFRecurrentCell), applied before ``input_gain``.
+    input_synapse: Optional[object] = None
 
 
 def _arr(v) -> np.ndarray:
@@ -194,7 +198,22 @@ def _norse(path: str, m) -> NeuronSpec:
             raise _fail(path, m, f"reset method {reset!r} is not supported")
     else:
         params.update(du=dt * _arr(p.tau_syn_inv), reset_mode="zero", reset_value=_arr(p.v_reset))
-    return NeuronSpec(params, input_gain=a)
+    spec = NeuronSpec(params, input_gain=a)
+    if hasattr(m, "recurrent_weights"):
+        # LIFRecurrentCell: i += W_in x + W_rec z[t-1], then the LIFCell update; the input gain
+        # dt*tau_mem_inv scales both terms (folded into W_rec here, into W_in by the passes).
+        from snncompile.ir import nodes as ir
+        spec.input_synapse = ir.Linear(f"{path}.input_weights", weight=_arr(m.input_weights))
+        gain = np.reshape(a, (-1, 1)) if np.ndim(a) else a
+        spec.recurrent = ir.Linear(f"{path}.recurrent_weights", weight=gain * _arr(m.recurrent_weights))
+    return spec
+
+
+def _norse_leaky_integrator(path: str, m) -> NeuronSpec:
+    raise _fail(path, m, "a leaky-integrator readout (Norse LICell/LILinearCell: the output is a "
+                "membrane that never spikes) is not supported: the IR reads out spikes or the last "
+                "layer's current; end the model with a Linear layer (its current, summed over time, "
+                "is the readout) or a spiking LIFCell")
 
 
 def _loaded(package: str) -> bool:
@@ -215,8 +234,9 @@ def _registry() -> list[tuple[tuple[type, ...], Callable]]:
                        snntorch.Lapicque), _snntorch))
         found.append(((snntorch.Alpha,), _snntorch_alpha))
     if _loaded("norse"):
-        from norse.torch import LIFBoxCell, LIFCell
-        found.append(((LIFCell, LIFBoxCell), _norse))
+        from norse.torch import LIBoxCell, LICell, LIFBoxCell, LIFCell, LIFRecurrentCell, LILinearCell
+        found.append(((LIFCell, LIFBoxCell, LIFRecurrentCell), _norse))
+        found.append(((LICell, LILinearCell, LIBoxCell), _norse_leaky_integrator))
     return found
 
 
@@ -253,5 +273,5 @@ def neuron_spec(path: str, module) -> NeuronSpec:
     fn = _adapter(module)
     if fn is None:
         raise _fail(path, module, "this neuron type is not supported (supported: SpikingJelly IFNode, "
-                    "LIFNode, ParametricLIFNode; snnTorch Leaky, Synaptic, RLeaky, RSynaptic, Lapicque; Norse LIFCell, LIFBoxCell)")
+                    "LIFNode, ParametricLIFNode; snnTorch Leaky, Synaptic, RLeaky, RSynaptic, Lapicque; Norse LIFCell, LIFBoxCell, LIFRecurrentCell)")
     return fn(path, module)

@@ -201,6 +201,19 @@ class _Run:
         self.shapes[i] = tuple(int(s) for s in t.shape)
         return Slot(i)
 
+    def slot_outputs(self, out):
+        """Fresh slots for a call's output tensors; a tensor returned twice (Norse returns the
+        spikes and a state holding the same spikes) keeps its first slot."""
+        seen: dict[int, Slot] = {}
+
+        def slot(v):
+            if not isinstance(v, torch.Tensor):
+                return v
+            if id(v) not in seen:
+                seen[id(v)] = self.new_slot(v)
+            return seen[id(v)]
+        return pytree.tree_map(slot, out)
+
     def encode(self, value):
         def enc(v):
             if isinstance(v, torch.Tensor):
@@ -230,7 +243,7 @@ class _Run:
         if not tensors_out:
             return  # sizes, dims, shapes: concrete Python values, nothing to map
         enc_args, enc_kwargs = self.encode(args), self.encode(kwargs)
-        enc_out = pytree.tree_map(lambda v: self.new_slot(v) if isinstance(v, torch.Tensor) else v, out)
+        enc_out = self.slot_outputs(out)
         self.calls.append(Call("function", name, self.label(name), enc_args, enc_kwargs, enc_out, self.scope()))
 
     # module hooks ------------------------------------------------------------
@@ -255,8 +268,7 @@ class _Run:
                 self.leaf_depth -= 1
                 if self.leaf_depth == 0:
                     enc_args, enc_kwargs, scope = self.pending.pop()
-                    enc_out = pytree.tree_map(lambda v: self.new_slot(v) if isinstance(v, torch.Tensor) else v,
-                                              out)
+                    enc_out = self.slot_outputs(out)
                     self.calls.append(Call("module", path, path, enc_args, enc_kwargs, enc_out, scope, m))
             self.stack.pop()
         return hook
