@@ -275,3 +275,42 @@ def test_emulator_fixed_equals_lava_fixed(name):
     for node in qg:
         if node.kind == "Neuron":
             assert np.array_equal(lv.layer_counts[node.name], em.layer_counts[node.name]), node.name
+
+
+def _resnet_block_net() -> nn.Module:
+    """SpikingJelly's own Spiking ResNet BasicBlock (shortcut spikes added to the conv's
+    current before the neuron) in a tiny net."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), neuron.IFNode(),
+                         spiking_resnet.BasicBlock(8, 8, spiking_neuron=neuron.IFNode),
+                         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+
+
+BLOCK = RealModel("spiking_resnet_block", _resnet_block_net, (3, 8, 8), 4, "step", (0.5, 0.2))
+
+
+def test_spiking_resnet_block_quantizes_with_its_shortcut_through_an_identity_synapse(tmp_path):
+    from snncompile.quantize import quantize
+    model = BLOCK.build()
+    graph = export(model, BLOCK, tmp_path)
+    res = run(graph, BLOCK.inputs(2, 0), record=True)
+    _check_rates(graph, res, BLOCK.timesteps)
+    np.testing.assert_allclose(res.outputs, BLOCK.eager(model, BLOCK.inputs(2, 0)), rtol=1e-9, atol=1e-12)
+    # used to fail: "all weights round to 0 at scale 1" (the raw shortcut spikes fixed the Add's scale)
+    qg, _ = quantize(graph, calib=BLOCK.inputs(8, 1))
+    assert qg.node("2.to_3.add").kind == "Conv2d" and qg.node("3.conv2").fixed.weight.any()
+
+
+@pytest.mark.lava
+def test_spiking_resnet_block_emulator_fixed_equals_lava_fixed(tmp_path):
+    from snncompile.quantize import quantize
+    from snncompile.targets import emulator, lava
+    graph = export(BLOCK.build(), BLOCK, tmp_path)
+    qg, _ = quantize(graph, calib=BLOCK.inputs(8, 1))
+    x = BLOCK.inputs(2, 2)
+    em = emulator.run(qg, x, precision="fixed", record=True)
+    lv = lava.run(qg, x, precision="fixed", record=True)
+    assert np.any(em.outputs) and np.array_equal(lv.outputs, em.outputs)
+    for node in qg:
+        if node.kind == "Neuron":
+            assert em.layer_counts[node.name].sum() > 0
+            assert np.array_equal(lv.layer_counts[node.name], em.layer_counts[node.name]), node.name
