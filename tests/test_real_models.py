@@ -314,3 +314,48 @@ def test_spiking_resnet_block_emulator_fixed_equals_lava_fixed(tmp_path):
         if node.kind == "Neuron":
             assert em.layer_counts[node.name].sum() > 0
             assert np.array_equal(lv.layer_counts[node.name], em.layer_counts[node.name]), node.name
+
+
+def _sew_block_net(cnf: str) -> Callable[[], nn.Module]:
+    """SpikingJelly's own SEW BasicBlock with connect function ``cnf`` in a tiny net."""
+    def make():
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), neuron.IFNode(),
+                             sew_resnet.BasicBlock(8, 8, spiking_neuron=neuron.IFNode, cnf=cnf),
+                             nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    return make
+
+
+SEW_BLOCKS = {cnf: RealModel(f"sew_block_{cnf}", _sew_block_net(cnf), (3, 8, 8), 4, "step", bn)
+              for cnf, bn in [("ADD", (0.5, 0.2)), ("AND", (0.5, 0.6)), ("IAND", (0.5, 0.2))]}
+SEW_BLOCKS["AND"].bn_at = {"1": (0.5, 0.3)}  # the stem fires less, the block more
+
+
+@pytest.mark.parametrize("cnf", sorted(SEW_BLOCKS))
+def test_sew_connect_functions_are_exact_spike_logic(cnf, tmp_path):
+    rm = SEW_BLOCKS[cnf]
+    model = rm.build()
+    graph = export(model, rm, tmp_path)
+    x = rm.inputs(4, 0)
+    res = run(graph, x, record=True)
+    rates = _check_rates(graph, res, rm.timesteps)
+    np.testing.assert_allclose(res.outputs, rm.eager(model, x), rtol=1e-9, atol=1e-12)
+    if cnf != "ADD":
+        logic = graph.node(f"3.{cnf.lower()}")
+        assert logic.kind == "Neuron" and f"3.{cnf.lower()}" in rates
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("cnf", ["AND", "IAND"])
+def test_sew_logic_emulator_fixed_equals_lava_fixed(cnf, tmp_path):
+    from snncompile.quantize import quantize
+    from snncompile.targets import emulator, lava
+    rm = SEW_BLOCKS[cnf]
+    qg, _ = quantize(export(rm.build(), rm, tmp_path), calib=rm.inputs(8, 1))
+    x = rm.inputs(2, 2)
+    em = emulator.run(qg, x, precision="fixed", record=True)
+    lv = lava.run(qg, x, precision="fixed", record=True)
+    assert np.array_equal(lv.outputs, em.outputs)
+    for node in qg:
+        if node.kind == "Neuron":
+            assert em.layer_counts[node.name].sum() > 0, node.name
+            assert np.array_equal(lv.layer_counts[node.name], em.layer_counts[node.name]), node.name

@@ -6,7 +6,8 @@ exact as it is; in fixed point an Add needs both operands at one scale, and raw 
 are fixed at scale 1 (one unit per spike), which forces the conv's weights to scale 1
 too: they all round to 0. Routing the spikes through an identity synapse (a diagonal
 Linear or a depthwise 1x1 Conv2d with weight 1) lets the quantizer pick one scale for
-both operands, as Loihi would do it (spikes reach a neuron only through synapses).
+both operands, as Loihi would do it (spikes reach a neuron only through synapses). The
+same holds for a sum of spikes straight into a neuron (SEW AND: ``Add(a, b) -> Neuron``).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _identity(name: str, shape: tuple) -> ir.Node:
 
 def identity_synapses_for_spikes(graph: Graph) -> list[str]:
     """In place: an identity synapse on each spike operand of an Add that also has a current
-    operand; returns the names of the synapses added."""
+    operand or feeds a neuron; returns the names of the synapses added."""
     added = []
     for name in graph.order():
         node = graph.node(name)
@@ -42,8 +43,9 @@ def identity_synapses_for_spikes(graph: Graph) -> list[str]:
             continue
         ins = graph.inputs_of(name)
         spikes = [i for i in ins if _is_spikes(graph, i)]
-        if not spikes or len(spikes) == len(ins):
-            continue
+        into_neuron = any(isinstance(graph.node(c), ir.Neuron) for c in graph.consumers(name))
+        if not spikes or (len(spikes) == len(ins) and not into_neuron):
+            continue  # a sum of spikes into a synapse (SEW ADD) is a graded message, fine as it is
         for src in spikes:
             new = f"{src}.to_{name}"
             while new in graph:
