@@ -213,3 +213,31 @@ def test_norse_conv_net_names_its_leaky_integrator_readout():
     with pytest.raises(SnnCompileError, match=r"module 'out' \(norse.*LILinearCell\): a leaky-integrator "
                                               r"readout .* is not supported"):
         from_torch(ConvNet(num_channels=1, feature_size=28), (1, 28, 28), 4)
+
+
+class EnlargingPool(nn.Module):
+    """SpikingJelly VGG's head in small: AdaptiveAvgPool2d((3, 3)) of a 1x1 map, flatten, Linear."""
+
+    def __init__(self, T):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), sjn.IFNode(), nn.MaxPool2d(8))
+        self.avgpool = nn.AdaptiveAvgPool2d((3, 3))
+        self.classifier = nn.Sequential(nn.Linear(4 * 9, 10), sjn.IFNode())
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def test_an_enlarging_adaptive_pool_folds_into_the_next_linear():
+    graph = _exact(zoo.ZooModel("enlarge", EnlargingPool, (2, 8, 8), 6, "step", "spikes", 2.0))
+    assert [n.kind for n in graph] == ["Input", "Conv2d", "Neuron", "MaxPool2d", "Flatten", "Linear",
+                                       "Neuron", "Output"]
+    assert graph.node("classifier.0").weight.shape == (10, 4)
+    with pytest.raises(SnnCompileError, match=r"AdaptiveAvgPool2d that enlarges .* only before flatten and a Linear"):
+        from_torch(nn.Sequential(nn.AdaptiveAvgPool2d(4), sjn.IFNode()), (2, 2, 2), 3)
+
+
+def test_ottt_neurons_are_refused_with_what_to_do_instead():
+    with pytest.raises(SnnCompileError, match=r"module '1' \(.*OTTTLIFNode\): OTTT .* export the trained network "
+                                              r"rebuilt with LIFNode"):
+        from_torch(nn.Sequential(nn.Linear(4, 4), sjn.OTTTLIFNode()), (4,), 3)

@@ -54,6 +54,18 @@ class Not:
 
 
 @dataclass(frozen=True)
+class Copied:
+    """The output of an enlarging AdaptiveAvgPool2d (SpikingJelly VGG's 7x7 pool of a 1x1 map):
+    each value of node ``name`` (per-sample ``in_shape``) copied into a ``factor`` block; ``flat``
+    once flattened. The next Linear sums the weights of the copies, so it needs no IR node."""
+
+    name: str
+    factor: tuple
+    in_shape: tuple
+    flat: bool = False
+
+
+@dataclass(frozen=True)
 class TimeReduced:
     """A mean or sum over the time dim: allowed as the model's output only (a rate readout)."""
 
@@ -238,6 +250,8 @@ class Converter:
             self.set_out(call, Opaque(f"the output of {where} on a constant"), None)
             return
         slot = args[0]
+        if isinstance(self.value(slot), Copied) or _enlarges(m, self.per_sample(slot)):
+            return self.copy_path(call, self.value(slot), slot, where)
         src = self.ref(self.value(slot), where)
         lead = self.lead[slot.id]
         out_slot = next((v for v in pytree.tree_leaves(call.out) if isinstance(v, Slot)), None)
@@ -258,6 +272,30 @@ class Converter:
                 out = self.layer(sub_path, sub, out, where)
             self.set_out(call, Ref(out), lead)
         self.check_shape(self.env[out_slot.id].name, out_slot, where)
+
+    def copy_path(self, call: Call, value, slot: Slot, where: str) -> None:
+        """An enlarging AdaptiveAvgPool2d, then Flatten (module or function), then Linear."""
+        m, lead, out = call.module, self.lead[slot.id], self.out_slot(call)
+        if not isinstance(value, Copied):  # the pool itself
+            in_shape = self.per_sample(slot)
+            factor = tuple(o // i for o, i in zip(self.per_sample_of(out, lead)[1:], in_shape[1:]))
+            return self.set_out(call, Copied(self.ref(value, where), factor, in_shape), lead)
+        if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Identity)):
+            return self.set_out(call, value, lead)
+        if isinstance(m, nn.Flatten) and not value.flat and len(self.per_sample_of(out, lead)) == 1:
+            name = self.emit(("module", call.target), lambda: ir.Flatten(call.target), [value.name])
+            return self.set_out(call, Copied(name, value.factor, value.in_shape, flat=True), lead)
+        if isinstance(m, nn.Linear) and value.flat:
+            (c, h, w), (kh, kw) = value.in_shape, value.factor
+            weight = _np(m.weight).reshape(-1, c, h, kh, w, kw).sum(axis=(3, 5)).reshape(-1, c * h * w)
+            name = self.emit(("module", call.target), lambda: ir.Linear(call.target, weight=weight,
+                                                                         bias=_np(m.bias)), [value.name])
+            return self.set_out(call, Ref(name), lead)
+        raise SnnCompileError(f"{where}: its input comes from an AdaptiveAvgPool2d that enlarges its input "
+                              f"(a copy of each value); that is supported only before flatten and a Linear")
+
+    def per_sample_of(self, slot: Slot, lead: Lead) -> tuple:
+        return self.cap.shapes[slot.id][len(lead):]
 
     def check_neuron_lead(self, path, m, lead, where) -> None:
         multi = getattr(m, "step_mode", "s") == "m"
@@ -579,6 +617,10 @@ class Converter:
     def reshape(self, call, value, where) -> None:
         slot, out = call.args[0], self.out_slot(call)
         lead = self.reshaped_lead(self.lead[slot.id], self.cap.shapes[out.id])
+        if isinstance(value, Copied) and not value.flat and lead is not None \
+                and len(self.cap.shapes[out.id]) == len(lead) + 1:
+            name = self.emit(("fn", "flatten"), lambda: ir.Flatten(self.node_name(call, call.label)), [value.name])
+            return self.set_out(call, Copied(name, value.factor, value.in_shape, flat=True), lead)
         if lead is None:
             return self.unsupported(call, f"it reshapes {self.cap.shapes[slot.id]} to {self.cap.shapes[out.id]} "
                                           f"across the leading (time, batch) dims {self.lead[slot.id]}")
@@ -656,6 +698,16 @@ class Converter:
         while isinstance(n, (ir.Flatten, ir.MaxPool2d)):
             n = self.graph.node(self.graph.inputs_of(n.name)[0])
         return isinstance(n, ir.Neuron)
+
+
+def _enlarges(m: nn.Module, in_shape: tuple) -> bool:
+    """An AdaptiveAvgPool2d whose output size is a whole multiple (> 1) of its input size."""
+    if not isinstance(m, nn.AdaptiveAvgPool2d) or len(in_shape) != 3:
+        return False
+    out = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size, m.output_size)
+    out = tuple(in_shape[1 + i] if o is None else int(o) for i, o in enumerate(out))
+    return all(o % i == 0 for o, i in zip(out, in_shape[1:])) and out != tuple(in_shape[1:]) \
+        and all(o >= i for o, i in zip(out, in_shape[1:]))
 
 
 def _out_slots(call: Call) -> list[Slot]:

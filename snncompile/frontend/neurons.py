@@ -271,6 +271,11 @@ def _adapter(module):
 def neuron_spec(path: str, module) -> NeuronSpec:
     """The IR form of neuron ``module`` at ``path``; a clear error for unsupported ones."""
     fn = _adapter(module)
+    if fn is None and type(module).__name__.startswith("OTTT"):
+        raise _fail(path, module, "OTTT (online training through time) neurons are not supported: "
+                    "in training they return traces with the spikes, and OTTT models use weight-standardized "
+                    "layers; in eval an OTTTLIFNode computes LIFNode's spikes, so export the trained network "
+                    "rebuilt with LIFNode (same tau, decay_input, v_reset) and plain Conv2d/Linear")
     if fn is None:
         raise _fail(path, module, "this neuron type is not supported (supported: SpikingJelly IFNode, "
                     "LIFNode, ParametricLIFNode; snnTorch Leaky, Synaptic, RLeaky, RSynaptic, Lapicque; Norse LIFCell, LIFBoxCell, LIFRecurrentCell)")
