@@ -182,8 +182,8 @@ class _Run:
     def __init__(self, model: nn.Module, input_style: str):
         self.model = model
         self.input_style = input_style
+        #: Weak: a tensor that dies leaves the map, so a new tensor at its address is not taken for it.
         self.slots = WeakIdKeyDictionary()
-        self.keep: list = []  # keeps recorded tensors alive so identities stay unique
         self.shapes: dict[int, tuple] = {}
         self.calls: list[Call] = []
         self.labels: dict[str, int] = {}
@@ -197,7 +197,6 @@ class _Run:
     def new_slot(self, t: torch.Tensor) -> Slot:
         i = len(self.shapes)
         self.slots[t] = i
-        self.keep.append(t)
         self.shapes[i] = tuple(int(s) for s in t.shape)
         return Slot(i)
 
