@@ -241,3 +241,21 @@ def test_ottt_neurons_are_refused_with_what_to_do_instead():
     with pytest.raises(SnnCompileError, match=r"module '1' \(.*OTTTLIFNode\): OTTT .* export the trained network "
                                               r"rebuilt with LIFNode"):
         from_torch(nn.Sequential(nn.Linear(4, 4), sjn.OTTTLIFNode()), (4,), 3)
+
+
+@pytest.mark.parametrize("steps, pattern", [
+    (lambda T: [T - 1], r"reads step 5 of a sequence after step -1"),
+    (lambda T: list(reversed(range(T))), r"reads step 5 of a sequence after step -1"),
+    (lambda T: [0, 2, 4], r"reads step 2 of a sequence after step 0"),
+])
+def test_reading_steps_out_of_order_is_refused(steps, pattern):
+    class Picky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.sn = nn.Linear(4, 4), sjn.IFNode()
+
+        def forward(self, x):
+            return torch.stack([self.sn(self.fc(x[t])) for t in steps(x.shape[0])])
+
+    with pytest.raises(SnnCompileError, match=pattern):
+        from_torch(Picky(), (4,), 6)

@@ -147,6 +147,8 @@ class Converter:
         self.nodes_of: dict[str, list[str]] = {}
         self.env: dict[int, Any] = {}
         self.lead: dict[int, Lead] = {}
+        #: Slot of a (T, ...) tensor -> the last step index read from it (see check_step_order).
+        self.steps_read: dict[int, int] = {}
         #: Mapping caveats (see NeuronSpec.warnings), reported by from_torch.
         self.warnings: list[str] = []
 
@@ -533,8 +535,21 @@ class Converter:
             idx = idx[0]  # x[t, :] is x[t]
         lead = self.lead.get(base.id, ()) if isinstance(base, Slot) else ()
         if isinstance(idx, int) and lead[:1] == ("T",) and isinstance(args[0], Ref):
+            self.check_step_order(base, idx, where)
             return self.set_out(call, args[0], lead[1:])
         return self.unsupported(call, "only indexing the time dim with a step number (x[t]) is supported")
+
+    def check_step_order(self, base: Slot, idx: int, where: str) -> None:
+        """Steps of a sequence must be read in order 0, 1, 2, ... (each maybe more than once):
+        the graph maps step t of the model to step t of the input, so ``x[-1]`` alone, a reversed
+        loop or skipped steps would be silently wrong."""
+        size = self.cap.shapes[base.id][0]
+        t = idx + size if idx < 0 else idx
+        last = self.steps_read.get(base.id, -1)
+        if t not in (last, last + 1):
+            raise SnnCompileError(f"{where}: reads step {t} of a sequence after step {last}; only "
+                                  f"models that read their input's steps in order 0, 1, 2, ... are supported")
+        self.steps_read[base.id] = t
 
     def unbind(self, call, args, where) -> None:
         base = call.args[0]
