@@ -259,3 +259,26 @@ def test_reading_steps_out_of_order_is_refused(steps, pattern):
 
     with pytest.raises(SnnCompileError, match=pattern):
         from_torch(Picky(), (4,), 6)
+
+
+def test_a_transpose_or_an_integer_cast_of_currents_is_refused_even_when_shapes_match():
+    class T2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.sn = nn.Linear(2, 2), sjn.IFNode()
+
+        def forward(self, x):
+            return self.sn(self.fc(x).T)  # (B=2, 2): same shape, another meaning
+
+    class Cast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.sn = nn.Linear(4, 4), sjn.IFNode()
+
+        def forward(self, x):
+            return self.sn(self.fc(x).to(torch.int32).float())
+
+    with pytest.raises(SnnCompileError, match=r"operation '__get__.T'"):
+        from_torch(T2(), (2,), 3)
+    with pytest.raises(SnnCompileError, match=r"operation 'to'"):
+        from_torch(Cast(), (4,), 3)

@@ -127,7 +127,7 @@ _MUL = {"mul", "__mul__", "__rmul__", "__imul__", "mul_"}
 _DIV = {"div", "__truediv__", "__itruediv__", "div_", "true_divide"}
 _RSUB = {"__rsub__", "rsub"}
 _RESHAPE = {"flatten", "view", "reshape", "unsqueeze", "squeeze", "unflatten"}
-_SAME = {"contiguous", "clone", "detach", "to", "float", "double", "type_as", "__get__"}
+_SAME = {"contiguous", "clone", "detach", "to", "float", "double", "type_as", "__get__.data"}
 _REPEAT = {"repeat", "expand"}
 _REDUCE = {"mean", "sum"}
 
@@ -474,7 +474,10 @@ class Converter:
         first = call.args[0] if call.args else None
         if fname in _SAME and isinstance(first, Slot) and len(slots) == 1:
             out = next((v for v in pytree.tree_leaves(call.out) if isinstance(v, Slot)), None)
-            if out is not None and self.cap.shapes[out.id] == self.cap.shapes[first.id]:
+            exact = self.cap.floating.get(out.id, True) if out is not None else False
+            if not exact and isinstance(args[0], Ref) and self.is_spikes(args[0].name):
+                exact = True  # 0/1 spikes survive any cast
+            if out is not None and exact and self.cap.shapes[out.id] == self.cap.shapes[first.id]:
                 return self.set_out(call, args[0], self.lead[first.id])
         if any(isinstance(a, Unsupported) for a in args):
             return self.set_out(call, next(a for a in args if isinstance(a, Unsupported)), None)

@@ -137,6 +137,8 @@ class Captured:
     model_name: str
     #: Path -> module, for messages.
     modules: dict = field(default_factory=dict)
+    #: Whether each slot's tensor has a floating-point dtype (a cast to int changes currents).
+    floating: dict = field(default_factory=dict)
 
     @property
     def input_slot(self) -> Slot:
@@ -158,6 +160,8 @@ class _Recorder(TorchFunctionMode):
         if run.leaf_depth:
             return func(*args, **kwargs)
         name = getattr(func, "__name__", str(func))
+        if name == "__get__":  # a tensor property: name it by the property (x.T, x.data, x.shape)
+            name = f"{name}.{getattr(getattr(func, '__self__', None), '__name__', '?')}"
         if run.input_style == "step" and args and name in ("__getitem__", "unbind", "select") \
                 and run.is_input(args[0]) and _indexes_first_dim(name, args, kwargs):
             raise _SequenceInput()
@@ -185,6 +189,7 @@ class _Run:
         #: Weak: a tensor that dies leaves the map, so a new tensor at its address is not taken for it.
         self.slots = WeakIdKeyDictionary()
         self.shapes: dict[int, tuple] = {}
+        self.floating: dict[int, bool] = {}
         self.calls: list[Call] = []
         self.labels: dict[str, int] = {}
         self.leaf_depth = 0
@@ -198,6 +203,7 @@ class _Run:
         i = len(self.shapes)
         self.slots[t] = i
         self.shapes[i] = tuple(int(s) for s in t.shape)
+        self.floating[i] = t.is_floating_point()
         return Slot(i)
 
     def slot_outputs(self, out):
@@ -337,4 +343,4 @@ def trace(model: nn.Module, input_shape: tuple, timesteps: int) -> Captured:
             reset_state(model)
     output = run.encode(out)
     return Captured(run.calls, run.shapes, output, style, multistep, timesteps, batch,
-                    type(model).__name__, dict(model.named_modules()))
+                    type(model).__name__, dict(model.named_modules()), run.floating)
