@@ -282,3 +282,26 @@ def test_a_transpose_or_an_integer_cast_of_currents_is_refused_even_when_shapes_
         from_torch(T2(), (2,), 3)
     with pytest.raises(SnnCompileError, match=r"operation 'to'"):
         from_torch(Cast(), (4,), 3)
+
+
+@pytest.mark.lava
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [
+    lambda: zoo.ZooModel("norse_rec", NorseRecurrent, (2, 8, 8), 8, "loop", "spikes", 4.0),
+    lambda: zoo.ZooModel("vote", Voting, (2, 8, 8), 6, "step", "spikes", 6.0),
+    lambda: zoo.ZooModel("enlarge", EnlargingPool, (2, 8, 8), 6, "step", "spikes", 2.0),
+], ids=["norse_recurrent", "voting", "enlarging_pool"])
+def test_emulator_fixed_equals_lava_fixed(make):
+    from snncompile.quantize import quantize
+    from snncompile.targets import emulator, lava
+    zm = make()
+    graph = from_torch(zm.build(), zm.input_shape, zm.timesteps)
+    qg, _ = quantize(graph, calib=zm.inputs(16, 0))
+    x = zm.inputs(2, 1)
+    em = emulator.run(qg, x, precision="fixed", record=True)
+    lv = lava.run(qg, x, precision="fixed", record=True)
+    assert np.array_equal(lv.outputs, em.outputs)
+    for node in qg:
+        if node.kind == "Neuron":
+            assert em.layer_counts[node.name].sum() > 0, node.name
+            assert np.array_equal(lv.layer_counts[node.name], em.layer_counts[node.name]), node.name

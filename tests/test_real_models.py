@@ -259,6 +259,7 @@ def test_conv_bias_moves_past_the_max_pool_into_the_neuron(tmp_path):
 
 
 @pytest.mark.lava
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["snntorch_rleaky", "snntorch_rsynaptic", "snntorch_tutorial6"])
 def test_emulator_fixed_equals_lava_fixed(name):
     from snncompile.frontend import from_torch
@@ -301,6 +302,7 @@ def test_spiking_resnet_block_quantizes_with_its_shortcut_through_an_identity_sy
 
 
 @pytest.mark.lava
+@pytest.mark.slow
 def test_spiking_resnet_block_emulator_fixed_equals_lava_fixed(tmp_path):
     from snncompile.quantize import quantize
     from snncompile.targets import emulator, lava
@@ -345,6 +347,7 @@ def test_sew_connect_functions_are_exact_spike_logic(cnf, tmp_path):
 
 
 @pytest.mark.lava
+@pytest.mark.slow
 @pytest.mark.parametrize("cnf", ["AND", "IAND"])
 def test_sew_logic_emulator_fixed_equals_lava_fixed(cnf, tmp_path):
     from snncompile.quantize import quantize
