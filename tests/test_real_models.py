@@ -44,7 +44,7 @@ def _stub_torchvision() -> None:
 
 _stub_torchvision()
 from spikingjelly.activation_based import functional, neuron  # noqa: E402
-from spikingjelly.activation_based.model import ms_resnet, sew_resnet, spiking_resnet, spiking_vgg  # noqa: E402
+from spikingjelly.activation_based.model import ms_resnet, parametric_lif_net, sew_resnet, spiking_resnet  # noqa: E402
 
 
 @dataclass
@@ -60,10 +60,16 @@ class RealModel:
     bn: tuple = (0.5, 0.3)
     #: Per-BatchNorm (gamma, beta) by module path, where one layer needs other currents.
     bn_at: dict = None
+    #: Gain on every Linear's weights (layers without BatchNorm: the default init is too quiet).
+    linear_gain: float = 1.0
 
     def build(self) -> nn.Module:
         torch.manual_seed(0)
         model = self.make().double().eval()
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.mul_(self.linear_gain)
         if self.style == "multistep":
             functional.set_step_mode(model, "m")
         _calibrate_batchnorm(model, self, self.bn, self.bn_at or {})
@@ -119,6 +125,11 @@ MODELS = {m.name: m for m in [
               "multistep", (0.5, 0.2), {"bn1": (0.3, -0.1)}),
     RealModel("ms_resnet18", lambda: ms_resnet.ms_resnet18(T=4, num_classes=10), (3, 16, 16), 4, "mean", (0.45, 0.05)),
     RealModel("max_resnet18", lambda: ms_resnet.max_resnet18(T=4, num_classes=10), (3, 16, 16), 4, "mean", (0.7, 0.3)),
+    RealModel("plif_mnist_net", lambda: parametric_lif_net.MNISTNet(channels=8, spiking_neuron=neuron.ParametricLIFNode),
+              (1, 28, 28), 4, "multistep", (0.6, 0.4), linear_gain=12.0),
+    RealModel("plif_dvs_gesture_net", lambda: parametric_lif_net.DVSGestureNet(
+        channels=4, spiking_neuron=neuron.ParametricLIFNode), (2, 128, 128), 4, "multistep", (0.6, 0.4),
+        linear_gain=12.0),
 ]}
 
 
