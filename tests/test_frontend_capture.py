@@ -305,3 +305,20 @@ def test_emulator_fixed_equals_lava_fixed(make):
         if node.kind == "Neuron":
             assert em.layer_counts[node.name].sum() > 0, node.name
             assert np.array_equal(lv.layer_counts[node.name], em.layer_counts[node.name]), node.name
+
+
+def test_iterating_over_the_steps_in_order_works_and_reversed_is_refused():
+    class Iter(nn.Module):
+        def __init__(self, T, backwards=False):
+            super().__init__()
+            self.backwards = backwards
+            self.fc, self.sn = nn.Linear(2 * 8 * 8, 10), sjn.IFNode()
+
+        def forward(self, x):
+            steps = list(x)
+            steps = steps[::-1] if self.backwards else steps
+            return torch.stack([self.sn(self.fc(xt.flatten(1))) for xt in steps])
+
+    _exact(zoo.ZooModel("iter", Iter, (2, 8, 8), 6, "loop", "spikes", 3.0))
+    with pytest.raises(SnnCompileError, match=r"reads step 5 of a sequence after step -1"):
+        from_torch(Iter(6, backwards=True), (2, 8, 8), 6)

@@ -149,6 +149,8 @@ class Converter:
         self.lead: dict[int, Lead] = {}
         #: Slot of a (T, ...) tensor -> the last step index read from it (see check_step_order).
         self.steps_read: dict[int, int] = {}
+        #: Slot of one step split off a sequence by unbind -> (sequence slot, step).
+        self.step_of: dict[int, tuple] = {}
         #: Mapping caveats (see NeuronSpec.warnings), reported by from_torch.
         self.warnings: list[str] = []
 
@@ -177,6 +179,9 @@ class Converter:
     # -- values ------------------------------------------------------------------
     def value(self, a):
         if isinstance(a, Slot):
+            if a.id in self.step_of:  # a step split off by unbind: used in step order?
+                base, t = self.step_of[a.id]
+                self.check_step_order(base, t, "a step of a sequence (from unbind / iterating over it)")
             return self.env[a.id]
         return a
 
@@ -262,6 +267,9 @@ class Converter:
         if self.cap.shapes[out_slot.id][:len(lead)] != self.size(lead):
             raise SnnCompileError(f"{where}: changes the leading (time, batch) dims {lead} of its input "
                                   f"{self.cap.shapes[slot.id]} to {self.cap.shapes[out_slot.id]}")
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and len(lead) != 1 and getattr(m, "step_mode", "s") != "m":
+            raise SnnCompileError(f"{where}: a BatchNorm on a tensor with leading dims {lead} would take "
+                                  f"dim 1 for channels; merge the time and batch dims first (flatten(0, 1))")
         if is_neuron(m):
             self.check_neuron_lead(path, m, lead, where)
             name = self.neuron(path, m, src, where)
@@ -559,9 +567,9 @@ class Converter:
         dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim", 0)
         lead = self.lead.get(base.id, ())
         if dim == 0 and lead[:1] == ("T",) and isinstance(args[0], Ref):
-            for s in pytree.tree_leaves(call.out):
-                if isinstance(s, Slot):
-                    self.env[s.id], self.lead[s.id] = args[0], lead[1:]
+            for t, s in enumerate(_out_slots(call)):
+                self.env[s.id], self.lead[s.id] = args[0], lead[1:]
+                self.step_of[s.id] = (base, t)
             return None
         return self.unsupported(call, "only splitting the time dim into steps is supported")
 
