@@ -134,8 +134,31 @@ def test_unsupported_neuron_type_is_named():
             r"module '1' \(.*KLIFNode\): this neuron type is not supported")
 
 
-def test_shared_module_is_refused():
-    _refuse(Shared(), (4,), r"module 'fc' \(Linear\) is called on different inputs")
+def test_a_module_used_twice_becomes_two_nodes_with_shared_parameters():
+    torch.manual_seed(0)
+    model = Shared().eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(3)
+        model.fc.bias.fill_(0.3)
+    graph = from_torch(model, (4,), 6)
+    assert [n.name for n in graph] == ["input", "fc", "sn1", "fc_1", "sn2", "output"]
+    assert np.array_equal(graph.node("fc").weight, graph.node("fc_1").weight)
+    zm = zoo.ZooModel("shared", None, (4,), 6, "step", "spikes")
+    x = zm.inputs(20, 0)
+    expected = zm.torch_outputs(model.double(), x)
+    assert 0.02 < expected.mean() < 0.6 and np.array_equal(run(graph, x).outputs, expected)
+
+
+def test_a_neuron_used_twice_in_one_step_is_refused():
+    class TwiceNeuron(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.sn = nn.Linear(4, 4), nn.Linear(4, 4), sjn.IFNode()
+
+        def forward(self, x):
+            return self.sn(self.fc2(self.sn(self.fc1(x))))
+
+    _refuse(TwiceNeuron(), (4,), r"module 'sn' \(.*IFNode\) is called on two different inputs in one step")
 
 
 def test_add_of_a_constant_is_refused():

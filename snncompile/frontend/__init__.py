@@ -1,7 +1,7 @@
 """PyTorch models -> canonical IR.
 
-``from_torch(model, input_shape, timesteps)`` traces the model with torch.fx (neurons as
-leaves), maps every module and residual ``+`` to IR nodes for one time step, then runs
+``from_torch(model, input_shape, timesteps)`` runs the model once on an example input and
+records its calls (neurons and torch layers as leaves, see :mod:`.tracing`), maps every module and residual ``+`` to IR nodes for one time step, then runs
 :func:`snncompile.passes.canonicalize` (BatchNorm and input-gain folding, reset shifts).
 ``load_model(path)`` reads a whole pickled model safely (see :mod:`.loading`).
 """
@@ -60,11 +60,9 @@ def to_raw_graph_from_torch(model: nn.Module, input_shape: Sequence[int], timest
         raise SnnCompileError(f"expected a torch.nn.Module, got {type(model).__name__}")
     _check_finite(model)
     model.eval()
-    traced = trace(model, shape, timesteps)
-    graph = to_raw_graph(traced, shape, name or type(model).__name__, timesteps)
+    captured = trace(model, shape, timesteps)
+    graph = to_raw_graph(captured, shape, name or type(model).__name__, timesteps)
     graph.meta["framework"] = _framework(model)
-    graph.meta["time_style"] = ("multi-step" if traced.lead == 2 else
-                                "loop" if traced.input_style == "sequence" else "single-step")
     return graph
 
 

@@ -8,8 +8,16 @@ short (IR: ``u = u(1-du) + x; v = v(1-dv) + u + bias``, then fire and reset):
   passes shift it to 0), soft reset subtracts ``v_threshold``.
 - snnTorch Leaky/Synaptic: ``dv = 1 - beta`` (``du = 1 - alpha``), compare ``>``;
   delayed subtract (``reset_delay=True``) is an immediate subtract of ``threshold/beta``.
-- Norse LIFCell/LIFBoxCell: ``dv = dt*tau_mem_inv`` (also the input gain),
-  ``du = dt*tau_syn_inv`` (1 for the box cell), ``bias = dv*v_leak``, ``v_init = v_leak``.
+  RLeaky/RSynaptic are the same neuron plus a recurrent synapse from its spikes back to
+  its input (one step late, :attr:`NeuronSpec.recurrent`); the recurrent bias arrives
+  every step including the first, so it becomes the neuron's ``bias`` (RLeaky) or its
+  ``u_init = bias/alpha`` (RSynaptic: the current sees it at step 0, the delayed
+  synapse from step 1). Lapicque is a Leaky with ``beta = 1 - dt/(R*C)`` and input gain
+  ``dt/C``. Alpha is refused (no LIF resets its synaptic current).
+- Norse LIFCell/LIFBoxCell/LIFRecurrentCell: ``dv = dt*tau_mem_inv`` (also the input gain),
+  ``du = dt*tau_syn_inv`` (1 for the box cell), ``bias = dv*v_leak``, ``v_init = v_leak``;
+  the recurrent cell adds its input and recurrent weights as synapses. Leaky-integrator
+  readouts (LICell, LILinearCell) are refused: the IR has no membrane readout.
 """
 from __future__ import annotations
 
@@ -32,6 +40,10 @@ class NeuronSpec:
     input_gain: Optional[np.ndarray] = None
     #: Where the mapping is exact only under a condition the user should know.
     warnings: list = field(default_factory=list)
+    #: A synapse (IR Linear/Conv2d) from the neuron's spikes to its own input, one step late.
+    recurrent: Optional[object] = None
+    #: The cell's own input weights (Norse LIFRecurrentCell), applied before ``input_gain``.
+    input_synapse: Optional[object] = None
 
 
 def _arr(v) -> np.ndarray:
@@ -80,25 +92,35 @@ def _snntorch(path: str, m) -> NeuronSpec:
     thr = _arr(m.threshold)
     if not np.all(thr > 0):
         raise _fail(path, m, "threshold must be positive")
-    beta = np.clip(_arr(m.beta), 0.0, 1.0)
+    gain = None
+    if isinstance(m, snntorch.Lapicque):
+        # mem = (1 - dt/(R*C)) * mem + (dt/C) * x: a Leaky with an input gain (no reset_delay option).
+        rc, dt = _arr(m.R) * _arr(m.C), _arr(m.time_step)
+        beta, gain = 1.0 - dt / rc, dt / _arr(m.C)
+    else:
+        beta = np.clip(_arr(m.beta), 0.0, 1.0)
     params = dict(dv=1.0 - beta, threshold=thr, compare=">", source=f"snntorch.{type(m).__name__}")
-    if isinstance(m, snntorch.Synaptic):
+    synaptic = isinstance(m, (snntorch.Synaptic, snntorch.RSynaptic))
+    if synaptic:
         params["du"] = 1.0 - np.clip(_arr(m.alpha), 0.0, 1.0)
     else:
         params["du"] = 1.0
     mode = {0: "subtract", 1: "zero", 2: "none"}[int(m.reset_mechanism_val)]
     params["reset_mode"] = mode
-    if mode == "subtract" and m.reset_delay:
+    reset_delay = getattr(m, "reset_delay", True)
+    if mode == "subtract" and reset_delay:
         # mem[t] = beta*mem[t-1] + x - thr*H(mem[t-1]-thr) equals an immediate subtract of
         # thr/beta applied to the decayed state (beta*(v - thr/beta) = beta*v - thr).
         if not np.all(beta > 0):
             raise _fail(path, m, "reset_delay=True with beta == 0 cannot be mapped; use reset_delay=False")
         params["reset_amount"] = thr / beta
-    elif mode == "zero" and m.reset_delay and isinstance(m, snntorch.Synaptic):
-        raise _fail(path, m, "Synaptic with reset_mechanism='zero' and reset_delay=True zeroes the "
+    elif mode == "zero" and reset_delay and synaptic:
+        raise _fail(path, m, f"{type(m).__name__} with reset_mechanism='zero' and reset_delay=True zeroes the "
                     "membrane one step late (a refractory step); use reset_delay=False")
-    spec = NeuronSpec(params)
-    if mode == "subtract" and not m.reset_delay:
+    spec = NeuronSpec(params, input_gain=gain)
+    if isinstance(m, (snntorch.RLeaky, snntorch.RSynaptic)):
+        _snntorch_recurrent(path, m, spec)
+    if mode == "subtract" and not reset_delay:
         # snnTorch's "avoid double reset" term raises the threshold to 2*thr for one step
         # when the membrane is still above thr after a subtraction; no LIF has that.
         spec.warnings.append(
@@ -107,6 +129,53 @@ def _snntorch(path: str, m) -> NeuronSpec:
             f"snnTorch exactly while the membrane never exceeds 2*threshold (snnTorch then "
             f"skips a spike); reset_delay=True or reset_mechanism='zero' map exactly")
     return spec
+
+
+def _snntorch_recurrent(path: str, m, spec: NeuronSpec) -> None:
+    """RLeaky/RSynaptic: the recurrent layer as an IR synapse; its bias as a constant input."""
+    from snntorch._neurons.rleaky import RecurrentOneToOne as LeakyOneToOne
+    from snntorch._neurons.rsynaptic import RecurrentOneToOne as SynapticOneToOne
+
+    from snncompile.ir import nodes as ir
+
+    rec, name = m.recurrent, f"{path}.recurrent"
+    if isinstance(rec, torch.nn.Linear):
+        spec.recurrent = ir.Linear(name, weight=_arr(rec.weight))
+    elif isinstance(rec, torch.nn.Conv2d):
+        spec.recurrent = ir.Conv2d(name, weight=_arr(rec.weight), stride=rec.stride, padding=rec.padding,
+                                   dilation=rec.dilation, groups=rec.groups)
+    elif isinstance(rec, (LeakyOneToOne, SynapticOneToOne)):
+        v = np.ravel(_arr(rec.V))
+        spec.recurrent = ("one_to_one", v)  # sized by the population shape in the converter
+        return
+    else:
+        raise _fail(path, m, f"recurrent layer {type(rec).__name__} is not supported")
+    if rec.bias is None or not np.any(_arr(rec.bias)):
+        return
+    b = _arr(rec.bias)
+    if isinstance(rec, torch.nn.Conv2d):
+        b = b.reshape(-1, 1, 1)
+    if isinstance(m, _snntorch_classes()[1]):
+        # RSynaptic: the bias enters the current; the delayed synapse brings it from step 1 on,
+        # u_init = b/alpha brings it at step 0 (u = alpha*u_init + x).
+        alpha = np.clip(_arr(m.alpha), 0.0, 1.0)
+        if not np.all(alpha > 0):
+            raise _fail(path, m, "a recurrent bias with alpha == 0 cannot be mapped")
+        spec.recurrent.bias = _arr(rec.bias)
+        spec.params["u_init"] = b / alpha
+    else:
+        spec.params["bias"] = b
+
+
+def _snntorch_classes():
+    import snntorch
+    return snntorch.RLeaky, snntorch.RSynaptic
+
+
+def _snntorch_alpha(path: str, m) -> NeuronSpec:
+    raise _fail(path, m, "snnTorch Alpha has no exact mapping: its membrane is a difference of two "
+                "synaptic traces that a spike resets, and no LIF neuron (Lava, Loihi) resets its "
+                "synaptic current; use Synaptic(alpha, beta), which has the same two time constants")
 
 
 # -- Norse ------------------------------------------------------------------
@@ -129,7 +198,22 @@ def _norse(path: str, m) -> NeuronSpec:
             raise _fail(path, m, f"reset method {reset!r} is not supported")
     else:
         params.update(du=dt * _arr(p.tau_syn_inv), reset_mode="zero", reset_value=_arr(p.v_reset))
-    return NeuronSpec(params, input_gain=a)
+    spec = NeuronSpec(params, input_gain=a)
+    if hasattr(m, "recurrent_weights"):
+        # LIFRecurrentCell: i += W_in x + W_rec z[t-1], then the LIFCell update; the input gain
+        # dt*tau_mem_inv scales both terms (folded into W_rec here, into W_in by the passes).
+        from snncompile.ir import nodes as ir
+        spec.input_synapse = ir.Linear(f"{path}.input_weights", weight=_arr(m.input_weights))
+        gain = np.reshape(a, (-1, 1)) if np.ndim(a) else a
+        spec.recurrent = ir.Linear(f"{path}.recurrent_weights", weight=gain * _arr(m.recurrent_weights))
+    return spec
+
+
+def _norse_leaky_integrator(path: str, m) -> NeuronSpec:
+    raise _fail(path, m, "a leaky-integrator readout (Norse LICell/LILinearCell: the output is a "
+                "membrane that never spikes) is not supported: the IR reads out spikes or the last "
+                "layer's current; end the model with a Linear layer (its current, summed over time, "
+                "is the readout) or a spiking LIFCell")
 
 
 def _loaded(package: str) -> bool:
@@ -147,10 +231,13 @@ def _registry() -> list[tuple[tuple[type, ...], Callable]]:
     found += _legacy_spikingjelly()
     if _loaded("snntorch"):
         import snntorch
-        found.append(((snntorch.Leaky, snntorch.Synaptic), _snntorch))
+        found.append(((snntorch.Leaky, snntorch.Synaptic, snntorch.RLeaky, snntorch.RSynaptic,
+                       snntorch.Lapicque), _snntorch))
+        found.append(((snntorch.Alpha,), _snntorch_alpha))
     if _loaded("norse"):
-        from norse.torch import LIFBoxCell, LIFCell
-        found.append(((LIFCell, LIFBoxCell), _norse))
+        from norse.torch import LIBoxCell, LICell, LIFBoxCell, LIFCell, LIFRecurrentCell, LILinearCell
+        found.append(((LIFCell, LIFBoxCell, LIFRecurrentCell), _norse))
+        found.append(((LICell, LILinearCell, LIBoxCell), _norse_leaky_integrator))
     return found
 
 
@@ -194,7 +281,12 @@ def _adapter(module):
 def neuron_spec(path: str, module) -> NeuronSpec:
     """The IR form of neuron ``module`` at ``path``; a clear error for unsupported ones."""
     fn = _adapter(module)
+    if fn is None and type(module).__name__.startswith("OTTT"):
+        raise _fail(path, module, "OTTT (online training through time) neurons are not supported: "
+                    "in training they return traces with the spikes, and OTTT models use weight-standardized "
+                    "layers; in eval an OTTTLIFNode computes LIFNode's spikes, so export the trained network "
+                    "rebuilt with LIFNode (same tau, decay_input, v_reset) and plain Conv2d/Linear")
     if fn is None:
         raise _fail(path, module, "this neuron type is not supported (supported: SpikingJelly IFNode, "
-                    "LIFNode, ParametricLIFNode; snnTorch Leaky, Synaptic; Norse LIFCell, LIFBoxCell)")
+                    "LIFNode, ParametricLIFNode; snnTorch Leaky, Synaptic, RLeaky, RSynaptic, Lapicque; Norse LIFCell, LIFBoxCell, LIFRecurrentCell)")
     return fn(path, module)

@@ -420,7 +420,13 @@ def _bias(bias_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def assign_fixed(graph, ranges: Optional[Ranges], settings: QuantSettings) -> dict[str, LayerQuant]:
-    """Fill ``node.fixed`` on every node of ``graph`` (in place); returns per-layer decisions."""
+    """Fill ``node.fixed`` on every node of ``graph`` (in place); returns per-layer decisions.
+
+    Spikes added to a current first get an identity synapse (see
+    :mod:`snncompile.passes.spike_synapses`), so that the Add has one scale for both."""
+    from snncompile.passes.spike_synapses import identity_synapses_for_spikes
+
+    identity_synapses_for_spikes(graph)
     p = _Pass(graph, ranges, settings)
     p.S = {}
     return p.run()
