@@ -715,8 +715,7 @@ class Converter:
         counts = {self.calls[n] for names in self.nodes_of.values() for n in names}
         loops = max(counts, default=1)
         T = self.graph.timesteps
-        if loops > 1 and loops != T and self.cap.input_style != "sequence" or \
-                loops > 1 and self.cap.input_style == "sequence" and loops != T and not self.cap.multistep:
+        if loops > 1 and loops != T and not self.cap.multistep:
             self.warnings.append(f"the model loops {loops} times inside forward, but --timesteps is {T}; "
                                  f"the exported graph runs {T} steps (set --timesteps {loops} to match)")
 
