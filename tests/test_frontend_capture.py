@@ -322,3 +322,20 @@ def test_iterating_over_the_steps_in_order_works_and_reversed_is_refused():
     _exact(zoo.ZooModel("iter", Iter, (2, 8, 8), 6, "loop", "spikes", 3.0))
     with pytest.raises(SnnCompileError, match=r"reads step 5 of a sequence after step -1"):
         from_torch(Iter(6, backwards=True), (2, 8, 8), 6)
+
+
+def test_state_kept_in_python_across_steps_is_refused():
+    class RunningSum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.sn, self.out = nn.Linear(4, 4), sjn.IFNode(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            acc = None
+            for t in range(x.shape[0]):
+                spk = self.sn(self.fc(x[t]))
+                acc = spk if acc is None else acc + spk  # a spike count kept across steps
+            return self.out(acc)
+
+    with pytest.raises(SnnCompileError, match=r"uses the output of 'sn' from an earlier time step"):
+        from_torch(RunningSum(), (4,), 5)

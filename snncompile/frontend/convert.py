@@ -151,6 +151,8 @@ class Converter:
         self.steps_read: dict[int, int] = {}
         #: Slot of one step split off a sequence by unbind -> (sequence slot, step).
         self.step_of: dict[int, tuple] = {}
+        #: Slot -> (IR node, its call count when the slot was made): see check_fresh.
+        self.born: dict[int, tuple] = {}
         #: Mapping caveats (see NeuronSpec.warnings), reported by from_torch.
         self.warnings: list[str] = []
 
@@ -182,8 +184,25 @@ class Converter:
             if a.id in self.step_of:  # a step split off by unbind: used in step order?
                 base, t = self.step_of[a.id]
                 self.check_step_order(base, t, "a step of a sequence (from unbind / iterating over it)")
+            self.check_fresh(a)
             return self.env[a.id]
         return a
+
+    def bind(self, slot: Slot, value) -> None:
+        """``slot`` holds ``value``; a Ref remembers how often its node had been computed then."""
+        self.env[slot.id] = value
+        if isinstance(value, Ref):
+            self.born[slot.id] = (value.name, self.calls[value.name])
+
+    def check_fresh(self, slot: Slot) -> None:
+        """A value used after its node was computed again is from an earlier time step: Python
+        state across steps (``acc = acc + spk``), which the per-step graph cannot hold."""
+        if slot.id in self.born:
+            name, count = self.born[slot.id]
+            if self.calls[name] != count:
+                raise SnnCompileError(f"the model uses the output of '{name}' from an earlier time step "
+                                      f"(state kept in Python across steps, e.g. a running sum); keep "
+                                      f"state inside neuron modules, or return the per-step outputs")
 
     def ref(self, value, where: str, role: str = "input") -> str:
         if isinstance(value, Ref):
@@ -205,7 +224,7 @@ class Converter:
     def set_out(self, call: Call, value, lead: Optional[Lead]) -> None:
         """Bind the (single-tensor) output of ``call``."""
         for i, slot in enumerate(_out_slots(call)):
-            self.env[slot.id] = value if i == 0 else Opaque(f"output {i} of {call.label}")
+            self.bind(slot, value if i == 0 else Opaque(f"output {i} of {call.label}"))
             self.lead[slot.id] = lead if lead is not None else ()
 
     def check_shape(self, name: str, slot: Slot, where: str) -> None:
@@ -274,7 +293,7 @@ class Converter:
             self.check_neuron_lead(path, m, lead, where)
             name = self.neuron(path, m, src, where)
             for i, s in enumerate(_out_slots(call)):
-                self.env[s.id] = Ref(name) if i == 0 else Opaque(f"the state of neuron '{name}'")
+                self.bind(s, Ref(name) if i == 0 else Opaque(f"the state of neuron '{name}'"))
                 self.lead[s.id] = lead
         else:
             out = src
@@ -568,7 +587,8 @@ class Converter:
         lead = self.lead.get(base.id, ())
         if dim == 0 and lead[:1] == ("T",) and isinstance(args[0], Ref):
             for t, s in enumerate(_out_slots(call)):
-                self.env[s.id], self.lead[s.id] = args[0], lead[1:]
+                self.bind(s, args[0])
+                self.lead[s.id] = lead[1:]
                 self.step_of[s.id] = (base, t)
             return None
         return self.unsupported(call, "only splitting the time dim into steps is supported")
@@ -679,7 +699,7 @@ class Converter:
     def stack(self, call, args, where) -> None:
         items = list(call.args[0]) if call.args else []
         dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim", 0)
-        values = [self.value(v) for v in items]
+        values = [self.env[v.id] if isinstance(v, Slot) else v for v in items]  # per-step outputs of all steps
         if call.target == "stack" and dim == 0 and values and all(isinstance(v, Ref) for v in values) \
                 and len({v.name for v in values}) == 1 and all(isinstance(v, Slot) for v in items):
             leads = {self.lead[v.id] for v in items}
@@ -695,17 +715,18 @@ class Converter:
         counts = {self.calls[n] for names in self.nodes_of.values() for n in names}
         loops = max(counts, default=1)
         T = self.graph.timesteps
-        if loops > 1 and loops != T and self.cap.input_style != "sequence" or \
-                loops > 1 and self.cap.input_style == "sequence" and loops != T and not self.cap.multistep:
+        if loops > 1 and loops != T and not self.cap.multistep:
             self.warnings.append(f"the model loops {loops} times inside forward, but --timesteps is {T}; "
                                  f"the exported graph runs {T} steps (set --timesteps {loops} to match)")
 
     def output(self) -> Graph:
-        value = self.value(self.cap.output)
+        def look(v):  # the per-step output of any step: no freshness check
+            return self.env[v.id] if isinstance(v, Slot) else v
+        value = look(self.cap.output)
         while isinstance(value, (tuple, list)):
             if not value:
                 raise SnnCompileError("model returns an empty tuple")
-            value = self.value(value[0])  # (spikes, membrane, ...) -> spikes
+            value = look(value[0])  # (spikes, membrane, ...) -> spikes
         if isinstance(value, _Stack):
             names = {self.ref(v, "the model's output", "output") for v in value.items}
             if len(names) != 1:

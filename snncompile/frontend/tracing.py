@@ -125,7 +125,7 @@ class Call:
 @dataclass
 class Captured:
     calls: list
-    #: Concrete shape of every slot's tensor.
+    #: Concrete shape of every slot's tensor (slot 0 is the model's input).
     shapes: dict
     output: Any
     #: How the input is given: "step" (B, *shape) per call, "sequence" (T, B, *shape).
@@ -135,14 +135,8 @@ class Captured:
     timesteps: int
     batch: int
     model_name: str
-    #: Path -> module, for messages.
-    modules: dict = field(default_factory=dict)
     #: Whether each slot's tensor has a floating-point dtype (a cast to int changes currents).
     floating: dict = field(default_factory=dict)
-
-    @property
-    def input_slot(self) -> Slot:
-        return Slot(0)
 
 
 class _SequenceInput(Exception):
@@ -343,4 +337,4 @@ def trace(model: nn.Module, input_shape: tuple, timesteps: int) -> Captured:
             reset_state(model)
     output = run.encode(out)
     return Captured(run.calls, run.shapes, output, style, multistep, timesteps, batch,
-                    type(model).__name__, dict(model.named_modules()), run.floating)
+                    type(model).__name__, run.floating)
