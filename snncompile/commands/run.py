@@ -5,6 +5,10 @@ OUT.npz holds ``counts`` (N, n_out), ``pred`` (N,), and per step either ``spikes
 readout's accumulated potential after each step, so ``potential[:, -1] == counts``),
 ``accuracy`` when DATA.npz has labels ``y``, and ``backend``, ``precision``, ``readout``,
 ``steps`` describing the run.
+
+DATA is read in chunks of ``--chunk-size`` samples and OUT.npz written chunk by chunk
+(``snncompile.streaming``): peak memory does not grow with N, and the file is byte for byte
+the same for every chunk size.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import numpy as np
 
 from snncompile.commands._common import atomic_output, load_npz, reports_errors
 from snncompile.errors import SnnCompileError
+from snncompile.streaming import Progress, RunJob, RunWriter, chunk_ranges, open_inputs
 from snncompile.targets.base import BACKENDS, PRECISIONS
 
 
@@ -32,7 +37,8 @@ def load_inputs(data_file, graph, steps=None, samples=None):
     """DATA.npz checked against ``graph``: (x as (N, T, *input_shape) float64, T, labels or None).
 
     Every problem is one SnnCompileError naming ``data_file``; ``samples`` keeps the first ones.
-    Shared by the commands that take ``--input DATA.npz``.
+    Loads the whole set: for the commands that need it in memory (``verify``); the others
+    stream it (``snncompile.streaming``).
     """
     from snncompile.targets import prepare_inputs
 
@@ -44,6 +50,28 @@ def load_inputs(data_file, graph, steps=None, samples=None):
     except SnnCompileError as exc:
         raise SnnCompileError(f"input file '{data_file}': {exc}") from None
     return x, T, (None if y is None else check_labels(y, len(x), data_file))
+
+
+def chunk_size_option(func):
+    """``--chunk-size N`` (shared by the streaming commands): samples read, run and written
+    at a time."""
+    from snncompile.streaming import DEFAULT_CHUNK_SIZE
+
+    return click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE,
+                        show_default=True,
+                        help="Samples read, run and written at a time: memory is that of one chunk; "
+                             "the results do not depend on it.")(func)
+
+
+def data_steps(source, graph, steps, data_file) -> int:
+    """T of a streamed data set (from its first sample), or an error naming ``data_file``."""
+    from snncompile.targets.base import input_steps
+
+    x0, _ = source.read(0, 1)
+    try:
+        return input_steps(graph, x0, steps)[0]
+    except SnnCompileError as exc:
+        raise SnnCompileError(f"input file '{data_file}': {exc}") from None
 
 
 def fixed_point_graph(graph):
@@ -59,20 +87,6 @@ def fixed_point_graph(graph):
     return qgraph, True
 
 
-def result_arrays(result, labels=None) -> dict[str, np.ndarray]:
-    """What OUT.npz holds for a RunResult (module docstring)."""
-    arrays = {"counts": result.counts, "pred": result.pred.astype(np.int64),
-              "backend": np.array(result.backend), "precision": np.array(result.precision),
-              "readout": np.array(result.readout), "steps": np.array(result.outputs.shape[1])}
-    if result.readout == "spikes":
-        arrays["spikes"] = result.outputs.astype(np.uint8)
-    else:
-        arrays["potential"] = np.cumsum(result.outputs, axis=1)
-    if labels is not None:
-        arrays["accuracy"] = np.array(result.accuracy(labels))
-    return arrays
-
-
 @click.command("run")
 @click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
 @click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(dir_okay=False),
@@ -84,28 +98,36 @@ def result_arrays(result, labels=None) -> dict[str, np.ndarray]:
               help="Time steps to run (default: those of x, or the graph's for a static x).")
 @click.option("-o", "--output", "out_file", metavar="OUT.npz", type=click.Path(dir_okay=False), default=None,
               help="Result file [default: <GRAPH name>.out.npz in the current folder].")
+@chunk_size_option
 @reports_errors
-def command(graph_file, data_file, backend, precision, steps, out_file):
+def command(graph_file, data_file, backend, precision, steps, out_file, chunk_size):
     """Run GRAPH.onnx on the inputs of DATA.npz and write counts, predictions and output spikes."""
     from snncompile.ir.onnx_format import load_onnx
-    from snncompile.targets import run
 
     out_file = Path(out_file or f"{Path(graph_file).stem}.out.npz")
     graph = load_onnx(graph_file)
-    x, T, y = load_inputs(data_file, graph, steps)
+    source = open_inputs(data_file)
+    T = data_steps(source, graph, steps, data_file)
     with atomic_output(out_file) as tmp:
         if precision == "fixed":
             graph, quantized_now = fixed_point_graph(graph)
             if quantized_now:
                 click.echo("note: the graph is not quantized; quantized it with default settings "
                            "(use `snncompile quantize --calib` for calibrated scales)")
-        start = time.perf_counter()
-        result = run(graph, x, steps=T, backend=backend, precision=precision)
-        wall = time.perf_counter() - start
-        arrays = result_arrays(result, y)
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    acc = (f", accuracy {float(arrays['accuracy']):.2%} ({int(np.sum(result.pred == y))}/{len(y)})"
-           if y is not None else "")
-    click.echo(f"ran {len(x)} sample(s) x {T} steps on {backend} ({precision}){acc} in {wall:.2f} s "
+        job = RunJob(graph, backend, precision, T, str(data_file))
+        writer = RunWriter(Path(tmp).parent, len(source), backend, precision, graph.output.mode, T,
+                           source.has_labels)
+        try:
+            start = time.perf_counter()
+            with Progress(len(source), f"run ({backend})") as progress:
+                for lo, hi in chunk_ranges(len(source), chunk_size):
+                    writer.add(job(source, lo, hi))
+                    progress.update(hi - lo)
+            wall = time.perf_counter() - start
+            writer.finish(tmp)
+        finally:
+            writer.close()
+    acc = (f", accuracy {writer.accuracy:.2%} ({writer.correct}/{len(source)})"
+           if source.has_labels else "")
+    click.echo(f"ran {len(source)} sample(s) x {T} steps on {backend} ({precision}){acc} in {wall:.2f} s "
                f"-> {out_file}")
