@@ -376,6 +376,39 @@ class RunWriter:
         self._npz.close()
 
 
+@dataclass
+class EnergyChunk:
+    """Exact count sums of samples ``lo:hi`` (``record``), the backend that counted them, and
+    the notes the counting made (e.g. "counted on the emulator: Lava records no layers")."""
+
+    lo: int
+    hi: int
+    record: object          # snncompile.energy.counts.CountRecord
+    counted_on: str
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class EnergyJob:
+    """``energy``'s per-chunk work (picklable): a recorded run of samples lo:hi, reduced at
+    once to a CountRecord of exact integer sums (no per-sample table survives the chunk)."""
+
+    graph: object
+    backend: str
+    precision: str
+    steps: int
+    data_file: str = ""
+
+    def __call__(self, source: InputSource, lo: int, hi: int) -> EnergyChunk:
+        from snncompile.commands.energy import counted_run
+        from snncompile.energy.counts import record_run
+
+        x, _ = source.read(lo, hi)
+        RunJob(self.graph, self.backend, self.precision, self.steps, self.data_file).check(x)
+        result, counted_on, notes = counted_run(self.graph, x, self.steps, self.backend, self.precision)
+        return EnergyChunk(lo, hi, record_run(self.graph, result, x), counted_on, notes)
+
+
 # -- progress ------------------------------------------------------------------------
 class Progress:
     """Feedback on stderr for a long loop: a tqdm bar when stderr is a terminal, else a few

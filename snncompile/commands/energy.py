@@ -1,13 +1,19 @@
 """``snncompile energy GRAPH.onnx --input DATA.npz [-o REPORT.json|.md|.html]``: SynOps,
-MACs, firing rates and energy per sample, under a stated convention and energy model."""
+MACs, firing rates and energy per sample, under a stated convention and energy model.
+
+DATA is run in chunks of ``--chunk-size`` samples, each reduced at once to exact integer
+sums (``energy.counts.CountRecord``): memory does not grow with N and the report is the
+same for every chunk size."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from snncompile.commands._common import atomic_output, load_npz, reports_errors
+from snncompile.commands._common import atomic_output, reports_errors
+from snncompile.commands.run import chunk_size_option
 from snncompile.energy.conventions import CONVENTIONS, FIRST_LAYER, NONBINARY
 from snncompile.energy.models import MODELS
 from snncompile.errors import SnnCompileError
@@ -55,34 +61,42 @@ def counted_run(graph, x, T, backend, precision):
               help="JSON/TOML file of per-op constants in pJ overriding --energy-model.")
 @click.option("-o", "--output", "out_file", metavar="REPORT", type=click.Path(dir_okay=False), default=None,
               help="Write the report: .json, .md or .html (self-contained, with plots).")
+@chunk_size_option
 @reports_errors
 def command(graph_file, data_file, backend, precision, steps, convention, first_layer, nonbinary,
-            energy_model, constants, out_file):
+            energy_model, constants, out_file, chunk_size):
     """Count SynOps/MACs per layer on DATA.npz and estimate energy per sample, with an ANN baseline."""
-    from snncompile.commands.run import fixed_point_graph
-    from snncompile.energy import Convention, analyze, resolve_model
+    from snncompile.commands.run import data_steps, fixed_point_graph
+    from snncompile.energy import Convention, resolve_model
+    from snncompile.energy.analysis import report_from_record
+    from snncompile.energy.counts import CountRecord
     from snncompile.ir.onnx_format import load_onnx
-    from snncompile.targets import prepare_inputs
+    from snncompile.streaming import EnergyJob, Progress, chunk_ranges, open_inputs
 
     if out_file is not None and Path(out_file).suffix.lower() not in FORMATS:
         raise SnnCompileError(f"report file '{out_file}': unknown format; use .json, .md or .html")
     conv = Convention(convention, first_layer, nonbinary)
     model = resolve_model(energy_model, constants)   # bad names/files fail before the run
     graph = load_onnx(graph_file)
-    x, _ = load_npz(data_file)
-    try:
-        xs, T = prepare_inputs(graph, x, steps)
-    except SnnCompileError as exc:
-        raise SnnCompileError(f"input file '{data_file}': {exc}") from None
+    source = open_inputs(data_file)
+    T = data_steps(source, graph, steps, data_file)
     notes = []
     if precision == "fixed":
         graph, quantized_now = fixed_point_graph(graph)
         if quantized_now:
             notes.append("the graph was not quantized: quantized with default settings, no calibration")
     start = time.perf_counter()
-    result, counted_on, more = counted_run(graph, xs, T, backend, precision)
-    report = analyze(graph, result, conv, model, x=x, notes=notes + more, backend=backend,
-                     counts_from=counted_on)
+    job = EnergyJob(graph, backend, precision, T, str(data_file))
+    chunks = []
+    with Progress(len(source), f"energy ({backend})") as progress:
+        for lo, hi in chunk_ranges(len(source), chunk_size):
+            chunks.append(job(source, lo, hi))
+            if len(chunks) > 1:   # keep one running sum, not a record per chunk
+                chunks = [replace(chunks[0], record=CountRecord.merge([c.record for c in chunks]))]
+            progress.update(hi - lo)
+    counted_on, more = chunks[0].counted_on, chunks[0].notes
+    report = report_from_record(graph, chunks[0].record, conv, model, backend=backend, precision=precision,
+                                counts_from=counted_on, notes=notes + more)
     wall = time.perf_counter() - start
     if out_file is not None:
         text = getattr(report, FORMATS[Path(out_file).suffix.lower()])()
@@ -91,5 +105,5 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
     click.echo(report.summary_table())
     for note in notes + more:
         click.echo(f"note: {note}")
-    click.echo(f"counted {len(xs)} sample(s) x {T} steps on {counted_on} ({precision}) in {wall:.2f} s"
+    click.echo(f"counted {len(source)} sample(s) x {T} steps on {counted_on} ({precision}) in {wall:.2f} s"
                + (f" -> {out_file}" if out_file else ""))
