@@ -1,0 +1,148 @@
+"""Chunks of a data set computed on a Ray cluster (``--ray ADDRESS`` of run, energy, verify).
+
+Why a module of its own: the commands cut a data set into sample ranges and compute each
+range independently (``snncompile.streaming``: a picklable *job* ``job(source, lo, hi)``
+and a lazy, picklable :class:`~snncompile.streaming.InputSource`). This module only
+decides *where* a range is computed. The job and the source travel to the cluster once
+(``ray.put``); each task gets a range, and the worker reads those samples itself from the
+data path (so the data must be on storage every node sees, at the same path). Results come
+back in sample order, so the merged output is the single-process output byte for byte: the
+ranges are the same ones the single-process chunked path uses.
+
+A task whose worker dies (killed, out of memory, node lost) is retried by Ray up to
+``retries`` times; if it still fails, :func:`map_chunks` raises one SnnCompileError naming
+the chunk, after cancelling the rest, and the caller writes no output. An error of the job
+itself (a bad sample range) is not retried: it is reported as the job raised it.
+
+Threads: each task asks for ``threads`` CPUs (default 1) and runs torch on that many
+threads, so a node runs one task per CPU instead of one oversubscribed task per CPU.
+The driver always disconnects (``ray.shutdown``), also on errors and Ctrl-C.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+from snncompile.errors import SnnCompileError
+
+INSTALL_HINT = "pip install 'snncompile[ray]'"
+
+#: Ray retries a task whose worker process died this many times before giving up on it.
+DEFAULT_RETRIES = 2
+
+#: Tasks in flight per CPU of the cluster: enough to keep every worker busy while the
+#: driver merges, few enough that finished results do not pile up in the driver's memory.
+IN_FLIGHT_PER_CPU = 2
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Samples ``lo:hi`` of the data set, the ``index``-th of ``total`` chunks."""
+
+    index: int
+    total: int
+    lo: int
+    hi: int
+
+    def describe(self, data_path) -> str:
+        return f"chunk {self.index + 1}/{self.total} (samples {self.lo}..{self.hi - 1}) of '{data_path}'"
+
+
+def import_ray():
+    """The ``ray`` module, or a SnnCompileError that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise SnnCompileError(f"--ray needs Ray, which is not installed here; install it with "
+                              f"`{INSTALL_HINT}`") from None
+    return ray
+
+
+@contextlib.contextmanager
+def connected(address: str):
+    """Connect this process to the Ray cluster at ``address`` as a driver; always disconnect.
+
+    ``address`` is what ``ray.init`` takes: ``HOST:PORT`` of the head, ``auto``, or a Ray
+    Client address ``ray://HOST:10001``. Never starts a cluster of its own."""
+    ray = import_ray()
+    if not address:
+        raise SnnCompileError("--ray needs the address of a running Ray cluster (HOST:PORT, auto, "
+                              "or ray://HOST:10001)")
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                 configure_logging=True)
+    except Exception as exc:  # ConnectionError, ValueError, grpc errors: all mean "no cluster there"
+        raise SnnCompileError(f"cannot connect to the Ray cluster at '{address}': "
+                              f"{_first_line(exc)}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _run_task(job, source, lo: int, hi: int, threads: int):
+    """What a Ray worker runs: ``job(source, lo, hi)`` on ``threads`` torch threads."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return job(source, lo, hi)
+
+
+def map_chunks(address: str, job: Callable, source, ranges: Sequence[tuple[int, int]], *,
+               retries: int = DEFAULT_RETRIES, threads: int = 1,
+               on_result: Callable[[Chunk], None] | None = None) -> Iterator:
+    """``job(source, lo, hi)`` for every range, on the cluster at ``address``; yields the
+    results in range order (so the caller's merge is the single-process one).
+
+    ``job`` and ``source`` must be picklable; they are sent once. ``on_result(chunk)`` is
+    called as each result arrives (progress). Raises SnnCompileError naming the chunk when a
+    task fails ``retries + 1`` times or the job raises."""
+    with connected(address) as ray:
+        task = ray.remote(num_cpus=threads, max_retries=retries, retry_exceptions=False)(_run_task)
+        job_ref, source_ref = ray.put(job), ray.put(source)
+        chunks = [Chunk(i, len(ranges), lo, hi) for i, (lo, hi) in enumerate(ranges)]
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        window = max(2, IN_FLIGHT_PER_CPU * max(1, cpus // threads))
+        pending: dict[int, object] = {}   # chunk index -> ObjectRef, submitted, not yet yielded
+        submitted = 0
+        try:
+            for chunk in chunks:
+                while submitted < len(chunks) and len(pending) < window:
+                    c = chunks[submitted]
+                    pending[c.index] = task.remote(job_ref, source_ref, c.lo, c.hi, threads)
+                    submitted += 1
+                ref = pending.pop(chunk.index)
+                result = _get(ray, ref, chunk, source, retries)
+                if on_result is not None:
+                    on_result(chunk)
+                yield result
+        finally:
+            for ref in pending.values():
+                ray.cancel(ref, force=True)
+
+
+def _get(ray, ref, chunk: Chunk, source, retries: int):
+    """The result of one task, or a SnnCompileError naming its chunk."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:     # the job itself raised
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+        if isinstance(cause, SnnCompileError):
+            raise SnnCompileError(f"{chunk.describe(_path(source))}: {cause}") from None
+        raise SnnCompileError(f"{chunk.describe(_path(source))} failed on the Ray cluster: "
+                              f"{type(cause).__name__}: {_first_line(cause)}") from None
+    except ray.exceptions.RayError as exc:         # the worker (or its node) died, every try
+        raise SnnCompileError(f"{chunk.describe(_path(source))} failed on the Ray cluster after "
+                              f"{retries + 1} tries: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _path(source):
+    return getattr(source, "path", "data")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
