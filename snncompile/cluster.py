@@ -23,7 +23,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import click
 
 from snncompile.errors import SnnCompileError
 
@@ -48,6 +51,26 @@ class Chunk:
 
     def describe(self, data_path) -> str:
         return f"chunk {self.index + 1}/{self.total} (samples {self.lo}..{self.hi - 1}) of '{data_path}'"
+
+
+def ray_option(func):
+    """The ``--ray ADDRESS`` option of the commands that stream a data set."""
+    return click.option(
+        "--ray", "ray_address", metavar="ADDRESS", default=None,
+        help="Shard the samples over the Ray cluster at ADDRESS (HOST:PORT of the head, auto, or "
+             "ray://HOST:10001); every node reads DATA itself, so DATA must be on shared storage. "
+             f"Needs `{INSTALL_HINT}`.")(func)
+
+
+def compute_chunks(job: Callable, source, ranges: Sequence[tuple[int, int]],
+                   ray_address: Optional[str] = None) -> Iterator:
+    """``job(source, lo, hi)`` for every range, in range order: in this process, or sharded
+    over the Ray cluster at ``ray_address`` (same results, same order)."""
+    if ray_address is None:
+        for lo, hi in ranges:
+            yield job(source, lo, hi)
+        return
+    yield from map_chunks(ray_address, job, source, ranges)
 
 
 def import_ray():
@@ -92,20 +115,24 @@ def _run_task(job, source, lo: int, hi: int, threads: int):
 
 
 def map_chunks(address: str, job: Callable, source, ranges: Sequence[tuple[int, int]], *,
-               retries: int = DEFAULT_RETRIES, threads: int = 1,
-               on_result: Callable[[Chunk], None] | None = None) -> Iterator:
+               retries: int = DEFAULT_RETRIES, threads: int = 1) -> Iterator:
     """``job(source, lo, hi)`` for every range, on the cluster at ``address``; yields the
     results in range order (so the caller's merge is the single-process one).
 
-    ``job`` and ``source`` must be picklable; they are sent once. ``on_result(chunk)`` is
-    called as each result arrives (progress). Raises SnnCompileError naming the chunk when a
-    task fails ``retries + 1`` times or the job raises."""
+    ``job`` and ``source`` must be picklable; they are sent once. Raises SnnCompileError
+    naming the chunk when a task fails ``retries + 1`` times or the job raises."""
+    from snncompile.streaming import open_inputs
+
+    shown = source.path   # errors name DATA as the user gave it
+    # Workers do not share this process's working directory: they open DATA by absolute path.
+    source = open_inputs(Path(source.path).absolute()) if not Path(source.path).is_absolute() else source
     with connected(address) as ray:
         task = ray.remote(num_cpus=threads, max_retries=retries, retry_exceptions=False)(_run_task)
         job_ref, source_ref = ray.put(job), ray.put(source)
         chunks = [Chunk(i, len(ranges), lo, hi) for i, (lo, hi) in enumerate(ranges)]
         cpus = int(ray.cluster_resources().get("CPU", 1))
         window = max(2, IN_FLIGHT_PER_CPU * max(1, cpus // threads))
+        click.echo(f"ray: {len(chunks)} chunk(s) over {cpus} CPU(s) of the cluster at '{address}'", err=True)
         pending: dict[int, object] = {}   # chunk index -> ObjectRef, submitted, not yet yielded
         submitted = 0
         try:
@@ -115,32 +142,25 @@ def map_chunks(address: str, job: Callable, source, ranges: Sequence[tuple[int, 
                     pending[c.index] = task.remote(job_ref, source_ref, c.lo, c.hi, threads)
                     submitted += 1
                 ref = pending.pop(chunk.index)
-                result = _get(ray, ref, chunk, source, retries)
-                if on_result is not None:
-                    on_result(chunk)
-                yield result
+                yield _get(ray, ref, chunk.describe(shown), retries)
         finally:
             for ref in pending.values():
                 ray.cancel(ref, force=True)
 
 
-def _get(ray, ref, chunk: Chunk, source, retries: int):
+def _get(ray, ref, what: str, retries: int):
     """The result of one task, or a SnnCompileError naming its chunk."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:     # the job itself raised
         cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
         if isinstance(cause, SnnCompileError):
-            raise SnnCompileError(f"{chunk.describe(_path(source))}: {cause}") from None
-        raise SnnCompileError(f"{chunk.describe(_path(source))} failed on the Ray cluster: "
+            raise SnnCompileError(f"{what}: {cause}") from None
+        raise SnnCompileError(f"{what} failed on the Ray cluster: "
                               f"{type(cause).__name__}: {_first_line(cause)}") from None
     except ray.exceptions.RayError as exc:         # the worker (or its node) died, every try
-        raise SnnCompileError(f"{chunk.describe(_path(source))} failed on the Ray cluster after "
+        raise SnnCompileError(f"{what} failed on the Ray cluster after "
                               f"{retries + 1} tries: {type(exc).__name__}: {_first_line(exc)}") from None
-
-
-def _path(source):
-    return getattr(source, "path", "data")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from snncompile.cluster import compute_chunks, ray_option
 from snncompile.commands._common import atomic_output, reports_errors
 from snncompile.commands.run import chunk_size_option
 from snncompile.energy.conventions import CONVENTIONS, FIRST_LAYER, NONBINARY
@@ -43,8 +44,9 @@ def counted_run(graph, x, T, backend, precision):
 
 @click.command("energy")
 @click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(dir_okay=False),
-              help="x: (N, T, *input_shape) or static (N, *input_shape); the data set to count on.")
+@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(),
+              help="x: (N, T, *input_shape) or static (N, *input_shape); the data set to count on "
+                   "(also an .npy, or a folder of .npz shards).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="reference", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), default="float", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=None,
@@ -62,9 +64,10 @@ def counted_run(graph, x, T, backend, precision):
 @click.option("-o", "--output", "out_file", metavar="REPORT", type=click.Path(dir_okay=False), default=None,
               help="Write the report: .json, .md or .html (self-contained, with plots).")
 @chunk_size_option
+@ray_option
 @reports_errors
 def command(graph_file, data_file, backend, precision, steps, convention, first_layer, nonbinary,
-            energy_model, constants, out_file, chunk_size):
+            energy_model, constants, out_file, chunk_size, ray_address):
     """Count SynOps/MACs per layer on DATA.npz and estimate energy per sample, with an ANN baseline."""
     from snncompile.commands.run import data_steps, fixed_point_graph
     from snncompile.energy import Convention, resolve_model
@@ -89,11 +92,11 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
     job = EnergyJob(graph, backend, precision, T, str(data_file))
     chunks = []
     with Progress(len(source), f"energy ({backend})") as progress:
-        for lo, hi in chunk_ranges(len(source), chunk_size):
-            chunks.append(job(source, lo, hi))
+        for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size), ray_address):
+            chunks.append(chunk)
             if len(chunks) > 1:   # keep one running sum, not a record per chunk
                 chunks = [replace(chunks[0], record=CountRecord.merge([c.record for c in chunks]))]
-            progress.update(hi - lo)
+            progress.update(chunk.hi - chunk.lo)
     counted_on, more = chunks[0].counted_on, chunks[0].notes
     report = report_from_record(graph, chunks[0].record, conv, model, backend=backend, precision=precision,
                                 counts_from=counted_on, notes=notes + more)

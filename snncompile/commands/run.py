@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from snncompile.cluster import compute_chunks, ray_option
 from snncompile.commands._common import atomic_output, load_npz, reports_errors
 from snncompile.errors import SnnCompileError
 from snncompile.streaming import Progress, RunJob, RunWriter, chunk_ranges, open_inputs
@@ -89,8 +90,9 @@ def fixed_point_graph(graph):
 
 @click.command("run")
 @click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(dir_okay=False),
-              help="x: (N, T, *input_shape) or static (N, *input_shape); optional y: (N,) labels.")
+@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(),
+              help="x: (N, T, *input_shape) or static (N, *input_shape); optional y: (N,) labels. "
+                   "Also an .npy of x, or a folder of .npz shards (name order).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="reference", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), default="float", show_default=True,
               help="fixed: Loihi integers (a graph not yet quantized is quantized with default settings).")
@@ -99,8 +101,9 @@ def fixed_point_graph(graph):
 @click.option("-o", "--output", "out_file", metavar="OUT.npz", type=click.Path(dir_okay=False), default=None,
               help="Result file [default: <GRAPH name>.out.npz in the current folder].")
 @chunk_size_option
+@ray_option
 @reports_errors
-def command(graph_file, data_file, backend, precision, steps, out_file, chunk_size):
+def command(graph_file, data_file, backend, precision, steps, out_file, chunk_size, ray_address):
     """Run GRAPH.onnx on the inputs of DATA.npz and write counts, predictions and output spikes."""
     from snncompile.ir.onnx_format import load_onnx
 
@@ -120,9 +123,9 @@ def command(graph_file, data_file, backend, precision, steps, out_file, chunk_si
         try:
             start = time.perf_counter()
             with Progress(len(source), f"run ({backend})") as progress:
-                for lo, hi in chunk_ranges(len(source), chunk_size):
-                    writer.add(job(source, lo, hi))
-                    progress.update(hi - lo)
+                for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size), ray_address):
+                    writer.add(chunk)
+                    progress.update(chunk.hi - chunk.lo)
             wall = time.perf_counter() - start
             writer.finish(tmp)
         finally:
