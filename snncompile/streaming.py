@@ -309,20 +309,23 @@ class RunJob:
         from snncompile.targets import run
 
         x, y = source.read(lo, hi)
-        x = self.check(x)
+        self.check(x, lo)
         labels = None if y is None else self.labels(y)
         result = run(self.graph, x, steps=self.steps, backend=self.backend, precision=self.precision)
         return RunChunk(lo, hi, chunk_arrays(result), None if labels is None
                         else int(np.sum(result.pred == labels)))
 
-    def check(self, x):
-        """``x`` unchanged if it fits the graph (else an error naming the data file)."""
+    def check(self, x, lo: int = 0) -> None:
+        """Samples ``lo:lo+len(x)`` fit the graph and are finite, else an error naming the file."""
         from snncompile.targets.base import input_steps
         try:
             input_steps(self.graph, x, self.steps)
         except SnnCompileError as exc:
             raise SnnCompileError(f"input file '{self.data_file}': {exc}") from None
-        return x
+        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+            bad = lo + int(np.argmin(np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+            raise SnnCompileError(f"input file '{self.data_file}': input contains NaN or Inf values "
+                                  f"(first in sample {bad})")
 
     def labels(self, y):
         from snncompile.commands.run import check_labels
@@ -404,7 +407,7 @@ class EnergyJob:
         from snncompile.energy.counts import record_run
 
         x, _ = source.read(lo, hi)
-        RunJob(self.graph, self.backend, self.precision, self.steps, self.data_file).check(x)
+        RunJob(self.graph, self.backend, self.precision, self.steps, self.data_file).check(x, lo)
         result, counted_on, notes = counted_run(self.graph, x, self.steps, self.backend, self.precision)
         return EnergyChunk(lo, hi, record_run(self.graph, result, x), counted_on, notes)
 
