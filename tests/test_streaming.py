@@ -213,3 +213,32 @@ def test_progress_goes_to_stderr_and_stdout_is_unchanged(files):
     res = _run(d, "g.onnx", "train.npz", "prog.npz", "--backend", "emulator", "--chunk-size", "5")
     assert res.stdout.count("\n") == 1 and res.stdout.startswith(f"ran {N} sample(s)")
     assert "run (emulator): 5/23 samples" in res.stderr
+
+
+def _table(text):
+    """The verify tables without the time column (and without stderr progress)."""
+    return [line.rsplit("  ", 1)[0] if line[:1].isalpha() else line for line in text.splitlines()]
+
+
+@pytest.mark.lava
+def test_verify_streams_and_gives_the_same_tables_for_every_chunk_size(files):
+    d = files
+    outs = []
+    for size in (5, 512):
+        res = cli("verify", d / "g.onnx", "--input", d / "train.npz", "--lava-samples", "3",
+                  "--no-lava-float", "--chunk-size", size)
+        assert res.exit_code == 0, res.output
+        assert "emulator == Lava fixed point, spike for spike, on 3 samples" in res.stdout
+        outs.append(_table(res.stdout))
+    assert outs[0] == outs[1]
+    assert any(line.startswith("emulator fixed   23") for line in outs[0])
+
+
+def test_quantize_calibrates_from_any_layout_reading_only_max_calib(files, tmp_path):
+    d = files
+    for name in ("train.npz", "shards"):
+        res = cli("quantize", d / "g.onnx", "--calib", d / name, "--max-calib", "17",
+                  "-o", tmp_path / f"{name}.q.onnx")
+        assert res.exit_code == 0, res.output
+        assert "calibrated on 17 samples" in res.stdout
+    assert (tmp_path / "train.npz.q.onnx").read_bytes() == (tmp_path / "shards.q.onnx").read_bytes()

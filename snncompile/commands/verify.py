@@ -9,6 +9,9 @@ with default settings (or ``--calib``), the same parameters for emulator and Lav
 Exit status: 0 when emulator and Lava fixed agree spike for spike (outputs and every
 layer's counts), 1 when they differ (or on bad input), 2 when Lava fixed point could
 not be run at all (the reason is printed).
+
+Reference and emulator stream DATA in chunks of ``--chunk-size`` samples, keeping only the
+predictions, layer totals and the first ``--lava-samples`` outputs (compared with Lava).
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from typing import Optional
 import click
 import numpy as np
 
-from snncompile.commands._common import load_npz, reports_errors
+from snncompile.commands._common import reports_errors
+from snncompile.commands.run import chunk_size_option
 from snncompile.errors import SnnCompileError
 
 
@@ -45,6 +49,56 @@ def _run(label, fn, n) -> Column:
         col.error = str(exc)
     col.seconds = time.perf_counter() - t0
     return col
+
+
+@dataclass
+class Streamed:
+    """A reference/emulator run over the whole data set, chunk by chunk, keeping only what the
+    tables need: every prediction, every output spike (uint8: T x n_out bytes a sample; a
+    potential readout: the first ``keep`` samples), the layer counts of the first ``keep``
+    samples (compared with Lava), and each layer's spike total over those and all samples."""
+
+    readout: str
+    precision: str
+    keep: int
+    pred: np.ndarray = None
+    outputs: np.ndarray = None
+    layer_counts: dict = field(default_factory=dict)
+    totals_head: dict = field(default_factory=dict)
+    totals_all: dict = field(default_factory=dict)
+
+    def add(self, result, lo: int) -> None:
+        head = max(0, min(self.keep - lo, len(result.outputs)))
+        self.pred = _cat(self.pred, result.pred)
+        if self.readout == "spikes":
+            self.outputs = _cat(self.outputs, result.outputs.astype(np.uint8))
+        elif head:
+            self.outputs = _cat(self.outputs, result.outputs[:head])
+        for k, lc in result.layer_counts.items():
+            if head:
+                self.layer_counts[k] = _cat(self.layer_counts.get(k), lc[:head])
+                self.totals_head[k] = self.totals_head.get(k, 0) + int(lc[:head].sum())
+            self.totals_all[k] = self.totals_all.get(k, 0) + int(lc.sum())
+
+    def total(self, name: str, n: int) -> Optional[int]:
+        if name not in self.totals_all:
+            return None
+        if n == len(self.pred):
+            return self.totals_all[name]
+        if n == self.keep:
+            return self.totals_head[name]
+        raise ValueError(f"layer totals kept for the first {self.keep} or all {len(self.pred)} samples, not {n}")
+
+
+def _cat(a, b):
+    return b if a is None else np.concatenate([a, b])
+
+
+def _layer_total(result, name: str, n: int) -> Optional[int]:
+    if isinstance(result, Streamed):
+        return result.total(name, n)
+    lc = result.layer_counts.get(name)
+    return None if lc is None else int(lc[:n].sum())
 
 
 def compare(ref: Column, emu: Column, others: list[Column], labels, neurons: list[str]
@@ -80,8 +134,8 @@ def compare(ref: Column, emu: Column, others: list[Column], labels, neurons: lis
     for k in layers:
         vals = []
         for c in cols:
-            lc = c.result.layer_counts.get(k) if c.result is not None else None
-            vals.append("-" if lc is None else str(int(lc[:n_common].sum())))
+            total = _layer_total(c.result, k, n_common) if c.result is not None else None
+            vals.append("-" if total is None else str(total))
         match = "-"
         if lava_fixed is not None:
             a, b = emu.result.layer_counts[k][:lava_fixed.n], lava_fixed.result.layer_counts.get(k)
@@ -106,7 +160,8 @@ def _table(rows) -> list[str]:
 
 @click.command("verify")
 @click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(),
+              help="As for `run` (also an .npy or a folder of .npz shards); streamed in chunks.")
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="Use the first N samples for reference and emulator [default: all].")
 @click.option("--lava-samples", type=click.IntRange(min=1), default=20, show_default=True,
@@ -115,27 +170,31 @@ def _table(rows) -> list[str]:
               help="Calibration data when GRAPH is not quantized yet.")
 @click.option("--no-lava-float", is_flag=True, help="Skip the Lava float run.")
 @click.option("--steps", type=click.IntRange(min=1), default=None)
+@chunk_size_option
 @reports_errors
-def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_float, steps):
+def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_float, steps, chunk_size):
     """Run reference float, emulator fixed, Lava fixed and Lava float side by side."""
+    from snncompile.commands.quantize import read_calibration
+    from snncompile.commands.run import check_labels, data_steps
     from snncompile.ir.onnx_format import load_onnx
     from snncompile.quantize import is_quantized, quantize
-    from snncompile.commands.run import load_inputs
+    from snncompile.streaming import Progress, RunJob, chunk_ranges, open_inputs
     from snncompile.targets import emulator, reference
 
     graph = load_onnx(graph_file)
-    x, _, y = load_inputs(data_file, graph, steps, samples)
+    source = open_inputs(data_file)
+    T = data_steps(source, graph, steps, data_file)
     qgraph = graph
     if not is_quantized(graph):
-        calib = load_npz(calib_file, what="calibration")[0] if calib_file else None
+        calib = read_calibration(calib_file) if calib_file else None
         qgraph, _ = quantize(graph, calib=calib)
         click.echo(f"graph not quantized: quantized with {'--calib data' if calib_file else 'default settings'}")
-    n, nl = len(x), min(lava_samples, len(x))
-    ref = _run("reference float", lambda: reference.run(graph, x, record=True), n)
-    emu = _run("emulator fixed", lambda: emulator.run(qgraph, x, precision="fixed", record=True), n)
-    for c in (ref, emu):
-        if c.error:
-            raise SnnCompileError(f"{c.label}: {c.error}")
+    n = min(samples or len(source), len(source))
+    nl = min(lava_samples, n)
+    checker = RunJob(graph, "reference", "float", T, str(data_file))
+    # Lava first, on its few samples: then the streamed columns know which totals to keep
+    x_lava, _ = source.read(0, nl)
+    checker.check(x_lava)
     others = []
     try:
         from snncompile.targets import lava
@@ -143,11 +202,33 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
         lava = None
         lava_error = f"the Lava target cannot be imported ({exc})"
     if lava is not None:
-        others.append(_run("lava fixed", lambda: lava.run(qgraph, x[:nl], precision="fixed", record=True), nl))
+        click.echo(f"verify: running Lava on {nl} sample(s) ...", err=True)
+        others.append(_run("lava fixed", lambda: lava.run(qgraph, x_lava, steps=T, precision="fixed",
+                                                          record=True), nl))
         if not no_lava_float:
-            others.append(_run("lava float", lambda: lava.run(graph, x[:nl], precision="float", record=True), nl))
+            others.append(_run("lava float", lambda: lava.run(graph, x_lava, steps=T, precision="float",
+                                                              record=True), nl))
     else:
         others = [Column("lava fixed", error=lava_error), Column("lava float", error=lava_error)]
+    keep = min([c.n for c in others if c.result is not None] or [nl])
+    ref = Column("reference float", Streamed(graph.output.mode, "float", keep), n=n)
+    emu = Column("emulator fixed", Streamed(graph.output.mode, "fixed", keep), n=n)
+    labels = [] if source.has_labels else None
+    with Progress(n, "verify (reference, emulator)") as progress:
+        for lo, hi in chunk_ranges(n, chunk_size):
+            x, y = source.read(lo, hi)
+            checker.check(x, lo)
+            if labels is not None:
+                labels.append(check_labels(y, len(y), data_file))
+            for col, fn in ((ref, lambda: reference.run(graph, x, steps=T, record=True)),
+                            (emu, lambda: emulator.run(qgraph, x, steps=T, precision="fixed", record=True))):
+                part = _run(col.label, fn, hi - lo)
+                if part.error:
+                    raise SnnCompileError(f"{col.label}: {part.error}")
+                col.result.add(part.result, lo)
+                col.seconds += part.seconds
+            progress.update(hi - lo)
+    y = None if labels is None else np.concatenate(labels)
     from snncompile.ir.nodes import Neuron
     neurons = [node.name for node in qgraph if isinstance(node, Neuron)]
     summary, layer_lines, exact = compare(ref, emu, others, y, neurons)
