@@ -126,8 +126,8 @@ def command(graph_file, data_file, backend, precision, steps, out_file, chunk_si
                 for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size), ray_address):
                     writer.add(chunk)
                     progress.update(chunk.hi - chunk.lo)
-            wall = time.perf_counter() - start
             writer.finish(tmp)
+            wall = time.perf_counter() - start     # reading, running and writing: all per sample
         finally:
             writer.close()
     acc = (f", accuracy {writer.accuracy:.2%} ({writer.correct}/{len(source)})"
