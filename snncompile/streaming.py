@@ -415,9 +415,11 @@ class EnergyJob:
 # -- progress ------------------------------------------------------------------------
 class Progress:
     """Feedback on stderr for a long loop: a tqdm bar when stderr is a terminal, else a few
-    plain ``desc: k/n samples`` lines (about every quarter). Never touches stdout."""
+    plain ``desc: k/n samples`` lines (about every quarter; ``announce``: also one at the start,
+    for a slow backend whose first chunk takes long). Never touches stdout."""
 
-    def __init__(self, total: int, desc: str, unit: str = "samples", plain_lines: int = 4):
+    def __init__(self, total: int, desc: str, unit: str = "samples", plain_lines: int = 4,
+                 announce: bool = False):
         self.total, self.desc, self.unit, self.done = total, desc, unit, 0
         self._bar = None
         self._next = 0
@@ -425,6 +427,8 @@ class Progress:
         if sys.stderr.isatty():
             from tqdm import tqdm
             self._bar = tqdm(total=total, desc=desc, unit=f" {unit}", file=sys.stderr, leave=False)
+        elif announce:
+            print(f"{desc}: {total} {unit} ...", file=sys.stderr, flush=True)
 
     def update(self, k: int) -> None:
         self.done += k

@@ -230,8 +230,23 @@ def test_verify_streams_and_gives_the_same_tables_for_every_chunk_size(files):
         assert res.exit_code == 0, res.output
         assert "emulator == Lava fixed point, spike for spike, on 3 samples" in res.stdout
         outs.append(_table(res.stdout))
+        assert "verify: running Lava on 3 sample(s)" in res.stderr
     assert outs[0] == outs[1]
     assert any(line.startswith("emulator fixed   23") for line in outs[0])
+
+
+@pytest.mark.lava
+def test_run_on_lava_announces_itself_and_matches_the_emulator(files, tmp_path):
+    d = files
+    np.savez(tmp_path / "four.npz", x=TRAIN[:4])
+    res = cli("run", d / "g.onnx", "--input", tmp_path / "four.npz", "--backend", "lava", "--precision", "fixed",
+              "-o", tmp_path / "lava.npz")
+    assert res.exit_code == 0, res.output
+    assert "run (lava): 4 samples ..." in res.stderr and "run (lava)" not in res.stdout
+    _run(d, "g.onnx", "train.npz", "emu_all.npz", "--backend", "emulator", "--precision", "fixed")
+    lava, emu = np.load(tmp_path / "lava.npz"), np.load(d / "emu_all.npz")
+    np.testing.assert_array_equal(lava["spikes"], emu["spikes"][:4])
+    assert lava["spikes"].sum() > 0
 
 
 def test_quantize_calibrates_from_any_layout_reading_only_max_calib(files, tmp_path):

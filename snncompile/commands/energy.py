@@ -91,7 +91,7 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
     start = time.perf_counter()
     job = EnergyJob(graph, backend, precision, T, str(data_file))
     chunks = []
-    with Progress(len(source), f"energy ({backend})") as progress:
+    with Progress(len(source), f"energy ({backend})", announce=backend == "lava") as progress:
         for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size), ray_address):
             chunks.append(chunk)
             if len(chunks) > 1:   # keep one running sum, not a record per chunk

@@ -122,7 +122,7 @@ def command(graph_file, data_file, backend, precision, steps, out_file, chunk_si
                            source.has_labels)
         try:
             start = time.perf_counter()
-            with Progress(len(source), f"run ({backend})") as progress:
+            with Progress(len(source), f"run ({backend})", announce=backend == "lava") as progress:
                 for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size), ray_address):
                     writer.add(chunk)
                     progress.update(chunk.hi - chunk.lo)
