@@ -217,12 +217,15 @@ _KIND_ORDER = {kind: i for i, kind in enumerate(VALUE_KINDS)}
 
 
 def exact_sum(a) -> np.ndarray:
-    """Sum over axis 0 as int64 when the values are whole numbers (spike counts, integer
-    data: exact and associative, so chunk sums merge exactly), else float64."""
+    """Sum over axis 0, as int64 when it is a whole number everywhere (spike counts, integer
+    data: int64 sums are exact and associative, so chunk sums merge exactly), else float64.
+    Summed in float64 first: exact for whole numbers up to 2**53, and 4x cheaper than
+    testing every value."""
     a = np.asarray(a)
-    if a.dtype.kind in "biu" or np.all(a == np.round(a)):
-        return a.astype(np.int64).sum(axis=0)
-    return a.astype(np.float64).sum(axis=0)
+    if a.dtype.kind in "biu":
+        return a.sum(axis=0, dtype=np.int64)
+    total = a.sum(axis=0, dtype=np.float64)
+    return total.astype(np.int64) if np.all(total == np.round(total)) else total
 
 
 @dataclass
@@ -279,9 +282,11 @@ def record_run(graph, result, x=None, input_kind: Optional[str] = None) -> Count
         check_data(graph, result, x)
     if input_kind is None:
         input_kind = data_kind(x) if x is not None else "real"
-    sums = {name: exact_sum(_recorded(result, name)) for name in result.layer_counts}
+    # the nodes count_record may read under any input kind (binary input needs the most)
+    wanted = set(needed_counts(graph, "binary"))
+    sums = {name: exact_sum(_recorded(result, name)) for name in result.layer_counts if name in wanted}
     steps = {name: exact_sum(np.asarray(s)) for name, s in result.layer_steps.items()
-             if np.asarray(s).shape == (N, T)}
+             if name in wanted and np.asarray(s).shape == (N, T)}
     input_sum = None
     if input_kind != "real" and any(isinstance(graph.node(s), ir.Input) for s in _synapse_sources(graph)):
         input_sum = exact_sum(input_counts(graph, result, x))
