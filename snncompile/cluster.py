@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -93,6 +94,7 @@ def connected(address: str):
     if not address:
         raise SnnCompileError("--ray needs the address of a running Ray cluster (HOST:PORT, auto, "
                               "or ray://HOST:10001)")
+    _check_reachable(address)
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
                  configure_logging=True)
@@ -103,6 +105,20 @@ def connected(address: str):
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when nothing listens at HOST:PORT (``ray.init`` would retry for minutes)."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise SnnCompileError(f"--ray '{address}': expected HOST:PORT, auto, or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SnnCompileError(f"cannot connect to the Ray cluster at '{address}': nothing answers at "
+                              f"{host}:{port} ({exc.strerror or exc}); is `ray start --head` running there?") from None
 
 
 def _run_task(job, source, lo: int, hi: int, threads: int):

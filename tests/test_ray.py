@@ -236,3 +236,14 @@ def test_without_ray_the_option_says_how_to_install_it(files, monkeypatch):
     assert res.stderr.strip().splitlines()[-1] == (
         "error: --ray needs Ray, which is not installed here; install it with `pip install 'snncompile[ray]'`")
     assert not (files / "noray.npz").exists()
+
+
+def test_an_address_where_nothing_listens_fails_fast_with_one_error_line(files):
+    pytest.importorskip("ray")
+    start = time.perf_counter()
+    res = _cli(files, "run", "g.onnx", "-i", "data.npz", "-o", "nohead.npz", "--ray", f"127.0.0.1:{_free_port()}")
+    assert res.exit_code == 1 and time.perf_counter() - start < 30
+    (line,) = _error_lines(res)
+    assert re.fullmatch(r"error: cannot connect to the Ray cluster at '127\.0\.0\.1:\d+': nothing answers at "
+                        r"127\.0\.0\.1:\d+ \(Connection refused\); is `ray start --head` running there\?", line)
+    assert not (files / "nohead.npz").exists()
