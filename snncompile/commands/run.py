@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from snncompile.cluster import compute_chunks, ray_option
-from snncompile.commands._common import atomic_output, load_npz, reports_errors
+from snncompile.commands._common import atomic_output, reports_errors
 from snncompile.errors import SnnCompileError
 from snncompile.streaming import Progress, RunJob, RunWriter, chunk_ranges, open_inputs
 from snncompile.targets.base import BACKENDS, PRECISIONS
@@ -32,25 +32,6 @@ def check_labels(y, n: int, data_file) -> np.ndarray:
         raise SnnCompileError(f"input file '{data_file}': labels 'y' must be ({n},) integer class indices, "
                               f"got shape {y.shape} dtype {y.dtype}")
     return y.astype(np.int64)
-
-
-def load_inputs(data_file, graph, steps=None, samples=None):
-    """DATA.npz checked against ``graph``: (x as (N, T, *input_shape) float64, T, labels or None).
-
-    Every problem is one SnnCompileError naming ``data_file``; ``samples`` keeps the first ones.
-    Loads the whole set: for the commands that need it in memory (``verify``); the others
-    stream it (``snncompile.streaming``).
-    """
-    from snncompile.targets import prepare_inputs
-
-    x, y = load_npz(data_file)
-    if samples:
-        x, y = x[:samples], (None if y is None else y[:samples])
-    try:
-        x, T = prepare_inputs(graph, x, steps)
-    except SnnCompileError as exc:
-        raise SnnCompileError(f"input file '{data_file}': {exc}") from None
-    return x, T, (None if y is None else check_labels(y, len(x), data_file))
 
 
 def chunk_size_option(func):
