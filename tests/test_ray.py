@@ -247,3 +247,21 @@ def test_an_address_where_nothing_listens_fails_fast_with_one_error_line(files):
     assert re.fullmatch(r"error: cannot connect to the Ray cluster at '127\.0\.0\.1:\d+': nothing answers at "
                         r"127\.0\.0\.1:\d+ \(Connection refused\); is `ray start --head` running there\?", line)
     assert not (files / "nohead.npz").exists()
+
+
+@pytest.mark.slow
+def test_verify_over_ray_gives_the_same_tables(cluster, files, monkeypatch):
+    """Reference and emulator columns sharded (Lava kept out here: it runs on the driver)."""
+    monkeypatch.setitem(sys.modules, "snncompile.targets.lava", None)
+    tables = []
+    for extra in ((), ("--ray", cluster)):
+        res = _cli(files, "verify", "g.onnx", "-i", "data.npz", "--chunk-size", CHUNK, *extra)
+        assert res.exit_code == 2, res.output   # 2: Lava could not run (here: not importable)
+        assert "the Lava target cannot be imported" in res.stderr
+        lines = res.stdout.splitlines()
+        tables.append([line.rsplit(None, 1)[0] if line.startswith(("reference", "emulator")) else line
+                       for line in lines])   # the time column differs
+    assert tables[0] == tables[1]
+    rows = {line.split()[0]: line.split() for line in tables[1] if line.startswith(("lif1", "lif2"))}
+    fires = 0.05 * N * T * 6 * 12 * 12
+    assert int(rows["lif1"][1]) > fires and int(rows["lif1"][2]) > fires   # reference, emulator

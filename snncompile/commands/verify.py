@@ -23,6 +23,7 @@ from typing import Optional
 import click
 import numpy as np
 
+from snncompile.cluster import compute_chunks, ray_option
 from snncompile.commands._common import reports_errors
 from snncompile.commands.run import chunk_size_option
 from snncompile.errors import SnnCompileError
@@ -88,6 +89,41 @@ class Streamed:
         if n == self.keep:
             return self.totals_head[name]
         raise ValueError(f"layer totals kept for the first {self.keep} or all {len(self.pred)} samples, not {n}")
+
+
+@dataclass
+class VerifyChunk:
+    """Samples lo:hi: their labels (None without) and the reference and emulator Columns."""
+
+    lo: int
+    hi: int
+    labels: Optional[np.ndarray]
+    parts: list
+
+
+@dataclass
+class VerifyJob:
+    """The reference float and emulator fixed runs of samples lo:hi; picklable, so that
+    ``--ray`` can run the chunks on a cluster (``snncompile.cluster``)."""
+
+    graph: object
+    qgraph: object
+    steps: int
+    data_file: str
+
+    def __call__(self, source, lo: int, hi: int) -> VerifyChunk:
+        from snncompile.commands.run import check_labels
+        from snncompile.streaming import RunJob
+        from snncompile.targets import emulator, reference
+
+        x, y = source.read(lo, hi)
+        RunJob(self.graph, "reference", "float", self.steps, self.data_file).check(x, lo)
+        labels = None if y is None else check_labels(y, len(y), self.data_file)
+        T = self.steps
+        return VerifyChunk(lo, hi, labels, [
+            _run("reference float", lambda: reference.run(self.graph, x, steps=T, record=True), hi - lo),
+            _run("emulator fixed", lambda: emulator.run(self.qgraph, x, steps=T, precision="fixed",
+                                                        record=True), hi - lo)])
 
 
 def _cat(a, b):
@@ -171,15 +207,16 @@ def _table(rows) -> list[str]:
 @click.option("--no-lava-float", is_flag=True, help="Skip the Lava float run.")
 @click.option("--steps", type=click.IntRange(min=1), default=None)
 @chunk_size_option
+@ray_option
 @reports_errors
-def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_float, steps, chunk_size):
+def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_float, steps, chunk_size,
+            ray_address):
     """Run reference float, emulator fixed, Lava fixed and Lava float side by side."""
     from snncompile.commands.quantize import read_calibration
-    from snncompile.commands.run import check_labels, data_steps
+    from snncompile.commands.run import data_steps
     from snncompile.ir.onnx_format import load_onnx
     from snncompile.quantize import is_quantized, quantize
     from snncompile.streaming import Progress, RunJob, chunk_ranges, open_inputs
-    from snncompile.targets import emulator, reference
 
     graph = load_onnx(graph_file)
     source = open_inputs(data_file)
@@ -214,20 +251,17 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
     ref = Column("reference float", Streamed(graph.output.mode, "float", keep), n=n)
     emu = Column("emulator fixed", Streamed(graph.output.mode, "fixed", keep), n=n)
     labels = [] if source.has_labels else None
+    job = VerifyJob(graph, qgraph, T, str(data_file))
     with Progress(n, "verify (reference, emulator)") as progress:
-        for lo, hi in chunk_ranges(n, chunk_size):
-            x, y = source.read(lo, hi)
-            checker.check(x, lo)
+        for chunk in compute_chunks(job, source, chunk_ranges(n, chunk_size), ray_address):
             if labels is not None:
-                labels.append(check_labels(y, len(y), data_file))
-            for col, fn in ((ref, lambda: reference.run(graph, x, steps=T, record=True)),
-                            (emu, lambda: emulator.run(qgraph, x, steps=T, precision="fixed", record=True))):
-                part = _run(col.label, fn, hi - lo)
+                labels.append(chunk.labels)
+            for col, part in zip((ref, emu), chunk.parts):
                 if part.error:
                     raise SnnCompileError(f"{col.label}: {part.error}")
-                col.result.add(part.result, lo)
+                col.result.add(part.result, chunk.lo)
                 col.seconds += part.seconds
-            progress.update(hi - lo)
+            progress.update(chunk.hi - chunk.lo)
     y = None if labels is None else np.concatenate(labels)
     from snncompile.ir.nodes import Neuron
     neurons = [node.name for node in qgraph if isinstance(node, Neuron)]
