@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,3 +183,73 @@ def _get(ray, ref, what: str, retries: int):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def local_head(num_cpus: int, object_store_bytes: int = 100_000_000):
+    """A Ray head on 127.0.0.1 with ``num_cpus`` CPUs, for tests and benchmarks: yields its
+    address; afterwards stops exactly this cluster (its process group and the raylet's
+    workers; ``ray stop`` would stop every Ray cluster of the machine)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    import psutil
+
+    import_ray()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # short: Ray's socket paths have a length limit
+    port = _free_port()
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}",
+         "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--include-dashboard=false",
+         f"--object-store-memory={object_store_bytes}", f"--temp-dir={temp}",
+         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+         "--disable-usage-stats"],
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    group = head.pid   # the new session's process group: every daemon of this cluster
+    try:
+        out, _ = head.communicate(timeout=180)
+        if head.returncode != 0:
+            raise SnnCompileError(f"`ray start --head` failed: {out.strip().splitlines()[-1:]}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        members = [p for p in psutil.process_iter() if _pgid(p.pid) == group]
+        workers = [c for p in members if "raylet" in _name(p) for c in _children(p)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for p in members + workers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.send_signal(sig)
+            _gone, alive = psutil.wait_procs(members + workers, timeout=3)
+            if not alive:
+                break
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pgid(pid: int):
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def _name(p) -> str:
+    try:
+        return p.name()
+    except Exception:   # gone, or a zombie
+        return ""
+
+
+def _children(p) -> list:
+    try:
+        return p.children(recursive=True)
+    except Exception:
+        return []
+

@@ -2,23 +2,19 @@
 single-process bytes; a killed worker is retried; one that is always killed ends the
 command with an error naming the chunk and no output file.
 
-The cluster is started once for the module (``ray start --head`` on 127.0.0.1, 2 CPUs, a
-small object store, its own temp dir and ports) and stopped in a ``finally``: its process
-group (gcs, raylet, agents) and the raylet's workers, nothing else on the machine.
+The cluster is started once for the module (``cluster.local_head``: ``ray start --head`` on
+127.0.0.1, 2 CPUs, a small object store, its own temp dir and ports) and stopped in a
+``finally``: its process group (gcs, raylet, agents) and the raylet's workers, nothing else.
 """
 import filecmp
 import json
 import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,55 +47,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ray_bin() -> str:
-    return str(Path(sys.executable).with_name("ray"))
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """Address of a fresh 2-CPU Ray head on 127.0.0.1; stopped, workers included, afterwards."""
     pytest.importorskip("ray")
-    psutil = pytest.importorskip("psutil")
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # short: Ray's socket paths have a length limit
-    port = _free_port()
-    head = subprocess.Popen(
-        [_ray_bin(), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-         "--include-dashboard=false", "--object-store-memory=100000000", f"--temp-dir={temp}",
-         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-         "--disable-usage-stats"],
-        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    group = head.pid   # the session's process group: every Ray daemon of this cluster
-    try:
-        out, _ = head.communicate(timeout=120)
-        assert head.returncode == 0, out
-        yield f"127.0.0.1:{port}"
-    finally:
-        members = [p for p in psutil.process_iter() if _pgid(p) == group]
-        workers = [c for p in members if "raylet" in _name(p) for c in p.children(recursive=True)]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for p in members + workers:
-                try:
-                    p.send_signal(sig)
-                except psutil.NoSuchProcess:
-                    pass
-            _gone, alive = psutil.wait_procs(members + workers, timeout=3)
-            if not alive:
-                break
-        shutil.rmtree(temp, ignore_errors=True)
+    from snncompile.cluster import local_head
 
-
-def _pgid(p):
-    try:
-        return os.getpgid(p.pid)
-    except (ProcessLookupError, PermissionError):
-        return None
-
-
-def _name(p):
-    try:
-        return p.name()
-    except Exception:
-        return ""
+    with local_head(num_cpus=2) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
