@@ -46,22 +46,28 @@ _COPY_BLOCK = 1 << 22
 
 # -- input ---------------------------------------------------------------------------
 class _Array:
-    """One array stored in a file, read by sample ranges (axis 0) without loading it whole."""
+    """One array stored in a file, read by sample ranges (axis 0) without loading it whole.
+
+    An ``.npy`` or an uncompressed ``.npz`` member is read with ``os.pread`` at the rows'
+    offset: no memory map, because the pages of a map stay in the process's resident set
+    once touched, and peak RSS would grow with N. A compressed member is sought in (its
+    zip stream decompresses up to there); a Fortran-order array is memory-mapped."""
 
     def __init__(self, file: Path, member: Optional[str] = None):
         self.file, self.member = Path(file), member
-        self._handle = None
+        self._map = None
         if member is None:                                   # a .npy file
-            self._handle = np.load(self.file, mmap_mode="r", allow_pickle=False)
-            self.shape, self.dtype = self._handle.shape, self._handle.dtype
+            with open(self.file, "rb") as f:
+                self.shape, self.dtype, self._fortran = _npy_header(f)
+                self._offset = f.tell()
+            self._stored = True
             return
         with zipfile.ZipFile(self.file) as zf:
             info = zf.getinfo(member)
             with zf.open(info) as f:
-                self.shape, self.dtype, fortran = _npy_header(f)
+                self.shape, self.dtype, self._fortran = _npy_header(f)
                 header_len = f.tell()
         self._stored = info.compress_type == zipfile.ZIP_STORED
-        self._fortran = fortran
         if self._stored:
             with open(self.file, "rb") as f:
                 f.seek(info.header_offset + 26)
@@ -74,34 +80,32 @@ class _Array:
         return int(self.shape[0]) if self.shape else 0
 
     def read(self, lo: int, hi: int) -> np.ndarray:
-        if self.member is None:
-            return np.array(self._handle[lo:hi])
-        if self._stored:
-            if self._handle is None:
-                self._handle = np.memmap(self.file, self.dtype, "r", self._offset, self.shape,
-                                         order="F" if self._fortran else "C")
-            return np.array(self._handle[lo:hi])
-        if self._fortran:   # a compressed Fortran-order member has no contiguous rows
-            with np.load(self.file, allow_pickle=False) as data:
-                return np.array(data[self.member[:-4]][lo:hi])
+        rows = (hi - lo,) + tuple(self.shape[1:])
         row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if self._fortran:   # no contiguous rows: map it (rare; numpy writes C order)
+            if self._map is None:
+                self._map = np.memmap(self.file, self.dtype, "r", self._offset, self.shape, order="F")
+            return np.array(self._map[lo:hi])
+        if self._stored:
+            out = np.empty(rows, self.dtype)
+            view, done = memoryview(out.reshape(-1).view(np.uint8)), 0
+            fd = os.open(self.file, os.O_RDONLY)
+            try:
+                while done < len(view):
+                    got = os.preadv(fd, [view[done:]], self._offset + lo * row + done)
+                    if got == 0:
+                        raise SnnCompileError(f"file '{self.file}' is truncated")
+                    done += got
+            finally:
+                os.close(fd)
+            return out
         with zipfile.ZipFile(self.file) as zf, zf.open(self.member) as f:
             f.seek(self._offset + lo * row)
             buf = f.read((hi - lo) * row)
-        return np.frombuffer(buf, self.dtype).reshape((hi - lo,) + tuple(self.shape[1:])).copy()
+        return np.frombuffer(buf, self.dtype).reshape(rows).copy()
 
-    def __getstate__(self):   # picklable (Ray ships sources to workers): reopen there
-        state = dict(self.__dict__)
-        if self.member is None:
-            state["_handle"] = None
-        else:
-            state["_handle"] = None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        if self.member is None:
-            self._handle = np.load(self.file, mmap_mode="r", allow_pickle=False)
+    def __getstate__(self):   # picklable (Ray ships sources to workers): a map is reopened there
+        return {**self.__dict__, "_map": None}
 
 
 def _npy_header(f):

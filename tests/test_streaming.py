@@ -124,6 +124,8 @@ def test_reads_keep_dtype_layout_and_static_inputs_reach_the_engine_static(files
         assert x.dtype == ref.dtype and x.shape == (14,) + ref.shape[1:], name
         np.testing.assert_array_equal(x, ref[3:17])
         assert len(src) == N
+    np.save(d / "fortran.npy", np.asfortranarray(STATIC))
+    np.testing.assert_array_equal(open_inputs(d / "fortran.npy").read(5, 9)[0], STATIC[5:9])
     u8 = (TRAIN * 3).astype(np.int16)
     np.savez(d / "int.npz", x=u8)
     assert open_inputs(d / "int.npz").read(0, 2)[0].dtype == np.int16
