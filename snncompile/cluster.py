@@ -173,6 +173,9 @@ def _get(ray, ref, what: str, retries: int):
         cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
         if isinstance(cause, SnnCompileError):
             raise SnnCompileError(f"{what}: {cause}") from None
+        if isinstance(cause, FileNotFoundError):
+            raise SnnCompileError(f"{what}: a worker cannot read '{cause.filename}' ({cause.strerror}): "
+                                  f"DATA must be on storage every node sees, at the same path") from None
         raise SnnCompileError(f"{what} failed on the Ray cluster: "
                               f"{type(cause).__name__}: {_first_line(cause)}") from None
     except ray.exceptions.RayError as exc:         # the worker (or its node) died, every try

@@ -10,6 +10,7 @@ import filecmp
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -220,3 +221,21 @@ def test_verify_over_ray_gives_the_same_tables(cluster, files, monkeypatch):
     rows = {line.split()[0]: line.split() for line in tables[1] if line.startswith(("lif1", "lif2"))}
     fires = 0.05 * N * T * 6 * 12 * 12
     assert int(rows["lif1"][1]) > fires and int(rows["lif1"][2]) > fires   # reference, emulator
+
+
+@pytest.mark.slow
+def test_data_a_worker_cannot_read_is_an_error_about_shared_storage(cluster, files):
+    from snncompile.cluster import map_chunks
+    from snncompile.errors import SnnCompileError
+    from snncompile.ir.onnx_format import load_onnx
+    from snncompile.streaming import RunJob, open_inputs
+
+    local = files / "local-only.npz"     # as if on one node's own disk: opened here, gone for the workers
+    shutil.copy(files / "data.npz", local)
+    source = open_inputs(local)
+    local.unlink()
+    job = RunJob(load_onnx(files / "g.onnx"), "reference", "float", T, str(local))
+    with pytest.raises(SnnCompileError) as err:
+        list(map_chunks(cluster, job, source, [(0, 70), (70, 140)]))
+    assert str(err.value) == (f"chunk 1/2 (samples 0..69) of '{local}': a worker cannot read '{local}' "
+                              f"(No such file or directory): DATA must be on storage every node sees, at the same path")
