@@ -194,6 +194,7 @@ def imagenet_costs(samples: int, threads: int) -> list[str]:
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="2000,20000,100000", help="N for the peak-RSS runs (\"\": skip)")
+    ap.add_argument("--rss-run-only", action="store_true", help="peak RSS of `run` only (energy takes minutes)")
     ap.add_argument("--n1", type=int, default=2000, help="CLI vs API: marginal from N1 to N2 samples")
     ap.add_argument("--n2", type=int, default=20000)
     ap.add_argument("--lava", default="4,44", help="K1,K2 samples on Lava fixed_pt (through the CLI)")
@@ -237,8 +238,10 @@ def main(argv=None):
         del x, y
         _, w_run, m_run = cli("run", work / "static.q.onnx", "-i", data, "--backend", "emulator",
                               "--precision", "fixed", "-o", work / "out.npz", rss=True)
-        _, w_en, m_en = cli("energy", work / "static.q.onnx", "-i", data, "--backend", "emulator",
-                            "--precision", "fixed", "-o", work / "energy.json", rss=True)
+        w_en = m_en = float("nan")
+        if not args.rss_run_only:
+            _, w_en, m_en = cli("energy", work / "static.q.onnx", "-i", data, "--backend", "emulator",
+                                "--precision", "fixed", "-o", work / "energy.json", rss=True)
         rss[n] = (m_run, w_run, m_en, w_en)
         data.unlink()
         print(f"N={n}: run {m_run:.0f} MB ({w_run:.1f} s), energy {m_en:.0f} MB ({w_en:.1f} s)", flush=True)

@@ -34,9 +34,15 @@ import numpy as np
 
 from snncompile.errors import SnnCompileError
 
-#: Samples per chunk when ``--chunk-size`` is not given: a few tens of MB for an MNIST-size
-#: conv SNN with per-layer recording, and large enough that per-chunk overhead is < 1 %.
-DEFAULT_CHUNK_SIZE = 512
+#: Samples per chunk when ``--chunk-size`` is not given (:func:`auto_chunk_size`): at most
+#: ``CHUNK_BYTES`` of input once widened to float64 (what the float engines hold), and at most
+#: ``RUN_CHUNK`` samples for ``run`` (per-chunk costs, a few ms, and the event engine's
+#: threads meeting at the end of each chunk, then cost < 2 %) or ``RECORD_CHUNK`` for
+#: ``energy``/``verify``, whose recorded runs keep every layer's counts of the chunk
+#: (~150 KB a sample for an MNIST conv SNN).
+CHUNK_BYTES = 64 << 20
+RUN_CHUNK = 4096
+RECORD_CHUNK = 512
 
 #: Zip entries get this fixed timestamp (numpy's ``savez`` stamps the current time), so the
 #: same results give the same bytes, run after run and chunking after chunking.
@@ -215,6 +221,12 @@ def _open_shard(file: Path, what: str) -> _Shard:
         if len(y) != len(x):
             raise SnnCompileError(f"{what} file '{file}': 'y' has {len(y)} labels for {len(x)} samples")
     return _Shard(file, x, y)
+
+
+def auto_chunk_size(source: InputSource, cap: int = RUN_CHUNK) -> int:
+    """The default chunk: ``cap`` samples, fewer when a sample is large (CHUNK_BYTES)."""
+    per_sample = max(1, int(np.prod(source.sample_shape, dtype=np.int64)) * 8)
+    return int(max(1, min(cap, CHUNK_BYTES // per_sample)))
 
 
 def chunk_ranges(n: int, size: int) -> list[tuple[int, int]]:

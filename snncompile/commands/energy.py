@@ -74,7 +74,8 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
     from snncompile.energy.analysis import report_from_record
     from snncompile.energy.counts import CountRecord
     from snncompile.ir.onnx_format import load_onnx
-    from snncompile.streaming import EnergyJob, Progress, chunk_ranges, open_inputs
+    from snncompile.streaming import (RECORD_CHUNK, EnergyJob, Progress, auto_chunk_size, chunk_ranges,
+                                      open_inputs)
 
     if out_file is not None and Path(out_file).suffix.lower() not in FORMATS:
         raise SnnCompileError(f"report file '{out_file}': unknown format; use .json, .md or .html")
@@ -92,7 +93,7 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
     job = EnergyJob(graph, backend, precision, T, str(data_file))
     chunks = []
     with Progress(len(source), f"energy ({backend})", announce=backend == "lava") as progress:
-        for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size), ray_address):
+        for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size or auto_chunk_size(source, RECORD_CHUNK)), ray_address):
             chunks.append(chunk)
             if len(chunks) > 1:   # keep one running sum, not a record per chunk
                 chunks = [replace(chunks[0], record=CountRecord.merge([c.record for c in chunks]))]

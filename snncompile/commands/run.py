@@ -21,7 +21,7 @@ import numpy as np
 from snncompile.cluster import compute_chunks, ray_option
 from snncompile.commands._common import atomic_output, reports_errors
 from snncompile.errors import SnnCompileError
-from snncompile.streaming import Progress, RunJob, RunWriter, chunk_ranges, open_inputs
+from snncompile.streaming import Progress, RunJob, RunWriter, auto_chunk_size, chunk_ranges, open_inputs
 from snncompile.targets.base import BACKENDS, PRECISIONS
 
 
@@ -36,13 +36,11 @@ def check_labels(y, n: int, data_file) -> np.ndarray:
 
 def chunk_size_option(func):
     """``--chunk-size N`` (shared by the streaming commands): samples read, run and written
-    at a time."""
-    from snncompile.streaming import DEFAULT_CHUNK_SIZE
-
-    return click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE,
-                        show_default=True,
+    at a time; None: ``streaming.auto_chunk_size``."""
+    return click.option("--chunk-size", type=click.IntRange(min=1), default=None,
                         help="Samples read, run and written at a time: memory is that of one chunk; "
-                             "the results do not depend on it.")(func)
+                             "the results do not depend on it [default: 4096 for run, 512 for energy "
+                             "and verify, fewer when samples are large: 64 MB of float64 input].")(func)
 
 
 def data_steps(source, graph, steps, data_file) -> int:
@@ -104,7 +102,7 @@ def command(graph_file, data_file, backend, precision, steps, out_file, chunk_si
         try:
             start = time.perf_counter()
             with Progress(len(source), f"run ({backend})", announce=backend == "lava") as progress:
-                for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size), ray_address):
+                for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size or auto_chunk_size(source)), ray_address):
                     writer.add(chunk)
                     progress.update(chunk.hi - chunk.lo)
             writer.finish(tmp)

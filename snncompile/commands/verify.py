@@ -216,7 +216,7 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
     from snncompile.commands.run import data_steps
     from snncompile.ir.onnx_format import load_onnx
     from snncompile.quantize import is_quantized, quantize
-    from snncompile.streaming import Progress, RunJob, chunk_ranges, open_inputs
+    from snncompile.streaming import RECORD_CHUNK, Progress, RunJob, auto_chunk_size, chunk_ranges, open_inputs
 
     graph = load_onnx(graph_file)
     source = open_inputs(data_file)
@@ -253,7 +253,7 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
     labels = [] if source.has_labels else None
     job = VerifyJob(graph, qgraph, T, str(data_file))
     with Progress(n, "verify (reference, emulator)") as progress:
-        for chunk in compute_chunks(job, source, chunk_ranges(n, chunk_size), ray_address):
+        for chunk in compute_chunks(job, source, chunk_ranges(n, chunk_size or auto_chunk_size(source, RECORD_CHUNK)), ray_address):
             if labels is not None:
                 labels.append(chunk.labels)
             for col, part in zip((ref, emu), chunk.parts):
