@@ -16,7 +16,9 @@ emulator's speed, and the CLI emulator against Lava fixed_pt and PyTorch eager.
   (SpikingJelly multi-step, ``torch.no_grad``, the same number of threads), per sample.
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 2000,20000,100000] [--write]
-    .venv/bin/python benchmarks/bench_scale.py --imagenet 2 [--write]   # SEW-ResNet-18 costs, paper table
+
+The 50,000-sample ImageNet table on paper is bench_ray.py's (it measures the per-sample cost as
+a Ray worker runs it).
 """
 from __future__ import annotations
 
@@ -143,54 +145,6 @@ def torch_eager_per_sample(model, x, T, batch: int, static: bool, repeat: int) -
     return best(once, repeat)
 
 
-def imagenet_costs(samples: int, threads: int) -> list[str]:
-    """Per-sample cost of an ImageNet-size SNN (bench_export's SEW-ResNet-18, 3x224x224, T=4,
-    static input, default quantization) on the emulator in fixed point and in PyTorch eager,
-    and the wall time of 50,000 samples on 1, 16 and 128 workers computed from it."""
-    import torch
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import bench_export
-    from snncompile.frontend import from_torch
-    from snncompile.quantize import quantize
-    from snncompile.targets import emulator
-    torch.manual_seed(0)
-    model = bench_export.SEWResNet18().eval()
-    T = bench_export.T
-    graph = from_torch(model, bench_export.INPUT_SHAPE, T, name="sew_resnet18")
-    x = np.random.default_rng(0).random((samples,) + bench_export.INPUT_SHAPE, dtype=np.float32)
-    qgraph, _ = quantize(graph, calib=x[:1])
-    emulator.run(qgraph, x[:1], precision="fixed")                       # warm-up
-    t0 = time.perf_counter()
-    res = emulator.run(qgraph, x, precision="fixed")
-    emu_s = (time.perf_counter() - t0) / samples
-    with torch.no_grad():
-        xb = torch.as_tensor(x)
-        model(xb)
-        for m in model.modules():
-            if hasattr(m, "reset"):
-                m.reset()
-        t0 = time.perf_counter()
-        for _ in range(T):
-            model(xb)
-        eager_s = (time.perf_counter() - t0) / samples
-    lines = [f"- ImageNet-size per-sample cost, SEW-ResNet-18 (bench_export.py's, random weights, 3x224x224, T={T}, "
-             f"static input, {threads} threads, {samples} samples): emulator fixed {emu_s:.2f} s "
-             f"(torch engine: the event engine's tables do not fit 224x224), PyTorch eager float {eager_s:.2f} s; "
-             f"Lava fixed_pt not measured (hours per sample on a CPU)",
-             "- on paper: 50,000 such samples, each worker like this machine (2 cores), chunks spread evenly, "
-             "transfer and start-up left out (see the Ray section for measured overheads):",
-             "",
-             "  | workers | emulator fixed | PyTorch eager float |",
-             "  |---|---|---|"]
-    for w in (1, 16, 128):
-        per = -(-50000 // w)
-        lines.append(f"  | {w} | {per * emu_s / 3600:.2f} h | {per * eager_s / 3600:.2f} h |")
-    lines.append("")
-    print("\n".join(lines), flush=True)
-    del res
-    return lines
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="2000,20000,100000", help="N for the peak-RSS runs (\"\": skip)")
@@ -200,20 +154,10 @@ def main(argv=None):
     ap.add_argument("--lava", default="4,44", help="K1,K2 samples on Lava fixed_pt (through the CLI)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--work", default=None, help="folder for the data files [a temporary one]")
-    ap.add_argument("--imagenet", type=int, default=0,
-                    help="only the ImageNet-size per-sample costs and the paper table, on this many samples")
     ap.add_argument("--write", action="store_true", help="append the section to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     import torch
     threads = torch.get_num_threads()          # the CLI's default too
-    if args.imagenet:
-        load0 = os.getloadavg()
-        lines = ["### ImageNet-size evaluation on paper (bench_scale.py --imagenet)"]
-        lines += imagenet_costs(args.imagenet, threads)
-        lines.append(f"- load average {load0[0]:.1f} (2 shared cores); measured "
-                     f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-        _emit(lines, args.write)
-        return
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     lines = [SECTION]
