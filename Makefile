@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PIPC) --ignore-requires-python lava-nc==0.10.0
 	# These declare torchvision/torchaudio, which would pull a CUDA torch: install without deps.
 	$(PIPC) --no-deps spikingjelly==2.0.0 norse==1.1.0
-	$(PIPC) -e '.[test]'
+	$(PIPC) -e '.[test,ray]'
 	$(PY) -m snncompile.lava_compat
 	# numba compiles the emulator's event kernel on first use (about a minute): do it now.
 	$(PY) -m snncompile.targets.emulator

@@ -73,6 +73,30 @@ def check_run_size(graph, n: int, T: int) -> None:
                               f"hold; use fewer samples or steps")
 
 
+def input_steps(graph, x, steps: Optional[int] = None) -> tuple[int, bool]:
+    """(T, static) of inputs ``x`` for ``graph``, checking only shape and dtype (cheap: no
+    pass over the values), so a chunked reader can fix T before reading any data.
+
+    ``x``: (N, T, *shape) (a spike or current train) or (N, *shape) (static: presented at
+    every step; then ``steps`` or the graph's ``timesteps`` gives T)."""
+    shape = tuple(graph.input.shape)
+    if x.dtype.kind not in "biuf":
+        raise SnnCompileError(f"input has dtype {x.dtype}; expected numbers")
+    if x.shape[1:] == shape:
+        T = steps or graph.timesteps
+        if not T:
+            raise SnnCompileError("static input needs a number of steps (--steps), the graph has none")
+        return int(T), True
+    if x.shape[2:] == shape and x.ndim == len(shape) + 2:
+        T = x.shape[1]
+        if steps is not None and steps > T:
+            raise SnnCompileError(f"input has {T} time steps, {steps} were asked for")
+        return int(steps or T), False
+    raise SnnCompileError(
+        f"input of shape {x.shape} does not fit graph '{graph.name}' with input shape {shape}: "
+        f"expected (N, T, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape))})")
+
+
 def prepare_inputs(graph, x, steps: Optional[int] = None, keep_integers: bool = False,
                    expand_static: bool = True) -> tuple[np.ndarray, int]:
     """Normalise ``x`` to (N, T, *input_shape) float64 and return it with T.
@@ -84,26 +108,13 @@ def prepare_inputs(graph, x, steps: Optional[int] = None, keep_integers: bool = 
     8x smaller array to stream.
     ``expand_static=False``: a static input comes back as (N, 1, *shape), not repeated T times.
     """
-    shape = tuple(graph.input.shape)
     x = np.asarray(x)
-    if x.dtype.kind not in "biuf":
-        raise SnnCompileError(f"input has dtype {x.dtype}; expected numbers")
-    if x.shape[1:] == shape:
-        T = steps or graph.timesteps
-        if not T:
-            raise SnnCompileError("static input needs a number of steps (--steps), the graph has none")
+    T, static = input_steps(graph, x, steps)
+    if static:
         check_run_size(graph, x.shape[0], T)
-        x = np.broadcast_to(x[:, None], (x.shape[0], T if expand_static else 1) + shape)
-    elif x.shape[2:] == shape and x.ndim == len(shape) + 2:
-        T = x.shape[1]
-        if steps is not None and steps != T:
-            if steps > T:
-                raise SnnCompileError(f"input has {T} time steps, {steps} were asked for")
-            x, T = x[:, :steps], steps
-    else:
-        raise SnnCompileError(
-            f"input of shape {x.shape} does not fit graph '{graph.name}' with input shape {shape}: "
-            f"expected (N, T, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape))})")
+        x = np.broadcast_to(x[:, None], (x.shape[0], T if expand_static else 1) + x.shape[1:])
+    elif T != x.shape[1]:
+        x = x[:, :T]
     if keep_integers and x.dtype.kind in "biu":
         if x.dtype == np.bool_ or x.dtype == np.uint8:
             return np.ascontiguousarray(x).view(np.uint8), int(T)

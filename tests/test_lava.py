@@ -347,7 +347,8 @@ def test_ctrl_c_on_the_cli_stops_lava_cleanly(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
-    assert [line for line in err.splitlines() if line.startswith("error")] == ["error: interrupted"]
+    assert [line for line in err.splitlines() if line.startswith("error")] == [
+        "error: interrupted (SIGINT); nothing was written"]
     assert "Traceback" not in err
     time.sleep(0.5)
     assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]

@@ -72,6 +72,17 @@ def activity_from_run(cmap: ChipMap, result, x) -> Activity:
     return Activity(T, events, f"{result.backend} counts ({result.precision}) on {len(x)} sample(s)")
 
 
+def merge_activities(parts) -> Activity:
+    """The activity of all samples of several chunks: ``parts`` is [(Activity, n_samples), ...]
+    (per-sample event means weighted by the chunks' sample counts)."""
+    parts = list(parts)
+    total = sum(n for _, n in parts)
+    first = parts[0][0]
+    events = {k: sum(a.events[k] * n for a, n in parts) / total for k in first.events}
+    source = first.source.rsplit(" on ", 1)[0] + f" on {total} sample(s)"
+    return Activity(first.timesteps, events, source)
+
+
 @dataclass
 class CoreCost:
     core: int

@@ -196,16 +196,14 @@ figure {{ margin: 0; }} img {{ max-width: 1000px; }}
 FORMATS = {".json": to_json, ".md": markdown, ".html": html}
 
 
-def chip_section(graph, result, x, chip) -> dict:
-    """Map ``graph`` on ``chip`` and cost it with the counts of ``result`` (a recorded run on ``x``).
+def chip_activity(cmap, graph, result, x):
+    """(Activity, note or None) of ``result`` (a recorded run of ``graph`` on ``x``) for ``cmap``.
 
     A backend that did not record every population the chip needs (Lava may record only some
     nodes) is replaced by the emulator (fixed) or the reference (float) on the same inputs, and
-    the report says so."""
-    from snncompile.chip.cost import activity_from_run, estimate
-    from snncompile.chip.mapper import map_graph
+    the note says so."""
+    from snncompile.chip.cost import activity_from_run
 
-    cmap = map_graph(graph, chip)
     missing = [p.name for p in cmap.network.populations
                if p.role != "readout" and p.name not in result.layer_counts]
     note = None
@@ -216,7 +214,22 @@ def chip_section(graph, result, x, chip) -> dict:
                 f"counted on the {fallback} backend ({result.precision}) on the same inputs")
         result = run(graph, x, steps=int(result.outputs.shape[1]), backend=fallback, precision=result.precision,
                      record=True)
-    cost = estimate(cmap, activity_from_run(cmap, result, x))
-    if note:
-        cost.notes.append(note)
+    return activity_from_run(cmap, result, x), note
+
+
+def section_from_activity(cmap, activity, notes=()) -> dict:
+    """The chip section of a report: the map of ``cmap`` costed with ``activity``."""
+    from snncompile.chip.cost import estimate
+
+    cost = estimate(cmap, activity)
+    cost.notes.extend(n for n in dict.fromkeys(notes) if n)
     return map_dict(cmap, cost)
+
+
+def chip_section(graph, result, x, chip) -> dict:
+    """Map ``graph`` on ``chip`` and cost it with the counts of ``result`` (a recorded run on ``x``)."""
+    from snncompile.chip.mapper import map_graph
+
+    cmap = map_graph(graph, chip)
+    activity, note = chip_activity(cmap, graph, result, x)
+    return section_from_activity(cmap, activity, [note])

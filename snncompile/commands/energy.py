@@ -1,5 +1,9 @@
 """``snncompile energy GRAPH.onnx --input DATA.npz [-o REPORT.json|.md|.html]``: SynOps,
-MACs, firing rates and energy per sample, under a stated convention and energy model."""
+MACs, firing rates and energy per sample, under a stated convention and energy model.
+
+DATA is run in chunks of ``--chunk-size`` samples, each reduced at once to exact integer
+sums (``energy.counts.CountRecord``): memory does not grow with N and the report is the
+same for every chunk size."""
 from __future__ import annotations
 
 import time
@@ -7,7 +11,9 @@ from pathlib import Path
 
 import click
 
-from snncompile.commands._common import atomic_output, load_npz, reports_errors
+from snncompile.cluster import compute_chunks, ray_option
+from snncompile.commands._common import atomic_output, reports_errors
+from snncompile.commands.run import chunk_size_option
 from snncompile.energy.conventions import CONVENTIONS, FIRST_LAYER, NONBINARY
 from snncompile.energy.models import MODELS
 from snncompile.errors import SnnCompileError
@@ -37,8 +43,9 @@ def counted_run(graph, x, T, backend, precision):
 
 @click.command("energy")
 @click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(dir_okay=False),
-              help="x: (N, T, *input_shape) or static (N, *input_shape); the data set to count on.")
+@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(),
+              help="x: (N, T, *input_shape) or static (N, *input_shape); the data set to count on "
+                   "(also an .npy, or a folder of .npz shards).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="reference", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), default="float", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=None,
@@ -57,14 +64,19 @@ def counted_run(graph, x, T, backend, precision):
               help="Write the report: .json, .md or .html (self-contained, with plots).")
 @click.option("--chip", metavar="loihi1|loihi1-sanafe|loihi2|FILE", default=None,
               help="Also map the graph on this chip and cost it from the same counts (cores, time, energy).")
+@chunk_size_option
+@ray_option
 @reports_errors
 def command(graph_file, data_file, backend, precision, steps, convention, first_layer, nonbinary,
-            energy_model, constants, out_file, chip):
+            energy_model, constants, out_file, chip, chunk_size, ray_address):
     """Count SynOps/MACs per layer on DATA.npz and estimate energy per sample, with an ANN baseline."""
-    from snncompile.commands.run import fixed_point_graph
-    from snncompile.energy import Convention, analyze, resolve_model
+    from snncompile.commands.run import data_steps, fixed_point_graph
+    from snncompile.energy import Convention, resolve_model
+    from snncompile.energy.analysis import report_from_record
+    from snncompile.energy.counts import CountRecord
     from snncompile.ir.onnx_format import load_onnx
-    from snncompile.targets import prepare_inputs
+    from snncompile.streaming import (RECORD_CHUNK, EnergyJob, Progress, auto_chunk_size, chunk_ranges,
+                                      open_inputs)
 
     if out_file is not None and Path(out_file).suffix.lower() not in FORMATS:
         raise SnnCompileError(f"report file '{out_file}': unknown format; use .json, .md or .html")
@@ -74,23 +86,39 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
         from snncompile.chip.profile import load_profile
         chip = load_profile(chip)                     # a bad chip profile fails before the run too
     graph = load_onnx(graph_file)
-    x, _ = load_npz(data_file)
-    try:
-        xs, T = prepare_inputs(graph, x, steps)
-    except SnnCompileError as exc:
-        raise SnnCompileError(f"input file '{data_file}': {exc}") from None
+    source = open_inputs(data_file)
+    T = data_steps(source, graph, steps, data_file)
     notes = []
     if precision == "fixed":
         graph, quantized_now = fixed_point_graph(graph)
         if quantized_now:
             notes.append("the graph was not quantized: quantized with default settings, no calibration")
     start = time.perf_counter()
-    result, counted_on, more = counted_run(graph, xs, T, backend, precision)
-    report = analyze(graph, result, conv, model, x=x, notes=notes + more, backend=backend,
-                     counts_from=counted_on)
+    cmap = None
     if chip is not None:
-        from snncompile.chip.report import chip_section
-        report.chip = chip_section(graph, result, xs, chip)
+        from snncompile.chip.mapper import map_graph
+        cmap = map_graph(graph, chip)                 # a graph that does not fit fails before the run
+    job = EnergyJob(graph, backend, precision, T, str(data_file), chip=cmap)
+    record = first = activity = None
+    counted = 0
+    with Progress(len(source), f"energy ({backend})", announce=backend == "lava") as progress:
+        for chunk in compute_chunks(job, source, chunk_ranges(len(source), chunk_size or auto_chunk_size(source, RECORD_CHUNK)), ray_address):
+            first = first or chunk
+            n = chunk.hi - chunk.lo
+            # one running sum, not a record per chunk
+            record = chunk.record if record is None else CountRecord.merge([record, chunk.record])
+            if cmap is not None:
+                from snncompile.chip.cost import merge_activities
+                activity = (chunk.chip_activity if activity is None
+                            else merge_activities([(activity, counted), (chunk.chip_activity, n)]))
+            counted += n
+            progress.update(n)
+    counted_on, more = first.counted_on, first.notes
+    report = report_from_record(graph, record, conv, model, backend=backend, precision=precision,
+                                counts_from=counted_on, notes=notes + more)
+    if cmap is not None:
+        from snncompile.chip.report import section_from_activity
+        report.chip = section_from_activity(cmap, activity, [first.chip_note])
     wall = time.perf_counter() - start
     if out_file is not None:
         text = getattr(report, FORMATS[Path(out_file).suffix.lower()])()
@@ -104,5 +132,5 @@ def command(graph_file, data_file, backend, precision, steps, convention, first_
             click.echo(f"{k:<24}{v}")
     for note in notes + more:
         click.echo(f"note: {note}")
-    click.echo(f"counted {len(xs)} sample(s) x {T} steps on {counted_on} ({precision}) in {wall:.2f} s"
+    click.echo(f"counted {len(source)} sample(s) x {T} steps on {counted_on} ({precision}) in {wall:.2f} s"
                + (f" -> {out_file}" if out_file else ""))

@@ -11,14 +11,29 @@ from pathlib import Path
 
 import click
 
-from snncompile.commands._common import atomic_output, load_npz, reports_errors
+from snncompile.commands._common import atomic_output, reports_errors
 from snncompile.errors import SnnCompileError
+
+
+def read_calibration(calib_file, max_samples: int = 1000):
+    """The first ``max_samples`` of a calibration set, read lazily (never the whole file)."""
+    from snncompile.streaming import open_inputs
+
+    source = open_inputs(calib_file, what="calibration")
+    n = min(max_samples, len(source))
+    if n >= CALIB_NOTE_FROM:
+        click.echo(f"quantize: calibrating on {n} sample(s) ...", err=True)
+    return source.read(0, n)[0]
+
+
+#: Calibration sets at least this large take seconds: say so on stderr while it runs.
+CALIB_NOTE_FROM = 256
 
 
 @click.command("quantize")
 @click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
-@click.option("--calib", "calib_file", metavar="DATA.npz", type=click.Path(dir_okay=False), default=None,
-              help="Calibration inputs x ((N, T, *shape) or (N, *shape)) to choose the scales from.")
+@click.option("--calib", "calib_file", metavar="DATA.npz", type=click.Path(), default=None,
+              help="Calibration inputs x (an .npz, .npy or folder of .npz shards; read lazily) ((N, T, *shape) or (N, *shape)) to choose the scales from.")
 @click.option("--weight-bits", type=click.IntRange(1, 8), default=8, show_default=True)
 @click.option("--input-bits", type=click.IntRange(2, 24), default=8, show_default=True,
               help="Bits of graded (non-spike) input messages.")
@@ -36,10 +51,7 @@ def command(graph_file, calib_file, weight_bits, input_bits, max_calib, out_file
     graph_path = Path(graph_file)
     out_path = Path(out_file) if out_file else graph_path.with_name(f"{graph_path.stem}.q.onnx")
     graph = load_onnx(graph_file)
-    calib = None
-    if calib_file:
-        calib, _ = load_npz(calib_file, what="calibration")
-        calib = calib[:max_calib]
+    calib = read_calibration(calib_file, max_calib) if calib_file else None
     try:
         qgraph, report = quantize(graph, calib=calib, weight_bits=weight_bits, input_bits=input_bits)
     except SnnCompileError as exc:

@@ -8,6 +8,10 @@ readout's accumulated potential after each step, so ``potential[:, -1] == counts
 (``ReadoutFixed.scale`` of a fixed-point run, 1.0 for float runs and spike readouts):
 ``counts / scale`` and ``potential / scale`` compare with the float logits.
 ``--samples N`` runs the first N samples of DATA.npz only.
+
+DATA is read in chunks of ``--chunk-size`` samples and OUT.npz written chunk by chunk
+(``snncompile.streaming``): peak memory does not grow with N, and the file is byte for byte
+the same for every chunk size.
 """
 from __future__ import annotations
 
@@ -17,28 +21,33 @@ from pathlib import Path
 import click
 import numpy as np
 
-from snncompile.commands._common import atomic_output, check_labels, load_npz, reports_errors
+from snncompile.cluster import compute_chunks, ray_option
+from snncompile.commands._common import atomic_output, reports_errors
 from snncompile.errors import SnnCompileError
+from snncompile.streaming import Progress, RunJob, RunWriter, auto_chunk_size, chunk_ranges, open_inputs
 from snncompile.targets.base import BACKENDS, PRECISIONS
 
 
-def load_inputs(data_file, graph, steps=None, samples=None):
-    """DATA.npz checked against ``graph``: (x as (N, T, *input_shape) float64, T, labels or None).
+def chunk_size_option(func):
+    """``--chunk-size N`` (shared by the streaming commands): samples read, run and written
+    at a time; None: ``streaming.auto_chunk_size``."""
+    return click.option("--chunk-size", type=click.IntRange(min=1), default=None,
+                        help="Samples read, run and written at a time: memory is that of one chunk; "
+                             "the results do not depend on it [default: 4096 for run, 512 for energy "
+                             "and verify, fewer when samples are large: 64 MB of float64 input].")(func)
 
-    Every problem is one SnnCompileError naming ``data_file``; ``samples`` keeps the first ones.
-    Shared by the commands that take ``--input DATA.npz``.
-    """
-    from snncompile.targets import prepare_inputs
 
-    x, y = load_npz(data_file)
-    if samples:
-        x, y = x[:samples], (None if y is None else y[:samples])
+def data_steps(source, graph, steps, data_file) -> int:
+    """T of a streamed data set (from its first sample), or an error naming ``data_file``."""
+    from snncompile.targets.base import input_steps
+
+    # shape and dtype only: a stand-in with no memory behind it (a crafted file may declare
+    # samples far larger than memory; the shape check refuses them before anything is read)
+    x0 = np.broadcast_to(np.zeros((), source.dtype), (1,) + tuple(source.sample_shape))
     try:
-        x, T = prepare_inputs(graph, x, steps)
+        return input_steps(graph, x0, steps)[0]
     except SnnCompileError as exc:
         raise SnnCompileError(f"input file '{data_file}': {exc}") from None
-    n_classes = int(np.prod(graph.shape(graph.output.name)))
-    return x, T, (None if y is None else check_labels(y, len(x), data_file, n_classes))
 
 
 def fixed_point_graph(graph):
@@ -64,25 +73,11 @@ def readout_scale(graph, precision: str) -> float:
     return float(fixed.scale)
 
 
-def result_arrays(result, labels=None, scale: float = 1.0) -> dict[str, np.ndarray]:
-    """What OUT.npz holds for a RunResult (module docstring)."""
-    arrays = {"counts": result.counts, "pred": result.pred.astype(np.int64),
-              "backend": np.array(result.backend), "precision": np.array(result.precision),
-              "readout": np.array(result.readout), "steps": np.array(result.outputs.shape[1]),
-              "scale": np.array(float(scale))}
-    if result.readout == "spikes":
-        arrays["spikes"] = result.outputs.astype(np.uint8)
-    else:
-        arrays["potential"] = np.cumsum(result.outputs, axis=1)
-    if labels is not None:
-        arrays["accuracy"] = np.array(result.accuracy(labels))
-    return arrays
-
-
 @click.command("run")
 @click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(dir_okay=False),
-              help="x: (N, T, *input_shape) or static (N, *input_shape); optional y: (N,) labels.")
+@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(),
+              help="x: (N, T, *input_shape) or static (N, *input_shape); optional y: (N,) labels. "
+                   "Also an .npy of x, or a folder of .npz shards (name order).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="reference", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), default="float", show_default=True,
               help="fixed: Loihi integers (a graph not yet quantized is quantized with default settings).")
@@ -92,28 +87,38 @@ def result_arrays(result, labels=None, scale: float = 1.0) -> dict[str, np.ndarr
               help="Result file [default: <GRAPH name>.out.npz in the current folder].")
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="Run only the first N samples of DATA.npz [default: all].")
+@chunk_size_option
+@ray_option
 @reports_errors
-def command(graph_file, data_file, backend, precision, steps, out_file, samples):
+def command(graph_file, data_file, backend, precision, steps, out_file, samples, chunk_size, ray_address):
     """Run GRAPH.onnx on the inputs of DATA.npz and write counts, predictions and output spikes."""
     from snncompile.ir.onnx_format import load_onnx
-    from snncompile.targets import run
 
     out_file = Path(out_file or f"{Path(graph_file).stem}.out.npz")
     graph = load_onnx(graph_file)
-    x, T, y = load_inputs(data_file, graph, steps, samples)
+    source = open_inputs(data_file)
+    T = data_steps(source, graph, steps, data_file)
+    n = min(len(source), samples or len(source))
     with atomic_output(out_file) as tmp:
         if precision == "fixed":
             graph, quantized_now = fixed_point_graph(graph)
             if quantized_now:
                 click.echo("note: the graph is not quantized; quantized it with default settings "
                            "(use `snncompile quantize --calib` for calibrated scales)")
-        start = time.perf_counter()
-        result = run(graph, x, steps=T, backend=backend, precision=precision)
-        wall = time.perf_counter() - start
-        arrays = result_arrays(result, y, readout_scale(graph, precision))
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    acc = (f", accuracy {float(arrays['accuracy']):.2%} ({int(np.sum(result.pred == y))}/{len(y)})"
-           if y is not None else "")
-    click.echo(f"ran {len(x)} sample(s) x {T} steps on {backend} ({precision}){acc} in {wall:.2f} s "
+        job = RunJob(graph, backend, precision, T, str(data_file))
+        writer = RunWriter(Path(tmp).parent, n, backend, precision, graph.output.mode, T,
+                           source.has_labels, scale=readout_scale(graph, precision))
+        try:
+            start = time.perf_counter()
+            with Progress(n, f"run ({backend})", announce=backend == "lava") as progress:
+                for chunk in compute_chunks(job, source, chunk_ranges(n, chunk_size or auto_chunk_size(source)), ray_address):
+                    writer.add(chunk)
+                    progress.update(chunk.hi - chunk.lo)
+            writer.finish(tmp)
+            wall = time.perf_counter() - start     # reading, running and writing: all per sample
+        finally:
+            writer.close()
+    acc = (f", accuracy {writer.accuracy:.2%} ({writer.correct}/{n})"
+           if source.has_labels else "")
+    click.echo(f"ran {n} sample(s) x {T} steps on {backend} ({precision}){acc} in {wall:.2f} s "
                f"-> {out_file}")

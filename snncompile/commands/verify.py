@@ -18,6 +18,9 @@ the outputs; 1 when they differ (the first disagreeing node is named) or on bad 
 2 when Lava fixed point could not be run at all (the reason is printed). Lava float is
 compared with the reference the same way (within 1e-9: both are float64, summed in
 different orders); its first disagreement is printed too but does not set the status.
+
+Reference and emulator stream DATA in chunks of ``--chunk-size`` samples, keeping only the
+predictions, layer totals and the first ``--lava-samples`` outputs (compared with Lava).
 """
 from __future__ import annotations
 
@@ -29,7 +32,9 @@ from typing import Optional
 import click
 import numpy as np
 
-from snncompile.commands._common import load_npz, reports_errors
+from snncompile.cluster import compute_chunks, ray_option
+from snncompile.commands._common import reports_errors
+from snncompile.commands.run import chunk_size_option
 from snncompile.errors import SnnCompileError
 
 
@@ -117,6 +122,100 @@ def _total(arr) -> str:
     return str(int(v)) if np.isfinite(v) and v == int(v) else f"{v:.6g}"
 
 
+@dataclass
+class Streamed:
+    """A reference/emulator run over the whole data set, chunk by chunk, keeping only what the
+    tables need: every prediction, every output spike (uint8: T x n_out bytes a sample; a
+    potential readout: the first ``keep`` samples), the node counts and per-step sums of the
+    first ``keep`` samples (compared with Lava), and each node's total over those and all
+    samples (exact integers for integer values, float sums for the reference's currents)."""
+
+    readout: str
+    precision: str
+    keep: int
+    pred: np.ndarray = None
+    outputs: np.ndarray = None
+    layer_counts: dict = field(default_factory=dict)
+    layer_steps: dict = field(default_factory=dict)
+    totals_head: dict = field(default_factory=dict)
+    totals_all: dict = field(default_factory=dict)
+
+    def add(self, result, lo: int) -> None:
+        head = max(0, min(self.keep - lo, len(result.outputs)))
+        self.pred = _cat(self.pred, result.pred)
+        if self.readout == "spikes":
+            self.outputs = _cat(self.outputs, result.outputs.astype(np.uint8))
+        elif head:
+            self.outputs = _cat(self.outputs, result.outputs[:head])
+        for k, lc in result.layer_counts.items():
+            if head:
+                self.layer_counts[k] = _cat(self.layer_counts.get(k), lc[:head])
+                if k in result.layer_steps:
+                    self.layer_steps[k] = _cat(self.layer_steps.get(k), result.layer_steps[k][:head])
+                self.totals_head[k] = self.totals_head.get(k, 0) + _sum(lc[:head])
+            self.totals_all[k] = self.totals_all.get(k, 0) + _sum(lc)
+
+    def total(self, name: str, n: int) -> Optional[int]:
+        if name not in self.totals_all:
+            return None
+        if n == len(self.pred):
+            return self.totals_all[name]
+        if n == self.keep:
+            return self.totals_head[name]
+        raise ValueError(f"layer totals kept for the first {self.keep} or all {len(self.pred)} samples, not {n}")
+
+
+@dataclass
+class VerifyChunk:
+    """Samples lo:hi: their labels (None without) and the reference and emulator Columns."""
+
+    lo: int
+    hi: int
+    labels: Optional[np.ndarray]
+    parts: list
+
+
+@dataclass
+class VerifyJob:
+    """The reference float and emulator fixed runs of samples lo:hi; picklable, so that
+    ``--ray`` can run the chunks on a cluster (``snncompile.cluster``)."""
+
+    graph: object
+    qgraph: object
+    steps: int
+    data_file: str
+
+    def __call__(self, source, lo: int, hi: int) -> VerifyChunk:
+        from snncompile.streaming import RunJob
+        from snncompile.targets import emulator, reference
+
+        x, y = source.read(lo, hi)
+        job = RunJob(self.graph, "reference", "float", self.steps, self.data_file)
+        job.check(x, lo)
+        labels = None if y is None else job.labels(y)
+        T = self.steps
+        return VerifyChunk(lo, hi, labels, [
+            _run("reference float", lambda: reference.run(self.graph, x, steps=T, record=True), hi - lo),
+            _run("emulator fixed", lambda: emulator.run(self.qgraph, x, steps=T, precision="fixed",
+                                                        record=True), hi - lo)])
+
+
+def _sum(a: np.ndarray):
+    """Exact Python int for integer-valued arrays (no float rounding as totals grow), else float."""
+    return int(a.sum(dtype=np.int64)) if a.dtype.kind in "biu" else float(a.sum())
+
+
+def _cat(a, b):
+    return b if a is None else np.concatenate([a, b])
+
+
+def _layer_total(result, name: str, n: int) -> Optional[int]:
+    if isinstance(result, Streamed):
+        return result.total(name, n)
+    lc = result.layer_counts.get(name)
+    return None if lc is None else int(lc[:n].sum())
+
+
 def compare(ref: Column, emu: Column, others: list[Column], labels, nodes: list) -> Comparison:
     """Render the two tables and compare lava fixed with the emulator node by node.
 
@@ -154,8 +253,8 @@ def compare(ref: Column, emu: Column, others: list[Column], labels, nodes: list)
     for k, kind in recorded:
         vals = []
         for c in cols:
-            lc = c.result.layer_counts.get(k) if c.result is not None else None
-            vals.append("-" if lc is None else _total(lc[:n_common]))
+            total = _layer_total(c.result, k, n_common) if c.result is not None else None
+            vals.append("-" if total is None else _total(total))
         d = diffs.get(k)
         match = "-" if lava_fixed is None else ("not recorded" if d is None else f"{d.n - d.differ}/{d.n}")
         lrows.append((k, kind, *vals, match))
@@ -180,7 +279,8 @@ def _table(rows) -> list[str]:
 
 @click.command("verify")
 @click.argument("graph_file", metavar="GRAPH.onnx", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "data_file", metavar="DATA.npz", required=True, type=click.Path(),
+              help="As for `run` (also an .npy or a folder of .npz shards); streamed in chunks.")
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="Use the first N samples for reference and emulator [default: all].")
 @click.option("--lava-samples", type=click.IntRange(min=1), default=20, show_default=True,
@@ -189,27 +289,32 @@ def _table(rows) -> list[str]:
               help="Calibration data when GRAPH is not quantized yet.")
 @click.option("--no-lava-float", is_flag=True, help="Skip the Lava float run.")
 @click.option("--steps", type=click.IntRange(min=1), default=None)
+@chunk_size_option
+@ray_option
 @reports_errors
-def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_float, steps):
+def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_float, steps, chunk_size,
+            ray_address):
     """Run reference float, emulator fixed, Lava fixed and Lava float side by side."""
+    from snncompile.commands.quantize import read_calibration
+    from snncompile.commands.run import data_steps
     from snncompile.ir.onnx_format import load_onnx
     from snncompile.quantize import is_quantized, quantize
-    from snncompile.commands.run import load_inputs
-    from snncompile.targets import emulator, reference
+    from snncompile.streaming import RECORD_CHUNK, Progress, RunJob, auto_chunk_size, chunk_ranges, open_inputs
 
     graph = load_onnx(graph_file)
-    x, _, y = load_inputs(data_file, graph, steps, samples)
+    source = open_inputs(data_file)
+    T = data_steps(source, graph, steps, data_file)
     qgraph = graph
     if not is_quantized(graph):
-        calib = load_npz(calib_file, what="calibration")[0] if calib_file else None
+        calib = read_calibration(calib_file) if calib_file else None
         qgraph, _ = quantize(graph, calib=calib)
         click.echo(f"graph not quantized: quantized with {'--calib data' if calib_file else 'default settings'}")
-    n, nl = len(x), min(lava_samples, len(x))
-    ref = _run("reference float", lambda: reference.run(graph, x, record=True), n)
-    emu = _run("emulator fixed", lambda: emulator.run(qgraph, x, precision="fixed", record=True), n)
-    for c in (ref, emu):
-        if c.error:
-            raise SnnCompileError(f"{c.label}: {c.error}")
+    n = min(samples or len(source), len(source))
+    nl = min(lava_samples, n)
+    checker = RunJob(graph, "reference", "float", T, str(data_file))
+    # Lava first, on its few samples: then the streamed columns know which totals to keep
+    x_lava, _ = source.read(0, nl)
+    checker.check(x_lava)
     others = []
     try:
         from snncompile.targets import lava
@@ -217,11 +322,30 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
         lava = None
         lava_error = f"the Lava target cannot be imported ({exc})"
     if lava is not None:
-        others.append(_run("lava fixed", lambda: lava.run(qgraph, x[:nl], precision="fixed", record=True), nl))
+        click.echo(f"verify: running Lava on {nl} sample(s) ...", err=True)
+        others.append(_run("lava fixed", lambda: lava.run(qgraph, x_lava, steps=T, precision="fixed",
+                                                          record=True), nl))
         if not no_lava_float:
-            others.append(_run("lava float", lambda: lava.run(graph, x[:nl], precision="float", record=True), nl))
+            others.append(_run("lava float", lambda: lava.run(graph, x_lava, steps=T, precision="float",
+                                                              record=True), nl))
     else:
         others = [Column("lava fixed", error=lava_error), Column("lava float", error=lava_error)]
+    keep = min([c.n for c in others if c.result is not None] or [nl])
+    ref = Column("reference float", Streamed(graph.output.mode, "float", keep), n=n)
+    emu = Column("emulator fixed", Streamed(graph.output.mode, "fixed", keep), n=n)
+    labels = [] if source.has_labels else None
+    job = VerifyJob(graph, qgraph, T, str(data_file))
+    with Progress(n, "verify (reference, emulator)") as progress:
+        for chunk in compute_chunks(job, source, chunk_ranges(n, chunk_size or auto_chunk_size(source, RECORD_CHUNK)), ray_address):
+            if labels is not None:
+                labels.append(chunk.labels)
+            for col, part in zip((ref, emu), chunk.parts):
+                if part.error:
+                    raise SnnCompileError(f"{col.label}: {part.error}")
+                col.result.add(part.result, chunk.lo)
+                col.seconds += part.seconds
+            progress.update(chunk.hi - chunk.lo)
+    y = None if labels is None else np.concatenate(labels)
     nodes = [(name, qgraph.node(name).kind) for name in qgraph.order()]
     result = compare(ref, emu, others, y, nodes)
     for line in result.summary + [""] + result.layers:

@@ -6,7 +6,8 @@ from typing import Optional, Union
 
 
 from snncompile.energy.conventions import Convention
-from snncompile.energy.counts import NeuronCounts, RunCounts, SynapseCounts, count_run, data_kind
+from snncompile.energy.counts import (CountRecord, NeuronCounts, RunCounts, SynapseCounts, count_record,
+                                      count_run, data_kind)
 from snncompile.energy.models import EnergyModel, get_model, load_constants
 from snncompile.energy.report import EnergyReport, LayerReport
 
@@ -47,6 +48,19 @@ def analyze(graph, result, convention: Union[str, Convention] = "exact",
     counts = count_run(graph, result, input_kind, x=x)
     return build_report(counts, conv, model, backend=backend or result.backend, precision=result.precision,
                         counts_from=counts_from or result.backend, notes=notes)
+
+
+def report_from_record(graph, record: CountRecord, convention: Union[str, Convention] = "exact",
+                       energy_model: Union[str, EnergyModel] = "horowitz45", *, backend: Optional[str] = None,
+                       precision: Optional[str] = None, counts_from: Optional[str] = None,
+                       notes=()) -> EnergyReport:
+    """The report of a (merged) CountRecord: what a chunked or sharded ``energy`` ends with;
+    the same report as :func:`analyze` on the whole run at once."""
+    conv = convention if isinstance(convention, Convention) else Convention(convention)
+    model = resolve_model(energy_model)
+    return build_report(count_record(graph, record), conv, model, backend=backend or record.backend,
+                        precision=precision or record.precision, counts_from=counts_from or record.backend,
+                        notes=notes)
 
 
 def build_report(counts: RunCounts, conv: Convention, model: EnergyModel, backend: str = "",

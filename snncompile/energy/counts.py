@@ -213,46 +213,140 @@ def input_counts(graph, result, x=None) -> np.ndarray:
     return total
 
 
-def count_run(graph, result, input_kind: str = "real", x=None) -> RunCounts:
-    """Count events, synapses and neuron activity of ``result`` (a run of ``graph``, record=True).
+_KIND_ORDER = {kind: i for i, kind in enumerate(VALUE_KINDS)}
 
-    ``x``: the run's input data; when given, the input events are read from it (exact in
-    any precision) instead of the recorded Input node."""
-    kinds = value_kinds(graph, input_kind)
+
+def exact_sum(a) -> np.ndarray:
+    """Sum over axis 0, as int64 when it is a whole number everywhere (spike counts, integer
+    data: int64 sums are exact and associative, so chunk sums merge exactly), else float64.
+    Summed in float64 first: exact for whole numbers up to 2**53, and 4x cheaper than
+    testing every value."""
+    a = np.asarray(a)
+    if a.dtype.kind in "biu":
+        return a.sum(axis=0, dtype=np.int64)
+    total = a.sum(axis=0, dtype=np.float64)
+    return total.astype(np.int64) if np.all(total == np.round(total)) else total
+
+
+@dataclass
+class CountRecord:
+    """What :func:`count_run` needs of a run, summed over its samples: mergeable across chunks.
+
+    ``sums``: node -> (*node_shape) sum over samples and time of the node's recorded output;
+    ``step_sums``: node -> (T,) sum over samples and elements per step; ``input_sum``:
+    (*input_shape) sum over samples and time of the input data (None for real-valued data,
+    whose events are never counted). All int64 where the values are whole numbers, which
+    they are for everything counted (spikes, spike sums, binary/count data).
+    """
+
+    graph: str
+    n_samples: int
+    timesteps: int
+    input_kind: str
+    sums: dict[str, np.ndarray] = field(default_factory=dict)
+    step_sums: dict[str, np.ndarray] = field(default_factory=dict)
+    input_sum: Optional[np.ndarray] = None
+    precision: str = "float"
+    backend: str = ""
+
+    @staticmethod
+    def merge(records) -> "CountRecord":
+        """The record of all the records' samples together (exact sums; any order)."""
+        records = list(records)
+        first = records[0]
+        for r in records[1:]:
+            if (r.graph, r.timesteps, set(r.sums), set(r.step_sums)) != \
+                    (first.graph, first.timesteps, set(first.sums), set(first.step_sums)):
+                raise SnnCompileError("count records of different graphs, steps or recorded nodes "
+                                      "cannot be merged")
+        kind = max((r.input_kind for r in records), key=_KIND_ORDER.__getitem__)
+        inputs = [r.input_sum for r in records]
+        return CountRecord(
+            graph=first.graph, n_samples=sum(r.n_samples for r in records), timesteps=first.timesteps,
+            input_kind=kind, sums={k: sum(r.sums[k] for r in records) for k in first.sums},
+            step_sums={k: sum(r.step_sums[k] for r in records) for k in first.step_sums},
+            input_sum=None if kind == "real" or any(i is None for i in inputs) else sum(inputs),
+            precision=first.precision, backend=first.backend)
+
+
+def record_run(graph, result, x=None, input_kind: Optional[str] = None) -> CountRecord:
+    """The CountRecord of ``result`` (a run of ``graph`` with ``record=True``) on data ``x``.
+
+    ``input_kind`` defaults to the kind of ``x`` (``data_kind``); without ``x``, the input
+    events are read from the recorded Input node (see :func:`input_counts`)."""
     T = int(result.outputs.shape[1])
     N = int(result.outputs.shape[0])
     if N == 0 or T == 0:
         raise SnnCompileError("the run has no samples or no time steps: nothing to count")
     if x is not None:
         check_data(graph, result, x)
-    counts = RunCounts(graph=graph.name, n_samples=N, timesteps=T, input_kind=input_kind)
+    if input_kind is None:
+        input_kind = data_kind(x) if x is not None else "real"
+    # the nodes count_record may read under any input kind (binary input needs the most)
+    wanted = set(needed_counts(graph, "binary"))
+    sums = {name: exact_sum(_recorded(result, name)) for name in result.layer_counts if name in wanted}
+    steps = {name: exact_sum(np.asarray(s)) for name, s in result.layer_steps.items()
+             if name in wanted and np.asarray(s).shape == (N, T)}
+    input_sum = None
+    if input_kind != "real" and any(isinstance(graph.node(s), ir.Input) for s in _synapse_sources(graph)):
+        input_sum = exact_sum(input_counts(graph, result, x))
+    return CountRecord(graph=graph.name, n_samples=N, timesteps=T, input_kind=input_kind, sums=sums,
+                       step_sums=steps, input_sum=input_sum, precision=result.precision,
+                       backend=result.backend)
+
+
+def _synapse_sources(graph) -> list[str]:
+    return [graph.inputs_of(n)[0] for n in graph.order() if isinstance(graph.node(n), SYNAPSE_KINDS)]
+
+
+def count_run(graph, result, input_kind: str = "real", x=None) -> RunCounts:
+    """Count events, synapses and neuron activity of ``result`` (a run of ``graph``, record=True).
+
+    ``x``: the run's input data; when given, the input events are read from it (exact in
+    any precision) instead of the recorded Input node."""
+    return count_record(graph, record_run(graph, result, x, input_kind))
+
+
+def count_record(graph, record: CountRecord) -> RunCounts:
+    """The RunCounts of a (merged) CountRecord: per-sample means of the exact sums."""
+    kinds = value_kinds(graph, record.input_kind)
+    N, T = record.n_samples, record.timesteps
+    counts = RunCounts(graph=graph.name, n_samples=N, timesteps=T, input_kind=record.input_kind)
     for name in graph.order():
         node = graph.node(name)
         if isinstance(node, SYNAPSE_KINDS):
-            counts.synapses.append(_count_synapse(graph, node, kinds, result, N, T, x))
+            counts.synapses.append(_count_synapse(graph, node, kinds, record))
             counts.order.append(name)
         elif isinstance(node, ir.Neuron):
-            counts.neurons.append(_count_neuron(graph, node, result, N, T))
+            counts.neurons.append(_count_neuron(graph, node, record))
             counts.order.append(name)
     return counts
 
 
-def _count_synapse(graph, node, kinds, result, N, T, x=None) -> SynapseCounts:
+def _summed(record: CountRecord, name: str) -> np.ndarray:
+    if name not in record.sums:
+        raise SnnCompileError(
+            f"the {record.backend} run did not record per-layer counts for node '{name}'; "
+            f"run with record=True on a backend that records them (reference or emulator)")
+    return record.sums[name]
+
+
+def _count_synapse(graph, node, kinds, record: CountRecord) -> SynapseCounts:
     (src,) = graph.inputs_of(node.name)
     in_shape, out_shape = graph.shape(src), graph.shape(node.name)
     fan = fanout_map(node, in_shape)
     n_in = int(np.prod(in_shape))
     kind = kinds[src]
+    N, T = record.n_samples, record.timesteps
     if kind == "real":
         events = ex_fan = 0.0
         rate = None
     else:
-        total = (input_counts(graph, result, x) if isinstance(graph.node(src), ir.Input)
-                 else _recorded(result, src))
-        if total.shape[1:] != tuple(in_shape):
-            raise SnnCompileError(f"recorded counts of node '{src}' have shape {total.shape[1:]}, "
+        total = record.input_sum if isinstance(graph.node(src), ir.Input) else _summed(record, src)
+        if total.shape != tuple(in_shape):
+            raise SnnCompileError(f"recorded counts of node '{src}' have shape {total.shape}, "
                                   f"the graph says {tuple(in_shape)}")
-        per_pos = total.sum(axis=0) / N
+        per_pos = total.astype(np.float64) / N
         events = float(per_pos.sum())
         ex_fan = float((per_pos * fan).sum())
         rate = events / (n_in * T)
@@ -264,15 +358,13 @@ def _count_synapse(graph, node, kinds, result, N, T, x=None) -> SynapseCounts:
         input_events=events, events_x_fanout=ex_fan, input_rate=rate)
 
 
-def _count_neuron(graph, node, result, N, T) -> NeuronCounts:
-    total = _recorded(result, node.name)
+def _count_neuron(graph, node, record: CountRecord) -> NeuronCounts:
+    total = _summed(record, node.name)
+    N, T = record.n_samples, record.timesteps
     n = int(np.prod(graph.shape(node.name)))
     spikes = float(total.sum()) / N
-    steps = result.layer_steps.get(node.name)
-    if steps is not None and np.asarray(steps).shape == (N, T):
-        per_step = (np.asarray(steps, dtype=np.float64).sum(axis=0) / (N * n)).tolist()
-    else:
-        per_step = []
+    steps = record.step_sums.get(node.name)
+    per_step = [] if steps is None else (steps.astype(np.float64) / (N * n)).tolist()
     leaky = bool(np.any(np.asarray(node.du) < 1) or np.any(np.asarray(node.dv) > 0))
     return NeuronCounts(name=node.name, n_neurons=n, leaky=leaky, spikes=spikes,
                         firing_rate=spikes / (n * T), rate_per_step=per_step)
