@@ -150,6 +150,15 @@ class InputSource:
     def __len__(self) -> int:
         return int(self.starts[-1])
 
+    def labels(self, n: Optional[int] = None) -> Optional[np.ndarray]:
+        """The first ``n`` (default all) labels, without reading ``x`` (None without labels):
+        a few bytes a sample, so commands check them before running anything."""
+        if not self.has_labels:
+            return None
+        n = len(self) if n is None else min(n, len(self))
+        ys = [s.y.read(0, min(len(s.y), n - a)) for s, a in zip(self.shards, self.starts) if a < n]
+        return ys[0] if len(ys) == 1 else np.concatenate(ys)
+
     def read(self, lo: int, hi: int):
         """x[lo:hi] (dtype and layout as stored) and y[lo:hi] (or None without labels)."""
         lo, hi = max(0, lo), min(len(self), hi)
@@ -193,7 +202,7 @@ def open_inputs(path, what: str = "input") -> InputSource:
         shards = [_open_shard(path, what)]
     src = InputSource(path, shards)
     if len(src) == 0:
-        raise SnnCompileError(f"{what} file '{path}' has no samples (x has length 0)")
+        raise SnnCompileError(f"{what} file '{path}' has no samples ('x' holds 0 samples)")
     return src
 
 

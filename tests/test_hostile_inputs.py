@@ -5,6 +5,7 @@ stderr naming the file/node and the reason, no marker file written by a crafted 
 output or temporary file left behind. Item numbers refer to the report.
 """
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -369,7 +370,12 @@ def test_stop_signal_during_lava_run_leaves_nothing(command, extra, group, signa
         [command, tiny / "g.onnx", "--input", tiny / "d.npz", *extra], tmp_path, signum, group)
     assert n_kids >= 3 and n_shm > 0, "Lava was not running when the signal came"
     assert rc == 128 + signum, err
-    assert err.count("\n") == 1 and err.startswith(f"error: stopped by {signame}"), err
+    # stderr: the command's progress lines (issue 14's feedback), then exactly one error line
+    lines = err.splitlines()
+    assert lines[-1].startswith(f"error: stopped by {signame}"), err
+    assert [line for line in lines if line.startswith("error")] == lines[-1:], err
+    assert all(re.match(r"^[a-z]+ \([a-z, ]+\): \d+(/\d+)? samples( \.\.\.)?$|^verify: running Lava on \d+ sample",
+                        line) for line in lines[:-1]), err
     assert alive == [], f"{len(alive)} process(es) of the run still alive 5 s later"
     assert shm_left == [], f"shared memory left: {shm_left[:3]}"
     assert list(tmp_path.iterdir()) == [], "an output or temporary file was left"

@@ -106,6 +106,8 @@ def command(graph_file, data_file, backend, precision, steps, out_file, samples,
                 click.echo("note: the graph is not quantized; quantized it with default settings "
                            "(use `snncompile quantize --calib` for calibrated scales)")
         job = RunJob(graph, backend, precision, T, str(data_file))
+        if source.has_labels:
+            job.labels(source.labels(n))     # bad labels end the command before anything runs
         writer = RunWriter(Path(tmp).parent, n, backend, precision, graph.output.mode, T,
                            source.has_labels, scale=readout_scale(graph, precision))
         try:

@@ -312,6 +312,8 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
     n = min(samples or len(source), len(source))
     nl = min(lava_samples, n)
     checker = RunJob(graph, "reference", "float", T, str(data_file))
+    if source.has_labels:
+        checker.labels(source.labels(n))     # bad labels end the command before Lava starts
     # Lava first, on its few samples: then the streamed columns know which totals to keep
     x_lava, _ = source.read(0, nl)
     checker.check(x_lava)
