@@ -300,7 +300,9 @@ def zoo_module_unloaded():
 
 
 def test_spikingjelly_zoo_without_torchvision_says_why(zoo_module_unloaded, ckpt, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torchvision", None)  # not installed
+    # not installed (other test modules may have left a stub of it in sys.modules)
+    for name in {"torchvision", *(k for k in sys.modules if k.startswith("torchvision."))}:
+        monkeypatch.setitem(sys.modules, name, None)
     _assert_fails(_export(ckpt, "--model", f"{ZOO_MODULE}:spiking_resnet18", "--input-shape", "3,32,32", "-T", 2),
                   r"importing 'spikingjelly.activation_based.model.spiking_resnet' failed: .*torchvision.*; "
                   r"SpikingJelly's model zoo imports torchvision only for load_state_dict_from_url", ckpt.parent)

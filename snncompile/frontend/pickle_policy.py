@@ -22,6 +22,10 @@ CLASS_MODULES = (
     "snntorch._neurons.", "snntorch.surrogate",
     "spikingjelly.activation_based.neuron", "spikingjelly.activation_based.layer",
     "spikingjelly.activation_based.surrogate", "spikingjelly.activation_based.base",
+    # SpikingJelly 2.0's model zoo (its modules define nn.Module classes only)
+    "spikingjelly.activation_based.model.sew_resnet", "spikingjelly.activation_based.model.spiking_resnet",
+    "spikingjelly.activation_based.model.ms_resnet", "spikingjelly.activation_based.model.spiking_vgg",
+    "spikingjelly.activation_based.model.parametric_lif_net",
     # the legacy import path, served on SpikingJelly 2.0 by frontend.legacy_spikingjelly
     "spikingjelly.clock_driven.neuron", "spikingjelly.clock_driven.layer",
     "spikingjelly.clock_driven.surrogate", "spikingjelly.clock_driven.base",

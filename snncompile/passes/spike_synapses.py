@@ -21,9 +21,13 @@ _SPIKE_PATH = (ir.Flatten, ir.MaxPool2d)
 
 
 def _is_spikes(graph: Graph, name: str) -> bool:
+    """Spikes or a sum of spikes (SEW ADD's 0/1/2 stream), possibly pooled or flattened: the
+    values are spike counts at scale 1, not a synapse's current."""
     node = graph.node(name)
     while isinstance(node, _SPIKE_PATH):
         node = graph.node(graph.inputs_of(node.name)[0])
+    if isinstance(node, ir.Add):
+        return all(_is_spikes(graph, i) for i in graph.inputs_of(node.name) if not graph.delay(i, node.name))
     return isinstance(node, ir.Neuron)
 
 

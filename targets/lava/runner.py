@@ -192,6 +192,11 @@ def _kill(net: LavaNet) -> None:
         if actor.is_alive():
             actor.kill()
         mp.Process.join(actor, timeout=5)
+        if actor.exitcode is None:   # not reaped yet (a loaded machine): SIGKILL cannot be ignored
+            mp.Process.join(actor)
+        # Reaped: Lava's own join(), which multiprocessing calls again at interpreter exit, would
+        # only fail on it ("Cannot close a process while it is still running") and print a traceback.
+        actor._is_done = True
     try:
         infra._smm.shutdown()
     except Exception:  # already shut down
