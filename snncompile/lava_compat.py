@@ -69,6 +69,32 @@ def install() -> None:
     if needs_fix() and not any(isinstance(f, _LavaVarModelFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _LavaVarModelFinder())
     _import_runtime_multiprocessing()
+    _tolerate_reaped_workers()
+
+
+def _tolerate_reaped_workers() -> None:
+    """Lava's ``SystemProcess.join`` always closes the process object after joining. For a
+    worker that was already killed and reaped (snncompile stops Lava's workers itself after a
+    failure or a stop signal) ``Process.close()`` then raises "Cannot close a process while it
+    is still running" or "process object is closed", and Lava's teardown at interpreter exit
+    (``AbstractProcess.__del__``, multiprocessing's exit handler) prints one traceback per
+    worker. Such a worker is gone: mark it done instead (idempotent)."""
+    module = sys.modules.get(_RUNTIME)
+    cls = getattr(module, "SystemProcess", None)
+    if cls is None or getattr(cls.join, "_snncompile", False):
+        return
+    join = cls.join
+
+    def tolerant_join(self):
+        try:
+            join(self)
+        except ValueError:
+            if self.is_alive() if getattr(self, "_popen", None) is not None else False:
+                raise
+            self._is_done = True
+
+    tolerant_join._snncompile = True
+    cls.join = tolerant_join
 
 
 def _import_runtime_multiprocessing() -> None:

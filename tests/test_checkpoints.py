@@ -293,10 +293,16 @@ ZOO_MODULE = "spikingjelly.activation_based.model.spiking_resnet"
 
 @pytest.fixture
 def zoo_module_unloaded():
-    """The SpikingJelly zoo module is imported fresh by each test (with or without the stub)."""
-    sys.modules.pop(ZOO_MODULE, None)
+    """The SpikingJelly zoo module is imported fresh by each test (with or without the stub),
+    and the module other tests imported is put back afterwards (their classes must stay the
+    ones pickle finds under that name)."""
+    package, _, attr = ZOO_MODULE.rpartition(".")
+    saved = sys.modules.pop(ZOO_MODULE, None)
     yield
     sys.modules.pop(ZOO_MODULE, None)
+    if saved is not None:
+        sys.modules[ZOO_MODULE] = saved
+        setattr(sys.modules[package], attr, saved)
 
 
 def test_spikingjelly_zoo_without_torchvision_says_why(zoo_module_unloaded, ckpt, monkeypatch):

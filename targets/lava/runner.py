@@ -182,30 +182,39 @@ def _kill(net: LavaNet) -> None:
     stop_on_signals), then free Lava's shared memory through its manager."""
     import multiprocessing as mp
 
+    from lava.magma.runtime.message_infrastructure.multiprocessing import SystemProcess
+
     runtime = getattr(net.source, "runtime", None)
     infra = getattr(runtime, "_messaging_infrastructure", None)
-    if infra is None:
-        return
-    for actor in infra.actors:
+    actors = list(getattr(infra, "actors", None) or [])
+    # A stop signal can unwind Lava's start-up before the runtime knows all its workers (or
+    # before it exists): every Lava worker that is still a child of ours goes the same way.
+    strays = [c for c in mp.active_children() if isinstance(c, SystemProcess) and c not in actors]
+    for actor in actors + strays:
         if actor._is_done:
             continue
         if actor.is_alive():
             actor.kill()
         mp.Process.join(actor, timeout=5)
         if actor.exitcode is None:   # not reaped yet (a loaded machine): SIGKILL cannot be ignored
-            mp.Process.join(actor)
-        # Reaped: Lava's own join(), which multiprocessing calls again at interpreter exit, would
+            mp.Process.join(actor, timeout=10)
+        # Killed: Lava's own join(), which multiprocessing calls again at interpreter exit, would
         # only fail on it ("Cannot close a process while it is still running") and print a traceback.
         actor._is_done = True
-    try:
-        infra._smm.shutdown()
-    except Exception:  # already shut down
-        pass
-    try:
-        runtime._watchdog_manager.stop()
-    except Exception:
-        pass
-    runtime._is_started = runtime._is_running = False
+    if infra is not None:
+        try:
+            infra._smm.shutdown()
+        except Exception:  # already shut down
+            pass
+        try:
+            runtime._watchdog_manager.stop()
+        except Exception:
+            pass
+        runtime._is_started = runtime._is_running = False
+    # Everything is stopped: Lava's AbstractProcess.__del__ (at garbage collection, or at
+    # interpreter exit) would stop the runtime again and fail on the closed workers.
+    for proc in net.processes:
+        proc._runtime = None
 
 
 def _static_or_train(graph, x, steps):
