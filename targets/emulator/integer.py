@@ -28,6 +28,7 @@ from snncompile.errors import SnnCompileError
 from snncompile.ir import fixed as fx
 from snncompile.ir import nodes as ir
 from snncompile.ir.kinds import StageTable
+from snncompile.targets import reference
 from snncompile.targets.reference import Simulator
 
 INT = torch.int64
@@ -529,14 +530,9 @@ def _input(sim, node, ins, x_t):
     return input_messages(x_t, sim.input_fixed)
 
 
-@TABLE.implements(ir.Neuron)
-def _neuron(sim, node, ins, x_t):
-    return sim.neurons[node.name].step(ins[0])
-
-
-@TABLE.implements(ir.Flatten)
-def _flatten(sim, node, ins, x_t):
-    return ins[0].reshape(ins[0].shape[0], -1)
+# the same walk as the reference's: the neuron state (integer here) steps, a Flatten reshapes
+TABLE.add(reference.TABLE.entries[ir.Neuron], ir.Neuron)
+TABLE.add(reference.TABLE.entries[ir.Flatten], ir.Flatten)
 
 
 @TABLE.implements(ir.Add)
