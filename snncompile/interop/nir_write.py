@@ -54,6 +54,14 @@ def _f64(a) -> np.ndarray:
 #: The NIR writer: kind -> ``fn(graph, node, dt, warnings)``, the NIR node (None: not a NIR node).
 TABLE = StageTable("nir.write", says="NIR")
 TABLE.refuse(ir.MaxPool2d, "has no MaxPool2d node; cannot write this graph as NIR")
+for _kind, _what in ((ir.MatMul, "a product of two activations (attention's q @ k^T)"),
+                     (ir.Mul, "an elementwise product of two activations (a spike mask)"),
+                     (ir.ReduceSum, "a sum over an axis of a per-sample tensor"),
+                     (ir.Reshape, "a reshape of a per-sample tensor other than a flatten"),
+                     (ir.Permute, "a permutation of per-sample axes (token and head layouts)"),
+                     (ir.Slice, "a slice of a per-sample tensor"),
+                     (ir.Scale, "an elementwise scale outside a synapse")):
+    TABLE.refuse(_kind, f"has no node for {_what}; cannot write this graph as NIR")
 
 
 @TABLE.implements(ir.Add)

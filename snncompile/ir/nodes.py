@@ -289,8 +289,182 @@ class Output(Node):
         return tuple(s)
 
 
+# -- spiking-transformer kinds (issue 11; design notes in docs/transformer-ir.md) -------------
+#: What an operand of a product holds: "spike" (0/1), "count" (integers >= 0: sums and
+#: products of spikes) or "real" (a synapse's current, a membrane stream). Set on MatMul and
+#: Mul by ``snncompile.passes.operands.mark_operands`` from the producers (checked on reading).
+OPERANDS = ("spike", "count", "real")
+
+
+def _axis(axis: int, rank: int, node: "Node") -> int:
+    if not -rank <= axis < rank:
+        raise node._fail(f"axis {axis} is out of range for a rank-{rank} input")
+    return axis % rank
+
+
+@dataclass(eq=False)
+class Reshape(Node):
+    """Per-sample reshape in C (row-major) order: an index map, no arithmetic (axon routing on a
+    chip). ``shape`` is the per-sample output shape (no -1)."""
+
+    shape: Shape = ()
+    kind: ClassVar[str] = "Reshape"
+
+    def __post_init__(self):
+        self.shape = tuple(int(s) for s in self.shape)
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        if int(np.prod(s)) != int(np.prod(self.shape)) or any(d <= 0 for d in self.shape):
+            raise self._fail(f"cannot reshape {tuple(s)} ({int(np.prod(s))} values) to {self.shape}")
+        return self.shape
+
+
+@dataclass(eq=False)
+class Permute(Node):
+    """Per-sample axis permutation: output axis i is input axis ``perm[i]`` (torch.permute)."""
+
+    perm: tuple[int, ...] = ()
+    kind: ClassVar[str] = "Permute"
+
+    def __post_init__(self):
+        self.perm = tuple(int(p) for p in self.perm)
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        if sorted(self.perm) != list(range(len(s))):
+            raise self._fail(f"perm {self.perm} is not a permutation of the {len(s)} axes of {tuple(s)}")
+        return tuple(s[p] for p in self.perm)
+
+
+@dataclass(eq=False)
+class Slice(Node):
+    """``x[..., start:stop, ...]`` along one per-sample ``axis`` (step 1)."""
+
+    axis: int = 0
+    start: int = 0
+    stop: int = 0
+    kind: ClassVar[str] = "Slice"
+
+    def __post_init__(self):
+        self.axis, self.start, self.stop = int(self.axis), int(self.start), int(self.stop)
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        ax = _axis(self.axis, len(s), self)
+        if not 0 <= self.start < self.stop <= s[ax]:
+            raise self._fail(f"slice {self.start}:{self.stop} does not fit axis {ax} of size {s[ax]}")
+        return tuple(s[:ax]) + (self.stop - self.start,) + tuple(s[ax + 1:])
+
+
+def _check_operands(node: "Node") -> None:
+    for side in ("lhs", "rhs"):
+        if getattr(node, side) not in OPERANDS:
+            raise node._fail(f"{side} must be one of {OPERANDS}, got {getattr(node, side)!r}")
+
+
+@dataclass(eq=False)
+class MatMul(Node):
+    """Product of two activations ``a @ b`` (inputs in that order) over the last two axes,
+    batched over equal leading axes (heads): ``(..., n, k) @ (..., k, m) -> (..., n, m)``.
+    Attention's ``q @ k^T``, ``attn @ v``, ``k^T @ v``; ``lhs``/``rhs`` say what each holds."""
+
+    lhs: str = "real"
+    rhs: str = "real"
+    kind: ClassVar[str] = "MatMul"
+    arity: ClassVar[Optional[int]] = 2
+
+    def __post_init__(self):
+        _check_operands(self)
+
+    def out_shape(self, in_shapes):
+        a, b = (tuple(s) for s in in_shapes)
+        if len(a) < 2 or len(a) != len(b) or a[:-2] != b[:-2] or a[-1] != b[-2]:
+            raise self._fail(f"cannot multiply per-sample shapes {a} @ {b} (needs (..., n, k) @ (..., k, m) "
+                             f"with equal leading axes)")
+        return a[:-1] + (b[-1],)
+
+
+@dataclass(eq=False)
+class Mul(Node):
+    """Elementwise product of two activations of equal rank, a size-1 axis broadcast (torch
+    rules). Of two spike trains it is an AND: SDT's ``k * v`` and ``q * kv`` masks, QKFormer's
+    ``attn * k``."""
+
+    lhs: str = "real"
+    rhs: str = "real"
+    kind: ClassVar[str] = "Mul"
+    arity: ClassVar[Optional[int]] = 2
+
+    def __post_init__(self):
+        _check_operands(self)
+
+    def out_shape(self, in_shapes):
+        a, b = (tuple(s) for s in in_shapes)
+        if len(a) != len(b) or any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+            raise self._fail(f"cannot broadcast per-sample shapes {a} and {b} (equal rank, size-1 axes only)")
+        return tuple(max(x, y) for x, y in zip(a, b))
+
+
+@dataclass(eq=False)
+class ReduceSum(Node):
+    """Sum over one per-sample ``axis`` (kept as size 1 when ``keepdim``). A mean is a
+    ReduceSum followed by a Scale of ``1/n``."""
+
+    axis: int = 0
+    keepdim: bool = False
+    kind: ClassVar[str] = "ReduceSum"
+
+    def __post_init__(self):
+        self.axis, self.keepdim = int(self.axis), bool(self.keepdim)
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        ax = _axis(self.axis, len(s), self)
+        if not self.keepdim and len(s) == 1:
+            raise self._fail("summing away the only axis would leave a scalar per sample")
+        return tuple(s[:ax]) + ((1,) if self.keepdim else ()) + tuple(s[ax + 1:])
+
+
+@dataclass(eq=False)
+class Scale(Node):
+    """``y = x * weight (+ bias)``, arrays broadcast to the input shape: a constant scale
+    (``* 0.125``, SpikingResformer's per-head firing-rate buffers, ``1/n`` of a mean) or a
+    BatchNorm that no synapse before it can absorb. A one-to-one synapse."""
+
+    weight: np.ndarray = None
+    bias: Optional[np.ndarray] = None
+    fixed: Any = None
+    kind: ClassVar[str] = "Scale"
+
+    def __post_init__(self):
+        self.weight = np.asarray(1.0 if self.weight is None else self.weight, dtype=np.float64)
+        if self.bias is not None:
+            self.bias = np.asarray(self.bias, dtype=np.float64)
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        for key in ("weight", "bias"):
+            arr = getattr(self, key)
+            if arr is None:
+                continue
+            if arr.ndim > len(s):
+                raise self._fail(f"'{key}' of shape {arr.shape} has more axes than its input {tuple(s)}")
+            try:
+                if np.broadcast_shapes(arr.shape, tuple(s)) != tuple(s):
+                    raise ValueError
+            except ValueError:
+                raise self._fail(f"'{key}' of shape {arr.shape} does not broadcast to {tuple(s)}") from None
+        return tuple(s)
+
+
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls
-    for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, Flatten, Add, Neuron, Output)
+    for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, Flatten, Add, Neuron, Output,
+                Reshape, Permute, Slice, MatMul, Mul, ReduceSum, Scale)
 }
 SYNAPSES = (Linear, Conv2d, SumPool2d, AvgPool2d)
+#: Kinds that only re-index values (no arithmetic): a value's domain passes through them.
+LAYOUTS = (Flatten, Reshape, Permute, Slice)
+#: Products and reductions of activations (spiking transformers).
+PRODUCTS = (MatMul, Mul)

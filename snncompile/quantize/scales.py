@@ -349,6 +349,9 @@ class _Pass:
 
 #: The quantizer's visit of each kind: ``fn(pass, name, node, ins, first_pass)`` assigns its scale.
 TABLE = StageTable("quantize")
+#: Issue 11 in progress: the spiking-transformer kinds this stage does not handle yet.
+for _kind in (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale):
+    TABLE.refuse(_kind, "does not handle spiking-transformer layers yet")
 
 
 @TABLE.implements(ir.Input)

@@ -117,6 +117,45 @@ def _output(sim, node, ins, x_t):
     return ins[0]
 
 
+# -- spiking-transformer kinds: per-sample axes are axis + 1 (the batch is axis 0) ---------
+@TABLE.implements(ir.Reshape)
+def _reshape(sim, node, ins, x_t):
+    return ins[0].reshape((ins[0].shape[0],) + node.shape)
+
+
+@TABLE.implements(ir.Permute)
+def _permute(sim, node, ins, x_t):
+    return ins[0].permute(0, *(p + 1 for p in node.perm))
+
+
+@TABLE.implements(ir.Slice)
+def _slice(sim, node, ins, x_t):
+    axis = node.axis % (ins[0].dim() - 1) + 1
+    return ins[0].narrow(axis, node.start, node.stop - node.start)
+
+
+@TABLE.implements(ir.MatMul)
+def _matmul(sim, node, ins, x_t):
+    return torch.matmul(ins[0], ins[1])
+
+
+@TABLE.implements(ir.Mul)
+def _mul(sim, node, ins, x_t):
+    return ins[0] * ins[1]
+
+
+@TABLE.implements(ir.ReduceSum)
+def _reduce_sum(sim, node, ins, x_t):
+    axis = node.axis % (ins[0].dim() - 1) + 1
+    return ins[0].sum(axis, keepdim=node.keepdim)
+
+
+@TABLE.implements(ir.Scale)
+def _scale(sim, node, ins, x_t):
+    w, b = _weights(node, sim.cache)
+    return ins[0] * w if b is None else ins[0] * w + b
+
+
 @dataclass
 class _CacheOnly:
     """The part of a Simulator a synapse entry reads (its weight cache)."""

@@ -8,4 +8,8 @@ from snncompile.ir import nodes as ir
 from snncompile.ir.kinds import StageTable
 
 TABLE = StageTable("emulator.events", says="the emulator's event engine")
-TABLE.declare(*ir.NODE_TYPES.values())
+TABLE.declare(ir.Input, ir.Output, ir.Neuron, ir.Linear, ir.Conv2d, ir.SumPool2d, ir.AvgPool2d,
+              ir.MaxPool2d, ir.Flatten, ir.Add)
+for _kind in ir.LAYOUTS[1:] + ir.PRODUCTS + (ir.ReduceSum, ir.Scale):
+    TABLE.refuse(_kind, "has no event layout for spiking-transformer layers; the emulator runs such "
+                        "a graph on its torch engine")
