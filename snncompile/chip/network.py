@@ -103,12 +103,12 @@ class _Builder:
         return SnnCompileError(f"node '{name}' ({node.kind}): {why}")
 
     def run(self):
-        for name in self.g.order():
-            node = self.g.node(name)
-            if type(node) in NO_CORE_LAYOUT:
-                raise self.fail(name, f"the chip mapper has no core layout for {NO_CORE_LAYOUT[type(node)]} "
-                                      f"yet (a spiking-transformer layer); this graph cannot be mapped onto "
-                                      f"chip cores")
+        blocked = [name for name in self.g.order() if type(self.g.node(name)) in NO_CORE_LAYOUT]
+        if blocked:  # the first product is named before any layout (the layouts alone may come first)
+            rank = list(NO_CORE_LAYOUT)
+            name = min(blocked, key=lambda n: rank.index(type(self.g.node(n))))
+            raise self.fail(name, f"the chip mapper has no core layout for {NO_CORE_LAYOUT[type(self.g.node(name))]} "
+                                  f"yet (a spiking-transformer layer); this graph cannot be mapped onto chip cores")
         for name in self.g.order():
             node = self.g.node(name)
             if isinstance(node, ir.Neuron):
