@@ -108,6 +108,12 @@ def test_the_digest_covers_the_operand_kinds():
     prop.value = json.dumps({"lhs": "real", "rhs": "spike"})
     with pytest.raises(SnnCompileError, match="'attn.onnx' is corrupted: its content does not match"):
         from_model(model, "attn.onnx")
+    prop.value = json.dumps({"lhs": "spike", "rhs": "spike"})
+    scale = next(t for t in model.graph.initializer if t.name == "proj_bn::weight")
+    scale.raw_data = scale.raw_data[:-1] + bytes([scale.raw_data[-1] ^ 1])  # one bit of a Scale weight
+    with pytest.raises(SnnCompileError, match="'attn.onnx' is corrupted: its content does not match"):
+        from_model(model, "attn.onnx")
+    prop.value = json.dumps({"lhs": "real", "rhs": "spike"})
     stamp_digest(model)  # re-signed: the graph itself says what the operands hold
     with pytest.raises(SnnCompileError, match=r"'attn.onnx': node 'q_kT' \(MatMul\): records operands "
                                               r"\(real, spike\) but its inputs hold \(spike, spike\)"):
@@ -242,6 +248,31 @@ def test_random_layouts_round_trip_and_pass_the_checker(chain):
     x = np.random.default_rng(len(shape)).uniform(0, 1, size=(2, 2, *shape))
     want = run(g, x)
     np.testing.assert_array_equal(run(back, x).outputs, want.outputs)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 3), min_size=0, max_size=2), st.integers(1, 4), st.integers(1, 4),
+       st.integers(1, 4))
+def test_random_head_products_round_trip(lead, n, k, m):
+    """(..., n, k) @ (..., k, m) of spikes over random head axes, from one spike population."""
+    lead = tuple(lead)
+    size = int(np.prod(lead, dtype=int)) * (n * k + k * m)
+    g = Graph("heads", timesteps=2)
+    g.add(Input("in", shape=(size,)))
+    g.add(Neuron("lif", shape=(size,), threshold=0.5), ["in"])
+    cut = int(np.prod(lead, dtype=int)) * n * k
+    g.add(ir.Slice("a_flat", axis=0, start=0, stop=cut), ["lif"])
+    g.add(ir.Slice("b_flat", axis=-1, start=cut, stop=size), ["lif"])
+    g.add(ir.Reshape("a", shape=lead + (n, k)), ["a_flat"])
+    g.add(ir.Reshape("b", shape=lead + (k, m)), ["b_flat"])
+    g.add(ir.MatMul("ab"), ["a", "b"])
+    g.add(ir.Reshape("flat", shape=(int(np.prod(lead, dtype=int)) * n * m,)), ["ab"])
+    g.add(Output("out", mode="potential"), ["flat"])
+    mark_operands(g)
+    back = from_model(to_model(g))
+    assert graph_differences(back, g) == [] and (back.node("ab").lhs, back.node("ab").rhs) == ("spike", "spike")
+    x = np.random.default_rng(size).uniform(0, 1, size=(2, 2, size))
+    np.testing.assert_array_equal(run(back, x).outputs, run(g, x).outputs)
 
 
 # ----------------------------------------------------------------------------- inspect and map
