@@ -152,6 +152,8 @@ HOSTILE = {
                       r"node 'q_hnd' \(Transpose\): perm \[0, 1, 1, 3\] is not a permutation of the axes 0..3"),
     "perm moves the batch": (lambda m: _set_perm(m, "q_hnd", [1, 0, 2, 3]),
                              r"node 'q_hnd' \(Transpose\): perm \[1, 0, 2, 3\] moves the batch axis 0"),
+    "no perm": (lambda m: _node(m, "q_hnd").ClearField("attribute"),
+                r"node 'q_hnd' \(Transpose\): has no perm \(ONNX's default reverses every axis"),
     "perm of the wrong rank": (lambda m: _set_perm(m, "q_hnd", [0, 2, 1]),
                                r"node 'q_hnd' \(Permute\): perm \(1, 0\) is not a permutation of the 3 axes"),
     "slice past the end": (lambda m: _set_ints(m, "q_cut::ends", [7]),

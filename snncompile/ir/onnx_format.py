@@ -477,7 +477,7 @@ def _reader_reason(model: onnx.ModelProto, meta: dict[str, str], source: str) ->
 
 def _check_text(model: onnx.ModelProto, source: str) -> None:
     """Names and string attributes must be UTF-8 text (protobuf hands out bytes when they are not)."""
-    strings = [p.key for p in model.metadata_props] + [p.value for p in model.metadata_props]
+    strings = [model.graph.name] + [p.key for p in model.metadata_props] + [p.value for p in model.metadata_props]
     strings += [v.name for v in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)]
     strings += [t.name for t in model.graph.initializer]
     for node in model.graph.node:
@@ -590,7 +590,9 @@ def _read_reshape(r, node, attrs, params):
 
 def _read_transpose(r, node, attrs, params):
     perm = list(attrs.get("perm", []))
-    if sorted(perm) != list(range(len(perm))) or not perm:
+    if not perm:
+        raise _fail(node, "has no perm (ONNX's default reverses every axis, the batch axis too)")
+    if sorted(perm) != list(range(len(perm))):
         raise _fail(node, f"perm {perm} is not a permutation of the axes 0..{len(perm) - 1}")
     if perm[0] != 0:
         raise _fail(node, f"perm {perm} moves the batch axis 0; snncompile permutes axes within a sample")
