@@ -328,3 +328,12 @@ def test_chip_mapper_refuses_the_new_kinds_by_name(tmp_path, cli, first, what):
         f"error: node '{first}' ({kind}): the chip mapper has no core layout for {what} yet "
         f"(a spiking-transformer layer); this graph cannot be mapped onto chip cores"]
     assert not (tmp_path / "map.json").exists()
+
+
+def test_a_graph_name_that_is_not_text_is_refused_as_corrupted(tmp_path):
+    data = to_model(_attention_graph()).SerializeToString()
+    at = data.index(b"tiny_attention")  # GraphProto.name, before the metadata that repeats it
+    path = tmp_path / "bad_name.onnx"
+    path.write_bytes(data[:at] + b"\xff" * 14 + data[at + 14:])
+    with pytest.raises(SnnCompileError, match="is corrupted: it holds names or text that are not valid UTF-8"):
+        load_onnx(path)
