@@ -30,6 +30,7 @@ Slice           Slice(x, starts, ends, axes) (one axis, step 1)
 ReduceSum       ReduceSum(x, axes) with keepdims
 MatMul, Mul     MatMul(a, b), Mul(a, b) of two activations; what each operand holds
                 (spike/count/real) is model metadata ``snncompile.operands:<node>``
+                (the checker refuses extra attributes on standard ops)
 Scale           ai.snncompile::Scale(x, weight[, bias]) (a constant one-to-one synapse;
                 a standard Mul is always a product of two activations)
 ==============  ==================================================================
