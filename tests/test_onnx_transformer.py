@@ -337,3 +337,74 @@ def test_a_graph_name_that_is_not_text_is_refused_as_corrupted(tmp_path):
     path.write_bytes(data[:at] + b"\xff" * 14 + data[at + 14:])
     with pytest.raises(SnnCompileError, match="is corrupted: it holds names or text that are not valid UTF-8"):
         load_onnx(path)
+
+
+# ----------------------------------------------------------------------------- the zoo
+ZOO = ["qkformer", "sdt_v1", "sdt_v2", "spikformer_cifar", "spikformer_imagenet", "spikingformer",
+       "spikingresformer"]
+
+
+@pytest.fixture(scope="module")
+def zoo_exports(tmp_path_factory):
+    """name -> (ZooTransformer, exported graph, graph read back from its ONNX file)."""
+    import warnings
+
+    import torch
+    from stubs import timm_helpers
+
+    from snncompile.frontend import MappingWarning, from_torch
+
+    cache, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only slows a loaded 2-core machine
+
+    def get(name):
+        if name not in cache:
+            with timm_helpers.installed():
+                import transformer_zoo
+                zm = transformer_zoo.MODELS[name]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MappingWarning)
+                    graph = from_torch(zm.build().double(), zm.input_shape, zm.timesteps, name=name)
+            path = save_onnx(graph, tmp_path_factory.mktemp("zoo") / f"{name}.onnx")
+            cache[name] = (zm, graph, load_onnx(path), path)
+        return cache[name]
+    yield get
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_transformer_round_trips_bit_identical(zoo_exports, name):
+    zm, graph, back, path = zoo_exports(name)
+    assert graph_differences(back, graph) == []
+    kinds = {n.kind for n in back}
+    assert kinds & {"MatMul", "Mul"} and "Scale" in kinds and kinds & {"Reshape", "Permute"}
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    del model.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    missing = [n.name for n in back if not isinstance(n, ir.Input) and shapes.get(n.name) != ["N", *back.shape(n.name)]]
+    assert not missing, f"{name}: shapes not inferred as the IR's: {missing[:5]}"
+    x = zm.inputs(4, seed=5)
+    want, got = run(graph, x, record=True), run(back, x, record=True)
+    np.testing.assert_array_equal(got.outputs, want.outputs)
+    rates = [want.layer_counts[n.name].mean() / zm.timesteps for n in back if n.kind == "Neuron"]
+    assert 0.02 < np.mean(rates) < 0.4, rates
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_transformers_inspect_and_are_refused_by_the_mapper(zoo_exports, name):
+    from snncompile.chip.mapper import map_graph
+    from snncompile.ir.summary import format_summary, summarize
+
+    _, _, back, _ = zoo_exports(name)
+    text = format_summary(summarize(back))
+    for node in back:
+        if isinstance(node, ir.PRODUCTS):
+            row = next(line for line in text.splitlines() if line.startswith(node.name + " "))
+            assert f"{node.kind} " in row and f"{node.lhs} x {node.rhs}" in row, row
+    first = next(n for n in back if isinstance(n, ir.PRODUCTS))
+    with pytest.raises(SnnCompileError, match=rf"^node '{first.name}' \({first.kind}\): the chip mapper has no "
+                                              rf"core layout for products of activations yet"):
+        map_graph(back, "loihi2")

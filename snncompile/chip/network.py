@@ -105,8 +105,8 @@ class _Builder:
     def run(self):
         blocked = [name for name in self.g.order() if type(self.g.node(name)) in NO_CORE_LAYOUT]
         if blocked:  # the first product is named before any layout (the layouts alone may come first)
-            rank = list(NO_CORE_LAYOUT)
-            name = min(blocked, key=lambda n: rank.index(type(self.g.node(n))))
+            rank = list(dict.fromkeys(NO_CORE_LAYOUT.values()))
+            name = min(blocked, key=lambda n: rank.index(NO_CORE_LAYOUT[type(self.g.node(n))]))
             raise self.fail(name, f"the chip mapper has no core layout for {NO_CORE_LAYOUT[type(self.g.node(name))]} "
                                   f"yet (a spiking-transformer layer); this graph cannot be mapped onto chip cores")
         for name in self.g.order():
