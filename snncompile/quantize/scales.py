@@ -34,7 +34,10 @@ from snncompile.ir import fixed as fx
 from snncompile.ir import nodes as ir
 from snncompile.ir.kinds import StageTable
 
-from .calibrate import Ranges, constant_parts
+from snncompile.passes.operands import value_domains
+
+from .calibrate import GAINS, THROUGH, Ranges, biases_kept, constant_parts
+from .products import exact_threshold_units, identity_scales_for_counts, product_note, value_bounds
 
 VALUE_LIMIT = 2.0 ** 22        # largest |integer| we let a state or message reach
 
@@ -73,6 +76,8 @@ def _pool_weight(node) -> float:
 
 
 def _row_l1(node) -> float:
+    if isinstance(node, ir.Scale):       # one-to-one
+        return _amax(node.weight)
     if isinstance(node, (ir.Linear, ir.Conv2d)):
         w = np.abs(node.weight).reshape(node.weight.shape[0], -1)
         return float(w.sum(1).max()) if w.size else 0.0
@@ -81,7 +86,7 @@ def _row_l1(node) -> float:
 
 
 def _max_w(node) -> float:
-    return _amax(node.weight) if isinstance(node, (ir.Linear, ir.Conv2d)) else _pool_weight(node)
+    return _amax(node.weight) if isinstance(node, (ir.Linear, ir.Conv2d, ir.Scale)) else _pool_weight(node)
 
 
 @dataclass
@@ -116,14 +121,30 @@ class _Pass:
         self.r = ranges
         self.s = settings
         self.const = constant_parts(graph)
+        self.kept = biases_kept(graph)
+        self.dom = value_domains(graph)
+        xmax = (ranges.input_max if ranges is not None else settings.default_input_max) or 1.0
+        #: Data-free float bound of every node's |value| (neuron inputs through products).
+        self.bound = value_bounds(graph, self.const, xmax)
         self.sigma: dict[str, float] = {}
         self.amax: dict[str, float] = {}      # float bound of each node's |value|
         self.layers: dict[str, LayerQuant] = {}
         self.M = 256 - 2 ** (8 - settings.weight_bits + 1)   # mixed-sign max mantissa
 
     # -- which synapses feed a neuron (their gain follows the neuron's scale) ---------
+    def passes_on(self, src: str, consumer: str) -> bool:
+        """Does ``consumer`` carry ``src``'s value on linearly, with no gain of its own? Add,
+        layouts, sums, and a product whose other operand is spikes or counts (scale 1)."""
+        node = self.g.node(consumer)
+        if isinstance(node, THROUGH):
+            return True
+        if isinstance(node, ir.PRODUCTS):
+            others = [i for i in self.g.inputs_of(consumer) if i != src]
+            return bool(others) and all(self.dom[o] != "real" for o in others)
+        return False
+
     def target_neuron(self, name: str) -> Optional[str]:
-        """The Neuron a synapse's output reaches through Add/Flatten only, else None."""
+        """The Neuron a synapse's output reaches through :meth:`passes_on` nodes only, else None."""
         seen = []
         frontier = [name]
         while frontier:
@@ -132,7 +153,7 @@ class _Pass:
                 node = self.g.node(c)
                 if isinstance(node, ir.Neuron):
                     seen.append(c)
-                elif isinstance(node, (ir.Add, ir.Flatten)):
+                elif self.passes_on(n, c):
                     frontier.append(c)
                 else:
                     return None
@@ -140,19 +161,25 @@ class _Pass:
             return seen[0]
         return None
 
-    def feeders(self, neuron: str) -> list[str]:
-        """Synapses delivering current to ``neuron`` (through Adds); [] if its input isn't one."""
-        out, frontier = [], [self.g.inputs_of(neuron)[0]]
+    def feeders(self, neuron: str) -> tuple[list[str], bool]:
+        """Synapses delivering current to ``neuron`` (through Adds, layouts, sums and the real
+        operand of products), and whether the path crossed a product or a sum; [] if its
+        input isn't one."""
+        out, frontier, crossed = [], [self.g.inputs_of(neuron)[0]], False
         while frontier:
             n = frontier.pop()
             node = self.g.node(n)
-            if isinstance(node, ir.SYNAPSES) and self.target_neuron(n) == neuron:
+            if isinstance(node, GAINS) and self.target_neuron(n) == neuron:
                 out.append(n)
-            elif isinstance(node, (ir.Add, ir.Flatten)):
+            elif isinstance(node, THROUGH):
+                crossed |= isinstance(node, ir.ReduceSum)
                 frontier.extend(self.g.inputs_of(n))
+            elif isinstance(node, ir.PRODUCTS):
+                crossed = True
+                frontier.extend(i for i in self.g.inputs_of(n) if self.dom[i] == "real")
             else:
-                return []
-        return out
+                return [], crossed
+        return out, crossed
 
     def value_range(self, name: str) -> float:
         if self.r is not None and name in self.r.value:
@@ -206,10 +233,10 @@ class _Pass:
     def message_bits(self, src: str) -> int:
         """Bits of the messages a synapse reads from ``src``: 0 for spikes, else enough for its range."""
         node = self.g.node(src)
-        while isinstance(node, (ir.Flatten, ir.MaxPool2d)):
+        while isinstance(node, (ir.MaxPool2d,) + ir.LAYOUTS):
             src = self.g.inputs_of(src)[0]
             node = self.g.node(src)
-        if isinstance(node, ir.Neuron):
+        if isinstance(node, ir.Neuron) or (isinstance(node, ir.Mul) and self.dom[src] == "spike"):
             return 0
         if isinstance(node, ir.Input):
             return node.fixed.num_message_bits
@@ -229,7 +256,7 @@ class _Pass:
         top = VALUE_LIMIT if readout else 2.0 ** (self.s.input_bits - 1) - 1
         gain = top / (sig_in * self.value_range(name))
         mw = _max_w(node)
-        if isinstance(node, ir.Conv2d) and mw > 0:
+        if isinstance(node, (ir.Conv2d, ir.Scale)) and mw > 0:
             gain = min(gain, self.M / mw)
         elif mw > 0:
             gain = min(gain, self.M * 2.0 ** fx.WEIGHT_EXP_MAX / mw)
@@ -269,8 +296,17 @@ class _Pass:
         lq.weight_exp, lq.saturated_weights, lq.n_weights = e, sat, int(w.size)
         lq.max_mantissa = int(np.abs(mant).max()) if mant.size else 0
         lq.weight_sqnr_db = _sqnr(w, mant * 2.0 ** e / gain)
+        bias = None
+        if name in self.kept:       # it feeds a product: it realizes its own constant (ir.fixed)
+            c = np.asarray(self.const[name], dtype=np.float64)
+            bias = np.rint(c * lq.scale).astype(np.int64) if np.any(c) else None
+            if bias is not None and _amax(bias) >= fx.STATE_MAX:
+                raise self.unrepresentable(node, f"its bias {_amax(c):.3g} needs {_amax(bias):.0f} "
+                                                 f"units, beyond the 24-bit accumulator")
+            if bias is not None:
+                lq.note = "keeps its bias as an integer (it feeds a product)"
         node.fixed = fx.SynapseFixed(weight=mant, weight_exp=e, num_weight_bits=self.s.weight_bits,
-                                     num_message_bits=bits, scale=lq.scale, in_scale=sig_in)
+                                     num_message_bits=bits, scale=lq.scale, in_scale=sig_in, bias=bias)
         self.sigma[name] = lq.scale
         self.layers[name] = lq
 
@@ -287,13 +323,15 @@ class _Pass:
         if np.any(th <= 0):
             raise SnnCompileError(f"node '{name}' (Neuron): threshold must be > 0 for Loihi "
                                   f"(v > vth << 6 with an unsigned vth), got {th.min():g}")
-        feeders = self.feeders(name)
+        feeders, crossed = self.feeders(name)
         src = self.g.inputs_of(name)[0]
         c = np.asarray(self.const[src], dtype=np.float64)
         du = np.asarray(node.du, dtype=np.float64)
         u_bound = self.r.u.get(name) if self.r is not None and name in self.r.u else None
         v_bound = self.r.v.get(name) if self.r is not None and name in self.r.v else None
-        if u_bound is None:
+        if u_bound is None and crossed:     # sums of selected values: the propagated bound
+            u_bound, v_bound = self.bound[src], 0.0
+        elif u_bound is None:
             u_bound = sum(_row_l1(self.g.node(f)) * self.amax.get(self.g.inputs_of(f)[0], 1.0)
                           for f in feeders) + _amax(c)
             v_bound = 0.0
@@ -309,7 +347,10 @@ class _Pass:
             S = 64.0 * self.sigma.get(src, 1.0)
         elif th.size == 1 or np.all(th == th.flat[0]):
             t0 = float(th.flat[0])
-            S = 64.0 * max(math.floor(t0 * S / 64.0), 1) / t0     # exact threshold mantissa
+            gains = [(self.g.node(f).weight, self.sigma.get(self.g.inputs_of(f)[0], 1.0))
+                     for f in feeders if isinstance(self.g.node(f), (ir.Scale, ir.Conv2d))]
+            # exact threshold mantissa (and exact Scale mantissas where they are dyadic)
+            S = 64.0 * exact_threshold_units(t0, S / 64.0, gains) / t0
         self.S[name] = S
         vth = np.rint(th * S / 64.0).astype(np.int64)
         if np.any(vth < 1) or np.any(vth > fx.VTH_MAX):
@@ -349,9 +390,6 @@ class _Pass:
 
 #: The quantizer's visit of each kind: ``fn(pass, name, node, ins, first_pass)`` assigns its scale.
 TABLE = StageTable("quantize")
-#: Issue 11 in progress: the spiking-transformer kinds this stage does not handle yet.
-for _kind in (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale):
-    TABLE.refuse(_kind, "does not handle spiking-transformer layers yet")
 
 
 @TABLE.implements(ir.Input)
@@ -365,7 +403,7 @@ def _visit_neuron(p: _Pass, name, node, ins, first_pass):
     p.sigma[name], p.amax[name] = 1.0, 1.0
 
 
-@TABLE.implements(ir.Flatten, ir.MaxPool2d)
+@TABLE.implements(ir.Flatten, ir.MaxPool2d, ir.Reshape, ir.Permute, ir.Slice)
 def _visit_passthrough(p: _Pass, name, node, ins, first_pass):
     scales = p.input_scales(name, ins)
     if scales is not None:
@@ -394,7 +432,34 @@ def _visit_output(p: _Pass, name, node, ins, first_pass):
         p.sigma[name] = scales[0][0]
 
 
-@TABLE.implements(*ir.SYNAPSES)
+@TABLE.implements(ir.ReduceSum)
+def _visit_reduce_sum(p: _Pass, name, node, ins, first_pass):
+    scales = p.input_scales(name, ins)
+    if scales is None:
+        return
+    (sig,), (amax,) = scales
+    n = p.g.shape(ins[0])[node.axis]
+    p.sigma[name], p.amax[name] = sig, amax * n
+    p.layers[name] = LayerQuant(name, node.kind, sig, note=product_note(p.dom[ins[0]], None, n, amax * n * sig))
+
+
+@TABLE.implements(ir.MatMul, ir.Mul)
+def _visit_product(p: _Pass, name, node, ins, first_pass):
+    scales = p.input_scales(name, ins)
+    if scales is None:
+        return
+    (sa, sb), (aa, ab) = scales
+    da, db = p.dom[ins[0]], p.dom[ins[1]]
+    if da == db == "real":
+        raise p.unrepresentable(node, "both operands are real-valued currents; a Loihi-style chip multiplies "
+                                      "activations only by selecting with spikes (AND, popcount, sums of the "
+                                      "selected values), so a product of two reals has no integer mapping")
+    k = p.g.shape(ins[0])[-1] if isinstance(node, ir.MatMul) else 1
+    p.sigma[name], p.amax[name] = sa * sb, k * aa * ab
+    p.layers[name] = LayerQuant(name, node.kind, sa * sb, note=product_note(da, db, k, k * aa * ab * sa * sb))
+
+
+@TABLE.implements(*GAINS)
 def _visit_synapse(p: _Pass, name, node, ins, first_pass):
     scales = p.input_scales(name, ins)
     if scales is None:
@@ -426,10 +491,13 @@ def assign_fixed(graph, ranges: Optional[Ranges], settings: QuantSettings) -> di
     """Fill ``node.fixed`` on every node of ``graph`` (in place); returns per-layer decisions.
 
     Spikes added to a current first get an identity synapse (see
-    :mod:`snncompile.passes.spike_synapses`), so that the Add has one scale for both."""
+    :mod:`snncompile.passes.spike_synapses`), so that the Add has one scale for both; a
+    count (product or sum of spikes) into a neuron gets an identity Scale, so that the
+    neuron's scale is free (``products.identity_scales_for_counts``)."""
     from snncompile.passes.spike_synapses import identity_synapses_for_spikes
 
     identity_synapses_for_spikes(graph)
+    identity_scales_for_counts(graph)
     p = _Pass(graph, ranges, settings)
     p.S = {}
     return p.run()
