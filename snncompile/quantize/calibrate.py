@@ -22,10 +22,18 @@ THROUGH = (ir.Add,) + ir.LAYOUTS + (ir.ReduceSum,)
 GAINS = ir.SYNAPSES + (ir.Scale,)
 
 
-def biases_kept(graph) -> set[str]:
+#: The spiking-transformer kinds: graphs with them run on the emulator's torch engine only
+#: (Lava, NIR and the event engine refuse them), the one engine that applies synapse biases.
+TRANSFORMER_KINDS = (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale)
+
+
+def biases_kept(graph, through_maxpool: bool = True) -> set[str]:
     """Synapses/Scales whose value reaches a product (MatMul, Mul) through :data:`THROUGH`
     nodes: their constant part cannot move into a neuron (a bias times spikes is not a
-    constant), so they keep it as their own integer bias (``ir.fixed``)."""
+    constant), so they keep it as their own integer bias (``ir.fixed``). In a transformer
+    graph (``through_maxpool``) also those that reach a MaxPool of currents (SDT's and
+    QKFormer's pooled BN outputs): the max of the integers with their bias is exact."""
+    pools = through_maxpool and any(isinstance(n, TRANSFORMER_KINDS) for n in graph)
     kept = set()
     for node in graph:
         if not isinstance(node, GAINS):
@@ -35,7 +43,7 @@ def biases_kept(graph) -> set[str]:
             n = frontier.pop()
             for c in graph.consumers(n):
                 cnode = graph.node(c)
-                if isinstance(cnode, ir.PRODUCTS):
+                if isinstance(cnode, ir.PRODUCTS) or (pools and isinstance(cnode, ir.MaxPool2d)):
                     kept.add(node.name)
                 elif isinstance(cnode, THROUGH) and c not in seen:
                     seen.add(c)

@@ -36,7 +36,7 @@ from snncompile.ir.kinds import StageTable
 
 from snncompile.passes.operands import value_domains
 
-from .calibrate import GAINS, THROUGH, Ranges, biases_kept, constant_parts
+from .calibrate import GAINS, THROUGH, TRANSFORMER_KINDS, Ranges, biases_kept, constant_parts
 from .products import exact_threshold_units, identity_scales_for_counts, product_note, value_bounds
 
 VALUE_LIMIT = 2.0 ** 22        # largest |integer| we let a state or message reach
@@ -44,6 +44,8 @@ VALUE_LIMIT = 2.0 ** 22        # largest |integer| we let a state or message rea
 #: product only selects and sums them (no multiplier), so its weights keep their 8 bits
 #: (SpikingResformer's patch conv: 26 -> 44 dB weight SQNR, 96 -> 98 % spike agreement).
 PRODUCT_EXTRA_BITS = 4
+#: Largest message of a Scale into a Dense (its acc: 2**14 * 255 * fan-in stays in int32).
+SCALE_INTO_DENSE_LIMIT = 2.0 ** 14
 
 
 @dataclass
@@ -126,6 +128,10 @@ class _Pass:
         self.s = settings
         self.const = constant_parts(graph)
         self.kept = biases_kept(graph)
+        self.into_products = biases_kept(graph, through_maxpool=False)
+        #: Transformer graph: a max pool of currents passes scales on (a positive gain commutes
+        #: with max; the synapses before it keep their bias, ``biases_kept``).
+        self.pools = any(isinstance(n, TRANSFORMER_KINDS) for n in graph)
         self.dom = value_domains(graph)
         xmax = (ranges.input_max if ranges is not None else settings.default_input_max) or 1.0
         #: Data-free float bound of every node's |value| (neuron inputs through products).
@@ -140,7 +146,7 @@ class _Pass:
         """Does ``consumer`` carry ``src``'s value on linearly, with no gain of its own? Add,
         layouts, sums, and a product whose other operand is spikes or counts (scale 1)."""
         node = self.g.node(consumer)
-        if isinstance(node, THROUGH):
+        if isinstance(node, THROUGH) or (self.pools and isinstance(node, ir.MaxPool2d)):
             return True
         if isinstance(node, ir.PRODUCTS):
             others = [i for i in self.g.inputs_of(consumer) if i != src]
@@ -175,8 +181,8 @@ class _Pass:
             node = self.g.node(n)
             if isinstance(node, GAINS) and self.target_neuron(n) == neuron:
                 out.append(n)
-            elif isinstance(node, THROUGH):
-                crossed |= isinstance(node, ir.ReduceSum)
+            elif isinstance(node, THROUGH) or (self.pools and isinstance(node, ir.MaxPool2d)):
+                crossed |= isinstance(node, (ir.ReduceSum, ir.MaxPool2d))
                 frontier.extend(self.g.inputs_of(n))
             elif isinstance(node, ir.PRODUCTS):
                 crossed = True
@@ -201,8 +207,13 @@ class _Pass:
                     "both operands are real-valued currents; a Loihi-style chip multiplies activations "
                     "only by selecting with spikes (AND, popcount, sums of the selected values), so a "
                     "product of two reals has no integer mapping"))
-        for name in order:
-            self.visit(name, first_pass=True)
+        self.joins = self.shortcut_groups()
+        self.pending: dict[str, tuple[float, float]] = {}
+        known = -1
+        while known != len(self.sigma):     # until shortcut groups resolve (they set several at once)
+            known = len(self.sigma)
+            for name in order:
+                self.visit(name, first_pass=True)
         for name in order:
             if isinstance(g.node(name), ir.Neuron):
                 self.neuron(name)
@@ -253,6 +264,37 @@ class _Pass:
             return node.fixed.num_message_bits
         return 24
 
+    def shortcut_groups(self) -> dict[str, frozenset]:
+        """Inner synapses whose messages meet in an Add (through max pools and layouts): a
+        membrane shortcut that reaches its neuron through another gain (SDT's ``x + x_feat``
+        before the LIF's 1/tau) -- they must share one scale. Name -> its group."""
+        parent: dict[str, str] = {}
+
+        def find(a):
+            while parent.setdefault(a, a) != a:
+                a = parent[a]
+            return a
+
+        def sources(n):
+            node = self.g.node(n)
+            if isinstance(node, (ir.MaxPool2d,) + ir.LAYOUTS):
+                return sources(self.g.inputs_of(n)[0])
+            if isinstance(node, ir.Add):
+                return [x for i in self.g.inputs_of(n) for x in sources(i)]
+            if isinstance(node, (ir.Linear, ir.Conv2d, ir.Scale)) and self.target_neuron(n) is None:
+                return [n]
+            return []
+
+        for node in self.g:
+            if isinstance(node, ir.Add):
+                members = sources(node.name)
+                for m in members[1:]:
+                    parent[find(m)] = find(members[0])
+        groups: dict[str, set] = {}
+        for m in parent:
+            groups.setdefault(find(m), set()).add(m)
+        return {m: frozenset(grp) for grp in groups.values() if len(grp) > 1 for m in grp}
+
     def inner_synapse(self, node, sig_in: float):
         """A synapse whose output is a message, not a neuron's current. Into another synapse
         (Conv -> Conv, pooling -> Linear) its messages get ``input_bits`` like the Input's
@@ -265,15 +307,28 @@ class _Pass:
             self.set_synapse(node, sig_in, 1.0 / _pool_weight(node), fixed_mantissa=1)
             return
         readout = any(isinstance(self.g.node(c), ir.Output) for c in self.g.consumers(name))
-        bits = self.s.input_bits + (PRODUCT_EXTRA_BITS if name in self.kept else 0)
+        bits = self.s.input_bits + (PRODUCT_EXTRA_BITS if name in self.into_products else 0)
         top = VALUE_LIMIT if readout else 2.0 ** (bits - 1) - 1
+        if isinstance(node, ir.Scale) and all(isinstance(self.g.node(c), (ir.Linear, ir.Output))
+                                              for c in self.g.consumers(name)):
+            # a mean's 1/n before the head: no fan-in here, and the Linear's weight exponent
+            # scales its wide messages back down
+            top = max(top, SCALE_INTO_DENSE_LIMIT)
         gain = top / (sig_in * self.value_range(name))
         mw = _max_w(node)
         if isinstance(node, (ir.Conv2d, ir.Scale)) and mw > 0:
             gain = min(gain, self.M / mw)
         elif mw > 0:
             gain = min(gain, self.M * 2.0 ** fx.WEIGHT_EXP_MAX / mw)
-        self.set_synapse(node, sig_in, gain)
+        group = self.joins.get(name)
+        if group is None:
+            self.set_synapse(node, sig_in, gain)
+            return
+        self.pending[name] = (sig_in, sig_in * gain)
+        if all(m in self.pending for m in group):    # the last of its group: one common scale
+            sigma = min(self.pending[m][1] for m in group)
+            for m in sorted(group):
+                self.set_synapse(self.g.node(m), self.pending[m][0], sigma / self.pending[m][0])
 
     def last_synapse(self, node, sig_in: float, S: float):
         self.set_synapse(node, sig_in, S / (64.0 * sig_in))
@@ -317,7 +372,7 @@ class _Pass:
                 raise self.unrepresentable(node, f"its bias {_amax(c):.3g} needs {_amax(bias):.0f} "
                                                  f"units, beyond the 24-bit accumulator")
             if bias is not None:
-                lq.note = "keeps its bias as an integer (it feeds a product)"
+                lq.note = "keeps its bias as an integer (it feeds a product or a max pool)"
         node.fixed = fx.SynapseFixed(weight=mant, weight_exp=e, num_weight_bits=self.s.weight_bits,
                                      num_message_bits=bits, scale=lq.scale, in_scale=sig_in, bias=bias)
         self.sigma[name] = lq.scale
@@ -356,6 +411,13 @@ class _Pass:
             sig_in = self.sigma.get(self.g.inputs_of(f)[0], 1.0)
             room = self.M * (2.0 ** fx.WEIGHT_EXP_MAX if isinstance(fnode, ir.Linear) else 1.0)
             S = min(S, 64.0 * sig_in * room / max(_max_w(fnode), 1e-300))
+        if feeders:
+            # the (constant) bias must fit Loihi's 13-bit mantissa << 7 (BatchNorm shifts of a
+            # first conv on graded input would saturate at the mantissa-limited scale)
+            c_v = c / np.where(du > 0, du, 1.0) if _amax(c) > 0 and np.any(du != 1.0) else c
+            b_max = _amax(np.asarray(node.bias, dtype=np.float64) + c_v)
+            if b_max > 0:
+                S = min(S, (fx.BIAS_MANT_MAX << fx.BIAS_EXP_MAX) / b_max)
         if not feeders:
             S = 64.0 * self.sigma.get(src, 1.0)
         elif th.size == 1 or np.all(th == th.flat[0]):
