@@ -526,3 +526,18 @@ def test_zoo_transformer_beyond_loihi_weights_is_refused_by_name(zoo_export, nam
     with pytest.raises(SnnCompileError, match=rf"node '{ZOO_REFUSED[name]}' \(Conv2d\) cannot be represented "
                                               r"in Loihi fixed point: all weights round to 0"):
         quantize(g, calib=zm.inputs(8, seed=5))
+
+
+def test_quantized_block_round_trips_through_onnx(tmp_path):
+    """Scale's integers and a synapse's kept bias survive the ONNX file, and run the same."""
+    from snncompile.ir.graph import graph_differences
+    from snncompile.ir.onnx_format import load_onnx, save_onnx
+
+    _, qg, _, x = _quantized("srf")
+    save_onnx(qg, tmp_path / "q.onnx")
+    back = load_onnx(tmp_path / "q.onnx")
+    assert graph_differences(qg, back) == []
+    assert np.array_equal(back.node("W").fixed.bias, qg.node("W").fixed.bias) and np.any(back.node("W").fixed.bias)
+    a = emulator.run(qg, x[:6], precision="fixed", engine="torch")
+    b = emulator.run(back, x[:6], precision="fixed", engine="torch")
+    assert np.array_equal(a.outputs, b.outputs)
