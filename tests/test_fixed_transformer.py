@@ -320,14 +320,18 @@ def _values(n):
     return st.lists(st.one_of(_int24, _edges), min_size=n, max_size=n)
 
 
-def _run_kind(make, x, shape):
-    """Graded 24-bit input messages (scale 1) through ``make(graph)`` into a potential readout:
-    the emulator's integers per step, and its wrap-event count."""
+def _limits_graph(make, shape, bits=24):
     g = Graph("limits", timesteps=1)
-    g.add(ir.Input("in", shape=shape, fixed=fx.InputFixed(scale=1.0, num_message_bits=24)))
+    g.add(ir.Input("in", shape=shape, fixed=fx.InputFixed(scale=1.0, num_message_bits=bits)))
     last = make(g)
     g.add(ir.Output("out", mode="potential", fixed=fx.ReadoutFixed(mode="potential")), [last])
-    g.validate()
+    return g.validate()
+
+
+def _run_kind(make, x, shape, bits=24):
+    """Graded ``bits``-bit input messages (scale 1) through ``make(graph)`` into a potential
+    readout: the emulator's integers per step, and its wrap-event count."""
+    g = _limits_graph(make, shape, bits)
     wraps = []
 
     class Counting(IntegerSimulator):
@@ -401,17 +405,18 @@ def test_reduce_sum_and_layouts_at_the_limits(vals, axis, keepdim):
 
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(_values(2 * 3), st.lists(st.integers(fx.WEIGHT_MANT_MIN, fx.WEIGHT_MANT_MAX), min_size=2, max_size=2),
-       st.integers(-LIMIT, LIMIT - 1))
-def test_scale_at_the_limits(vals, mant, bias):
+       st.integers(-LIMIT, LIMIT - 1), st.integers(2, 24))
+def test_scale_at_the_limits(vals, mant, bias, bits):
+    """Graded messages of any width (clipped to ``bits`` as the Input specifies) times 8-bit mantissas."""
     x = np.array(vals, dtype=np.int64).reshape(2, 3)
     w = np.array(mant, dtype=np.int64).reshape(2, 1)
 
     def make(g):
         g.add(ir.Scale("sc", weight=np.ones((2, 1)),
-                       fixed=fx.SynapseFixed(weight=w, num_message_bits=24, bias=np.array(bias))), ["in"])
+                       fixed=fx.SynapseFixed(weight=w, num_message_bits=bits, bias=np.array(bias))), ["in"])
         return "sc"
-    out, wraps = _run_kind(make, x, (2, 3))
-    exact = x * w + bias
+    out, wraps = _run_kind(make, x, (2, 3), bits)
+    exact = np.clip(x, -2 ** (bits - 1), 2 ** (bits - 1) - 1) * w + bias
     assert np.array_equal(out.reshape(2, 3), _wrap(exact, 24))
     assert wraps == int(np.count_nonzero(_wrap(exact, 24) != exact))
 
@@ -541,3 +546,18 @@ def test_quantized_block_round_trips_through_onnx(tmp_path):
     a = emulator.run(qg, x[:6], precision="fixed", engine="torch")
     b = emulator.run(back, x[:6], precision="fixed", engine="torch")
     assert np.array_equal(a.outputs, b.outputs)
+
+
+def test_the_report_counts_a_product_that_wraps():
+    """The diagnostic run (the report's events) counts a MatMul's wraps: they are reported, not hidden."""
+    from snncompile.quantize.report import diagnose
+    from snncompile.quantize.scales import LayerQuant
+
+    def make(g):
+        _halves(g)
+        g.add(ir.MatMul("mm", lhs="real", rhs="real"), ["a", "b"])
+        return "mm"
+    g = _limits_graph(make, (2, 2, 2))
+    x = np.full((1, 1, 2, 2, 2), float(LIMIT - 1))     # each entry 2 * (2**23 - 1)**2: wraps
+    (row,) = diagnose(g, x, {"mm": LayerQuant("mm", "MatMul", 1.0)})
+    assert row.events == {"wrap": 4}

@@ -17,6 +17,10 @@ float32 or float64 when that is provably exact -- every product and partial sum 
 integer bounded by ``max|message| * max_row_L1(weights)``; float32 represents all integers
 below 2**24 exactly and float64 below 2**53, so any summation order gives the exact
 result. Above 2**53 it falls back to an int64 path (unfold + int64 matmul), also exact.
+The transformer kinds follow the same rule (``ExactOp``): a MatMul's partial sums are bounded
+by ``K * max|a| * max|b|``, a Mul's by ``max|a| * max|b|``, a ReduceSum's by ``n * max|x|``;
+float32/float64 below 2**24/2**53, else int64, then the 24-bit accumulator's wrap (counted when
+the report asks). Layouts are the reference's index maps. A Scale is an ``_IntSynapse``.
 """
 from __future__ import annotations
 
