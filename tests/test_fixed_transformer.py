@@ -561,3 +561,15 @@ def test_the_report_counts_a_product_that_wraps():
     x = np.full((1, 1, 2, 2, 2), float(LIMIT - 1))     # each entry 2 * (2**23 - 1)**2: wraps
     (row,) = diagnose(g, x, {"mm": LayerQuant("mm", "MatMul", 1.0)})
     assert row.events == {"wrap": 4}
+
+
+def test_a_synapse_bias_outside_a_transformer_graph_is_refused_on_load():
+    """Lava's synapses have no bias: a (hand-edited) file giving one to a plain network must not run."""
+    g = Graph("plain", timesteps=1)
+    g.add(ir.Input("in", shape=(3,)))
+    g.add(ir.Linear("fc", weight=np.ones((2, 3)), fixed=fx.SynapseFixed(weight=np.ones((2, 3)), bias=np.array(5))),
+          ["in"])
+    g.add(ir.Output("out", mode="potential"), ["fc"])
+    with pytest.raises(SnnCompileError, match=r"node 'fc': fixed-point synapse bias is only part of "
+                                              r"spiking-transformer graphs"):
+        fx.check_graph(g.validate())

@@ -389,11 +389,16 @@ FIXED_OF = {"Input": "InputFixed", "Linear": "SynapseFixed", "Conv2d": "SynapseF
             "Neuron": "NeuronFixed", "Output": "ReadoutFixed"}
 
 
+#: The kinds whose graphs run on the emulator's torch engine only (Lava, NIR, events refuse them).
+TRANSFORMER_KIND_NAMES = ("Reshape", "Permute", "Slice", "MatMul", "Mul", "ReduceSum", "Scale")
+
+
 def check_graph(graph) -> None:
     """:func:`check_ranges` on every node of a read graph (ONNX, netx), as one SnnCompileError
     naming the node; also that each node carries the dataclass of its kind."""
     from snncompile.errors import SnnCompileError
 
+    transformer = any(type(n).__name__ in TRANSFORMER_KIND_NAMES for n in graph)
     for node in graph:
         fixed = getattr(node, "fixed", None)
         if type(fixed).__name__ not in FIXED_TYPES:
@@ -407,3 +412,8 @@ def check_graph(graph) -> None:
             check_ranges(fixed, weight_shape=weight_shape, shape=graph.shape(node.name))
         except FixedRangeError as exc:
             raise SnnCompileError(f"node '{node.name}': fixed-point {exc}") from None
+        if isinstance(fixed, SynapseFixed) and np.any(fixed.bias) and not transformer:
+            # Lava and the event engine have no synapse bias: only graphs they refuse may carry one
+            raise SnnCompileError(f"node '{node.name}': fixed-point synapse bias is only part of "
+                                  f"spiking-transformer graphs (a synapse feeding a product); this graph "
+                                  f"has none, and Lava's synapses have no bias")

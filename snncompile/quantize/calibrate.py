@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from snncompile.errors import SnnCompileError
+from snncompile.ir import fixed as fx
 from snncompile.ir import nodes as ir
 from snncompile.targets.base import prepare_inputs
 from snncompile.targets.reference import DTYPE, TABLE as REFERENCE, Simulator, _CacheOnly, _synapse
@@ -24,7 +25,7 @@ GAINS = ir.SYNAPSES + (ir.Scale,)
 
 #: The spiking-transformer kinds: graphs with them run on the emulator's torch engine only
 #: (Lava, NIR and the event engine refuse them), the one engine that applies synapse biases.
-TRANSFORMER_KINDS = (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale)
+TRANSFORMER_KINDS = tuple(ir.NODE_TYPES[k] for k in fx.TRANSFORMER_KIND_NAMES)
 
 
 def biases_kept(graph, through_maxpool: bool = True) -> set[str]:
