@@ -238,6 +238,12 @@ class _Run:
     def record_function(self, name, args, kwargs, out) -> None:
         if not self.touches_network((args, kwargs)):
             return  # constants: state created by zeros(), arithmetic on parameters
+        if name == "__setitem__" and isinstance(args[0], torch.Tensor):
+            # in place: the tensor now holds network values; a fresh slot for it (later reads)
+            enc_args, enc_kwargs = self.encode(args), self.encode(kwargs)
+            self.calls.append(Call("function", name, self.label(name), enc_args, enc_kwargs,
+                                   self.new_slot(args[0]), self.scope()))
+            return
         tensors_out = [v for v in pytree.tree_leaves(out) if isinstance(v, torch.Tensor)]
         if not tensors_out:
             return  # sizes, dims, shapes: concrete Python values, nothing to map
