@@ -193,10 +193,13 @@ class Graph:
                         f"node '{node.name}' ({node.kind}): parameter '{key}' has {bad} NaN/Inf value(s)")
         self.infer_shapes()
         out = self.output
-        if out.mode == "membrane" and not isinstance(self.node(self.inputs_of(out.name)[0]), Neuron):
-            src = self.inputs_of(out.name)[0]
-            raise SnnCompileError(f"node '{out.name}' (Output): a membrane readout reads a Neuron's v, "
-                                  f"but its input '{src}' is a {self.node(src).kind}")
+        src = self.inputs_of(out.name)[0]
+        if out.mode == "membrane" and not (isinstance(self.node(src), Neuron)
+                                           and self.node(src).reset_mode == "none"):
+            raise SnnCompileError(f"node '{out.name}' (Output): a membrane readout reads the v of a Neuron "
+                                  f"without reset, but its input '{src}' is a {self.node(src).kind}"
+                                  + (f" with reset '{self.node(src).reset_mode}'"
+                                     if isinstance(self.node(src), Neuron) else ""))
         for name in self.nx.nodes:
             if not isinstance(self.node(name), Output) and not list(self.nx.successors(name)):
                 raise SnnCompileError(f"node '{name}' ({self.node(name).kind}) leads nowhere: "
