@@ -245,3 +245,10 @@ def test_membrane_readout_of_a_resetting_neuron_is_refused():
     with pytest.raises(SnnCompileError, match=r"node 'out' \(Output\): a membrane readout reads the v of a "
                                               r"Neuron without reset, but its input 'n' is a Neuron with reset 'zero'"):
         g.validate()
+
+
+def test_chip_map_makes_the_integrator_the_readout_population():
+    from snncompile.chip.network import build_network
+    graph = from_torch(_build("LILinearCell"), (16,), T)
+    roles = {p.name: p.role for p in build_network(graph).populations}
+    assert roles == {"lif": "neuron", "out": "readout"}
