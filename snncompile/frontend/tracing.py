@@ -8,7 +8,9 @@ graph and drops the final state (recurrence is lost). Running the model eagerly 
 every such Python decision concrete, and records only what touches the network's tensors:
 
 - a ``TorchFunctionMode`` sees every torch function and tensor method called *outside*
-  leaf modules (``+``, ``flatten``, ``view``, ``x[t]``, ``torch.stack``, ``*``...);
+  leaf modules (``+``, ``flatten``, ``view``, ``x[t]``, ``torch.stack``, ``*``...); an
+  in-place ``buf[t] = value`` of a network value gives ``buf`` a fresh slot (Norse's ConvNet
+  fills its output buffer step by step);
 - forward hooks on every module record each call of a *leaf* (a neuron, a torch layer we
   map, a SpikingJelly container, or an unsupported torch layer to name in an error) with
   its inputs and outputs; nothing inside a leaf is recorded.
