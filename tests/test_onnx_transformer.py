@@ -408,3 +408,17 @@ def test_zoo_transformers_inspect_and_are_refused_by_the_mapper(zoo_exports, nam
     with pytest.raises(SnnCompileError, match=rf"^node '{first.name}' \({first.kind}\): the chip mapper has no "
                                               rf"core layout for products of activations yet"):
         map_graph(back, "loihi2")
+
+
+def test_a_tensor_in_an_external_file_is_refused_and_never_read(tmp_path):
+    model = to_model(_attention_graph())
+    weight = next(t for t in model.graph.initializer if t.name == "proj_bn::weight")
+    (tmp_path / "secret.bin").write_bytes(weight.raw_data)
+    weight.ClearField("raw_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="secret.bin")
+    path = tmp_path / "external.onnx"
+    path.write_bytes(stamp_digest(model).SerializeToString())
+    with pytest.raises(SnnCompileError, match=r"external.onnx': tensor 'proj_bn::weight' is stored in an external "
+                                              r"file, which is not part of the snncompile format"):
+        load_onnx(path)
