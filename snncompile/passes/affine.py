@@ -138,7 +138,7 @@ def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer
     graph.nx.remove_edge(src, consumer)
     graph.add(synapse, [src])
     graph.nx.add_edge(name, consumer, index=index, delay=delay)
-    graph.infer_shapes()
+    graph.nx.nodes[name]["shape"] = tuple(shape)  # one-to-one (whole-graph inference is slow on big nets)
 
 
 def _unique(graph: Graph, name: str) -> str:
@@ -148,14 +148,16 @@ def _unique(graph: Graph, name: str) -> str:
     return name
 
 
-def fold_affines(graph: Graph) -> Graph:
-    """Fold every :class:`Affine` into the synapse before it (BatchNorm folding, input gains).
+def fold_affines(graph: Graph, copy: bool = True) -> Graph:
+    """Fold every :class:`Affine` into the synapse before it (BatchNorm folding, input gains),
+    moving it back through layout nodes first.
 
     Where the producer cannot absorb it (shared by several consumers, a spike source,
-    the graph input) the map becomes a synapse of its own (diagonal Linear / depthwise
-    1x1 Conv2d), which is still exact. Works on a copy.
+    the graph input) the map becomes a node of its own (diagonal Linear / depthwise
+    1x1 Conv2d, or a Scale after transformer ops), which is still exact. Works on a copy
+    unless ``copy=False``.
     """
-    graph = graph.copy()
+    graph = graph.copy() if copy else graph
     graph.infer_shapes()
     for name in graph.order():
         node = graph.node(name)
@@ -163,6 +165,5 @@ def fold_affines(graph: Graph) -> Graph:
             continue
         (src,) = graph.inputs_of(name)
         _push(graph, src, node.scale, node.shift, name, node.origin)
-        graph.bypass(name)
-        graph.infer_shapes()
-    return graph
+        graph.bypass(name)  # an Affine keeps its input's shape: the other shapes stay valid
+    return graph.infer_shapes()
