@@ -96,15 +96,19 @@ class TensorOps:
         lead, rank = self.lead[slot.id], len(self.cap.shapes[slot.id])
         n = len(lead)
         if call.target == "permute":
-            dims = call.args[1:] if len(call.args) > 2 or not isinstance(call.args[1], (tuple, list)) \
-                else call.args[1]
-            dims = list(dims) if dims else list(call.kwargs.get("dims", ()))
-            full = [d % rank for d in dims]
+            rest = call.args[1:]
+            dims = call.kwargs.get("dims", rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list))
+                                   else rest)
+            full = [int(d) % rank for d in dims]
         else:
-            a, b = (-2, -1) if call.target == "__get__.mT" else (call.args[1], call.args[2])
+            a, b = (-2, -1) if call.target == "__get__.mT" else (
+                call.args[1] if len(call.args) > 1 else call.kwargs.get("dim0"),
+                call.args[2] if len(call.args) > 2 else call.kwargs.get("dim1"))
             full = list(range(rank))
             full[a % rank], full[b % rank] = full[b % rank], full[a % rank]
-        if sorted(full) != list(range(rank)) or full[:n] != list(range(n)):
+        if sorted(full) != list(range(rank)):
+            return self.unsupported(call, f"dims {tuple(full)} are not a permutation of the {rank} dims")
+        if full[:n] != list(range(n)):
             return self.unsupported(call, f"it moves the leading (time, batch) dims {lead}")
         src = self.ref(value, where)
         perm = tuple(p - n for p in full[n:])
