@@ -20,7 +20,6 @@ from snncompile.cli import main
 from snncompile.commands.export import CodeModel, read_torch_model
 from snncompile.errors import SnnCompileError
 from snncompile.frontend import MappingWarning, from_torch, mapping_warnings
-from snncompile.ir import kinds
 from snncompile.ir import nodes as ir
 from snncompile.ir.onnx_format import load_onnx
 from snncompile.targets import run
@@ -197,11 +196,6 @@ def _kwargs_json(zm) -> str:
     return json.dumps(zm.kwargs)
 
 
-_ONNX_WRITES_TRANSFORMERS = kinds.table("onnx.write").handles(ir.MatMul("m"))
-
-
-@pytest.mark.skipif(not _ONNX_WRITES_TRANSFORMERS, reason="the ONNX writer does not write the transformer "
-                    "kinds yet (branch onnx); read_torch_model above is the CLI's path up to the write")
 @pytest.mark.parametrize("name", ["spikformer_cifar", "spikingresformer"])
 def test_cli_exports_a_checkpoint_with_model(tzoo, exported, name, tmp_path):
     zm, model, graph = exported(name)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from snncompile.errors import SnnCompileError
-from snncompile.frontend.tracing import Call, Const, Slot
+from snncompile.frontend.tracing import Call, Slot
 from snncompile.ir import nodes as ir
 from snncompile.passes.affine import Affine
 
