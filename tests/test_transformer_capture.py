@@ -20,6 +20,7 @@ from snncompile.cli import main
 from snncompile.errors import SnnCompileError
 from snncompile.frontend import MappingWarning, from_torch, mapping_warnings
 from snncompile.ir import nodes as ir
+from snncompile.ir.graph import Graph
 from snncompile.ir.onnx_format import load_onnx
 from snncompile.targets import run
 from stubs import timm_helpers
@@ -254,3 +255,74 @@ def test_the_unused_layernorms_of_spikformer_are_no_obstacle(exported):
     assert isinstance(model.block[0].norm1, nn.LayerNorm)
     assert not any("norm" in n for n in graph.nx.nodes)
     assert mapping_warnings(graph) == []
+
+
+# -- the layout pass and folding through layouts, on hand-built graphs ---------------------
+def _graph_with(between):
+    """input (4, 2, 2) -> Conv2d 1x1 (6 channels) -> ``between`` layouts -> Affine -> Neuron."""
+    from snncompile.passes import Affine
+    rng = np.random.default_rng(0)
+    g = Graph("g", timesteps=4)
+    g.add(ir.Input("in", shape=(4, 2, 2)))
+    g.add(ir.Conv2d("conv", weight=rng.normal(size=(6, 4, 1, 1)), bias=rng.normal(size=6)), ["in"])
+    last = "conv"
+    for node in between:
+        g.add(node, [last])
+        last = node.name
+    shape = g.infer_shapes().shape(last)
+    scale, shift = rng.uniform(0.5, 2.0, size=shape), rng.normal(size=shape)
+    return g, last, shape, scale, shift, Affine
+
+
+def _fold_equals_scale(between, per_channel_axis):
+    """Folding the Affine gives the spikes of the same map as an explicit Scale."""
+    from snncompile.passes import canonicalize
+    g, last, shape, scale, shift, Affine = _graph_with(between)
+    keep = [slice(None) if i == per_channel_axis else slice(0, 1) for i in range(len(shape))]
+    scale, shift = (np.array(np.broadcast_to(a[tuple(keep)], shape)) for a in (scale, shift))
+    explicit = g.copy()
+    explicit.add(ir.Scale("s", weight=scale, bias=shift), [last])
+    explicit.add(ir.Neuron("n", shape=shape, threshold=0.5), ["s"])
+    explicit.add(ir.Output("out"), ["n"])
+    g.add(Affine("a", scale=scale, shift=shift, origin="batchnorm"), [last])
+    g.add(ir.Neuron("n", shape=shape, threshold=0.5), ["a"])
+    g.add(ir.Output("out"), ["n"])
+    folded = canonicalize(g)
+    x = np.random.default_rng(1).random((16, 4, 4, 2, 2))
+    a, b = run(folded, x).outputs, run(explicit, x).outputs
+    assert 0.05 < b.mean() < 0.95 and np.array_equal(a, b)
+    return folded
+
+
+def test_a_per_channel_map_after_layouts_folds_into_the_conv():
+    """Conv (6, 2, 2) -> Reshape (6, 4) -> Permute (4, 6): a map per last axis is per conv channel."""
+    folded = _fold_equals_scale([ir.Reshape("r", shape=(6, 4)), ir.Permute("p", perm=(1, 0))], 1)
+    assert [n.kind for n in folded] == ["Input", "Conv2d", "Reshape", "Permute", "Neuron", "Output"]
+
+
+def test_a_per_channel_map_after_a_slice_folds_into_the_conv():
+    """SpikingResformer's y1 = y[:, :C/h]: the map reaches the conv's sliced channels only."""
+    folded = _fold_equals_scale([ir.Reshape("r", shape=(6, 4)), ir.Slice("sl", axis=0, start=2, stop=5)], 0)
+    assert "Scale" not in [n.kind for n in folded]
+
+
+def test_a_map_that_varies_within_a_channel_becomes_a_scale():
+    folded = _fold_equals_scale([ir.Reshape("r", shape=(6, 4)), ir.Permute("p", perm=(1, 0))], 0)
+    assert [n.kind for n in folded].count("Scale") == 1
+
+
+def test_inverse_permutes_and_reshape_chains_cancel():
+    from snncompile.passes import simplify_layouts
+    g = Graph("g", timesteps=2)
+    g.add(ir.Input("in", shape=(4, 6)))
+    g.add(ir.Permute("p1", perm=(1, 0)), ["in"])
+    g.add(ir.Permute("p2", perm=(1, 0)), ["p1"])
+    g.add(ir.Reshape("r1", shape=(2, 2, 6)), ["p2"])
+    g.add(ir.Reshape("r2", shape=(24, 1)), ["r1"])
+    g.add(ir.Permute("unit", perm=(1, 0)), ["r2"])  # moves only a size-1 axis: a reshape
+    g.add(ir.Neuron("n", shape=(1, 24)), ["unit"])
+    g.add(ir.Output("out"), ["n"])
+    simple = simplify_layouts(g)
+    assert [n.kind for n in simple] == ["Input", "Reshape", "Neuron", "Output"]
+    x = np.random.default_rng(2).random((8, 2, 4, 6)) * 3
+    assert np.array_equal(run(simple, x).outputs, run(g, x).outputs) and run(g, x).outputs.any()

@@ -74,10 +74,12 @@ def _as_scale(name: str, affine: Affine, shape: tuple) -> ir.Scale:
                     bias=None if not np.any(bias) else bias)
 
 
-def _materialize(name: str, affine: Affine, shape: tuple, producer: ir.Node) -> Optional[ir.Node]:
+def _materialize(name: str, affine: Affine, shape: tuple, producer: ir.Node,
+                 via_layout: bool) -> Optional[ir.Node]:
     """The affine map as a node of its own: a diagonal Linear or a depthwise 1x1 Conv2d (the
-    kinds every stage runs), or an ir.Scale after a transformer op or on another rank."""
-    if isinstance(producer, _SCALED) or len(shape) not in (1, 3):
+    kinds every stage runs), or an ir.Scale after a transformer op, on another rank, or when it
+    was moved back through layout nodes (a transformer graph)."""
+    if via_layout or isinstance(producer, _SCALED) or len(shape) not in (1, 3):
         return _as_scale(name, affine, shape)
     if len(shape) == 1:
         scale = np.broadcast_to(affine.scale, shape)
@@ -91,7 +93,8 @@ def _materialize(name: str, affine: Affine, shape: tuple, producer: ir.Node) -> 
     return None
 
 
-def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer: str, origin: str) -> None:
+def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer: str, origin: str,
+          via_layout: bool = False) -> None:
     """Make the value flowing ``src -> consumer`` be multiplied by ``scale`` and shifted."""
     node = graph.node(src)
     shape = graph.shape(src)
@@ -104,7 +107,7 @@ def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer
     if only_consumer and isinstance(node, ir.Add) and not np.any(shift):
         # A pure gain distributes over the operands of a sum.
         for operand in graph.inputs_of(src):
-            _push(graph, operand, scale, shift, src, origin)
+            _push(graph, operand, scale, shift, src, origin, via_layout)
         return
     if only_consumer and isinstance(node, Affine):
         node.shift = np.asarray(node.shift * scale + shift, dtype=np.float64)
@@ -126,10 +129,10 @@ def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer
             s_in[tuple(window)], b_in[tuple(window)] = np.broadcast_to(scale, shape), np.broadcast_to(shift, shape)
         else:
             s_in, b_in = (inverse_layout(node, a, in_shape, shape) for a in (scale, shift))
-        _push(graph, before, compact(s_in), compact(b_in), src, origin)
+        _push(graph, before, compact(s_in), compact(b_in), src, origin, via_layout=True)
         return
     name = _unique(graph, f"{src}.{origin or 'affine'}")
-    synapse = _materialize(name, Affine(name, scale=scale, shift=shift), shape, node)
+    synapse = _materialize(name, Affine(name, scale=scale, shift=shift), shape, node, via_layout)
     if synapse is None:
         raise SnnCompileError(f"node '{src}': cannot fold a per-neuron {origin or 'affine map'} "
                               f"of shape {np.shape(scale)} that varies within a channel of {shape}")

@@ -99,4 +99,4 @@ def compact(arr: np.ndarray) -> np.ndarray:
             arr = arr.take([0], axis=axis)
     while arr.ndim and arr.shape[0] == 1:
         arr = arr[0]
-    return arr
+    return np.array(arr)  # a writable copy, not a view of a broadcast
