@@ -326,3 +326,16 @@ def test_inverse_permutes_and_reshape_chains_cancel():
     assert [n.kind for n in simple] == ["Input", "Reshape", "Neuron", "Output"]
     x = np.random.default_rng(2).random((8, 2, 4, 6)) * 3
     assert np.array_equal(run(simple, x).outputs, run(g, x).outputs) and run(g, x).outputs.any()
+
+
+def test_sdt_v2_with_the_official_t_of_1_exports_the_same_per_step_graph(tzoo, exported):
+    """The official SDT v2 constructor sets ``self.T = 1`` (fine-tuning sets ``model.T``): the
+    graph is per step, so exporting for 4 steps gives the same graph, with a warning."""
+    zm, model, graph = exported("sdt_v2")
+    one = copy.deepcopy(model)
+    one.T = 1
+    with pytest.warns(MappingWarning, match=r"repeats its input 1 times .* export is for 4 time steps"):
+        back = from_torch(one, zm.input_shape, zm.timesteps, name="sdt_v2")
+    assert [n.name for n in back] == [n.name for n in graph]
+    x = zm.inputs(3, seed=4)
+    np.testing.assert_array_equal(run(back, x).outputs, run(graph, x).outputs)

@@ -15,6 +15,9 @@ graph:
   step. A module called on *different* inputs (weight sharing) becomes another node with
   the same parameters.
 
+Spiking transformers' tensor operations (layouts, products, reductions, token synapses) are
+handled by the :class:`~snncompile.frontend.tensor_ops.TensorOps` mixin.
+
 The raw graph may hold :class:`~snncompile.passes.Affine` nodes (BatchNorm, neuron
 input gains, constant scales); :func:`snncompile.passes.canonicalize` removes them.
 """
