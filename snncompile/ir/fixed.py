@@ -84,8 +84,10 @@ needs for ``du``, ``dv``, ``vth``).
 Output (``ReadoutFixed``): ``spikes``: the spikes themselves. ``potential``: our
 integrator readout: per step the value is ``wrap32(a) + bias`` (its input activation plus
 the readout's own bias mantissa), accumulated exactly (int64, no wrap) over time; the
-run's ``outputs`` hold the per-step integers and ``counts`` their sum. Divide by
-``ReadoutFixed.scale`` to get back float units.
+run's ``outputs`` hold the per-step integers and ``counts`` their sum. ``membrane``: per
+step the value is the integer ``v`` (after the step) of the Neuron it reads, a leaky
+integrator whose ``vth`` is ``VTH_MAX`` (reached only by a saturated v) and reset ``none``;
+``scale`` is that neuron's. Divide by ``ReadoutFixed.scale`` to get back float units.
 
 Scales (``scale`` fields, informational for the integer semantics, used by reports and
 to convert back): an integer value equals the float value times ``scale``; for a
@@ -274,7 +276,7 @@ MESSAGE_BITS_MAX = 24
 #: Initial/reset states and readout biases are 24-bit state values.
 STATE_LIMIT = 2 ** STATE_BITS
 _MODES = {"reset_mode": ("zero", "subtract", "none"), "compare": (">", ">="),
-          "mode": ("spikes", "potential")}
+          "mode": ("spikes", "potential", "membrane")}
 
 
 class FixedRangeError(ValueError):

@@ -293,11 +293,14 @@ class _Pass:
         du = np.asarray(node.du, dtype=np.float64)
         u_bound = self.r.u.get(name) if self.r is not None and name in self.r.u else None
         v_bound = self.r.v.get(name) if self.r is not None and name in self.r.v else None
+        never = node.never_fires   # a leaky integrator: v is the readout, no threshold bounds it
         if u_bound is None:
             u_bound = sum(_row_l1(self.g.node(f)) * self.amax.get(self.g.inputs_of(f)[0], 1.0)
                           for f in feeders) + _amax(c)
             v_bound = 0.0
-        big = max(_amax(th), _amax(node.reset_value), _amax(node.v_init), _amax(node.u_init),
+            if never:
+                u_bound, v_bound = _steady_bounds(node, u_bound, self.g.timesteps)
+        big = max(0.0 if never else _amax(th), _amax(node.reset_value), _amax(node.v_init), _amax(node.u_init),
                   _amax(node.bias), u_bound, v_bound, 1e-12)
         S = VALUE_LIMIT / big
         for f in feeders:
@@ -307,11 +310,15 @@ class _Pass:
             S = min(S, 64.0 * sig_in * room / max(_max_w(fnode), 1e-300))
         if not feeders:
             S = 64.0 * self.sigma.get(src, 1.0)
+        elif never:
+            pass
         elif th.size == 1 or np.all(th == th.flat[0]):
             t0 = float(th.flat[0])
             S = 64.0 * max(math.floor(t0 * S / 64.0), 1) / t0     # exact threshold mantissa
         self.S[name] = S
-        vth = np.rint(th * S / 64.0).astype(np.int64)
+        # never fires: the largest threshold, above every |v| the scale allows (2**22); only a
+        # saturated v (2**23 - 1) could pass it, and a leaky integrator's spikes go nowhere
+        vth = np.full(th.shape, fx.VTH_MAX, np.int64) if never else np.rint(th * S / 64.0).astype(np.int64)
         if np.any(vth < 1) or np.any(vth > fx.VTH_MAX):
             raise self.unrepresentable(node, f"threshold mantissa {vth.min()}..{vth.max()} outside "
                                              f"[1, {fx.VTH_MAX}] at scale {S:.4g}")
@@ -335,11 +342,16 @@ class _Pass:
             v_init=np.rint(node.v_init * S).astype(np.int64), scale=S)
         if np.any(np.asarray(node.dv) >= 1.0):
             note = (note + "; " if note else "") + "dv = 1 clipped to 4095/4096"
+        if never:
+            note = (note + "; " if note else "") + "leaky integrator (never fires): vth at its maximum"
         self.layers[name] = LayerQuant(name, node.kind, S, vth=int(vth.max()), bias_saturated=bsat,
                                        note=note)
 
     def output(self, node: ir.Output, sig: float):
         src = self.g.inputs_of(node.name)[0]
+        if node.mode == "membrane":   # the integer v of the neuron: its state scale
+            node.fixed = fx.ReadoutFixed(mode="membrane", bias=np.array(0), scale=self.S[src])
+            return
         bias = np.rint(np.asarray(self.const[src], dtype=np.float64) * sig).astype(np.int64) \
             if node.mode == "potential" else np.array(0)
         if node.mode == "spikes":
@@ -388,6 +400,8 @@ def _visit_add(p: _Pass, name, node, ins, first_pass):
 
 @TABLE.implements(ir.Output)
 def _visit_output(p: _Pass, name, node, ins, first_pass):
+    if node.mode == "membrane" and ins[0] not in p.S:
+        return   # waits for its neuron's state scale (second pass)
     scales = p.input_scales(name, ins)
     if scales is not None:
         p.output(node, scales[0][0])
@@ -407,6 +421,18 @@ def _visit_synapse(p: _Pass, name, node, ins, first_pass):
         p.inner_synapse(node, sig_in[0])
     elif target in p.S:
         p.last_synapse(node, sig_in[0], p.S[target])
+
+
+def _steady_bounds(node: ir.Neuron, u_step: float, timesteps: int) -> tuple[float, float]:
+    """Without calibration data, bounds of |u| and |v| of a leaky integrator whose input current
+    is at most ``u_step`` per step: the steady states ``u/du`` and ``(u + bias)/dv`` (times the
+    steps, up to the graph's ``timesteps``, where a decay is 0)."""
+    steps = max(int(timesteps or 1), 1)
+    du, dv = float(np.min(node.du)), float(np.min(node.dv))
+    u = u_step / du if du > 0 else u_step * steps
+    drive = u + _amax(node.bias)
+    v = drive / dv if dv > 0 else drive * steps
+    return u, v + _amax(node.v_init)
 
 
 def _bias(bias_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

@@ -558,6 +558,8 @@ def _maxpool2d(sim, node, ins, x_t):
 
 @TABLE.implements(ir.Output)
 def _output(sim, node, ins, x_t):
+    if node.mode == "membrane":   # the integer v of the Neuron it reads (ir.fixed: Output)
+        return sim.neurons[sim.inputs[node.name][0]].v.to(INT, copy=True)
     if node.mode == "potential":
         return wrap32(ins[0].to(INT)) + sim.readout_bias
     return ins[0]
