@@ -339,3 +339,14 @@ def test_sdt_v2_with_the_official_t_of_1_exports_the_same_per_step_graph(tzoo, e
     assert [n.name for n in back] == [n.name for n in graph]
     x = zm.inputs(3, seed=4)
     np.testing.assert_array_equal(run(back, x).outputs, run(graph, x).outputs)
+
+
+def test_spikformer_scales_join_into_one_per_block(exported):
+    """(q @ k^T) * 0.125, then attn_lif's input gain 1/tau after @ v: one Scale of 0.0625 on the
+    attention map (the matmul is linear in it); no Scale lands on spikes."""
+    _, _, graph = exported("spikformer_cifar")
+    scales = {n.name: n for n in graph if isinstance(n, ir.Scale)}
+    assert sorted(scales) == ["block.0.attn.matmul.scale", "block.1.attn.matmul.scale", "mean.mean"]
+    assert float(scales["block.0.attn.matmul.scale"].weight) == 0.0625
+    assert scales["block.0.attn.matmul.scale"].bias is None
+    assert float(scales["mean.mean"].weight) == 1 / 16

@@ -114,10 +114,17 @@ def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer
         node.scale = np.asarray(node.scale * scale, dtype=np.float64)
         return
     if only_consumer and isinstance(node, ir.Scale):
-        bias = 0.0 if node.bias is None else node.bias
+        bias = compact(np.broadcast_to((0.0 if node.bias is None else node.bias) * scale + shift, shape))
         graph.replace(src, ir.Scale(src, weight=compact(np.broadcast_to(node.weight * scale, shape)),
-                                    bias=compact(np.broadcast_to(bias * scale + shift, shape))))
+                                    bias=bias if np.any(bias) else None))
         return
+    if only_consumer and isinstance(node, ir.MatMul) and np.ndim(compact(scale)) == 0 and not np.any(shift):
+        # (s * a) @ b = s * (a @ b): a constant gain joins a Scale already on an operand (Spikformer's
+        # (q @ k^T) * 0.125 and the next LIF's input gain), never a new one on spikes.
+        for operand in graph.inputs_of(src):
+            if isinstance(graph.node(operand), ir.Scale) and graph.consumers(operand) == [src]:
+                _push(graph, operand, scale, shift, src, origin, via_layout)
+                return
     if only_consumer and isinstance(node, (ir.Reshape, ir.Permute, ir.Flatten, ir.Slice)):
         # An elementwise map commutes with an index map: re-index its arrays over the input.
         (before,) = graph.inputs_of(src)
