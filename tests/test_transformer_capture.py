@@ -350,3 +350,16 @@ def test_spikformer_scales_join_into_one_per_block(exported):
     assert float(scales["block.0.attn.matmul.scale"].weight) == 0.0625
     assert scales["block.0.attn.matmul.scale"].bias is None
     assert float(scales["mean.mean"].weight) == 1 / 16
+
+
+def test_a_neuron_subclass_that_changes_an_equation_is_refused():
+    """SpikingResformer's ``LIF(LIFNode)`` only sets constructor defaults and maps as a LIFNode;
+    a subclass that overrides a method may compute something else and is refused by name."""
+    from spikingjelly.activation_based import neuron
+
+    class Charged(neuron.LIFNode):
+        def neuronal_charge(self, x):
+            self.v = self.v + x
+
+    with pytest.raises(SnnCompileError, match=r"module '1' \(.*Charged\): this neuron type is not supported"):
+        from_torch(nn.Sequential(nn.Linear(4, 4), Charged()), (4,), 3)
