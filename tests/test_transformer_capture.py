@@ -363,3 +363,30 @@ def test_a_neuron_subclass_that_changes_an_equation_is_refused():
 
     with pytest.raises(SnnCompileError, match=r"module '1' \(.*Charged\): this neuron type is not supported"):
         from_torch(nn.Sequential(nn.Linear(4, 4), Charged()), (4,), 3)
+
+
+def test_a_bn_and_pad_layer_with_another_border_is_refused(tzoo):
+    """BNAndPadLayer is recognised by its attributes; one whose border is not BN(0) is refused."""
+    from spikingjelly.activation_based import neuron
+
+    class ZeroBorder(tzoo.BNAndPadLayer):
+        def forward(self, input):
+            return nn.functional.pad(self.bn(input), [self.pad_pixels] * 4)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1, bias=False)
+            self.pad = ZeroBorder(1, 2)
+            self.lif = neuron.LIFNode(step_mode="m")
+
+        def forward(self, x):
+            x = x.unsqueeze(0).repeat(2, 1, 1, 1, 1)
+            return self.lif(self.pad(self.conv(x.flatten(0, 1))).reshape(2, -1, 2, 6, 6))
+
+    net = Net().eval()
+    with torch.no_grad():
+        net.pad.bn.bias.fill_(0.5)
+    with pytest.raises(SnnCompileError, match=r"module 'pad' \(ZeroBorder\) pads its BatchNorm output with "
+                                              r"values other than the BatchNorm of zero"):
+        from_torch(net, (2, 4, 4), 2)
