@@ -1,0 +1,310 @@
+"""Energy of the spiking-transformer kinds (issue 11, item 6): exact SynOps of a hand-built
+attention graph equal SpikingJelly 2.0's ``SynOpCounter`` on the same torch computation;
+masks, reductions and scales in their own op classes; the spikingformer and sdt conventions
+on a known spike pattern with hand-computed figures; streaming chunk sums stay exact."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from snncompile.energy import analyze
+from snncompile.energy.analysis import report_from_record
+from snncompile.energy.counts import CountRecord, record_run
+from snncompile.errors import SnnCompileError
+from snncompile.ir import nodes as ir
+from snncompile.ir.graph import Graph
+from snncompile.passes.operands import mark_operands
+from snncompile.targets import reference
+
+from spikingjelly.activation_based import functional, neuron as sj_neuron
+from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpCounter
+
+T = 4
+C, NTOK, HEADS = 8, 16, 2
+D = C // HEADS
+
+
+def _row(report, name):
+    (row,) = [la for la in report.layers if la.name == name]
+    return row
+
+
+# -- a hand-built attention block and the same computation in torch ----------------------
+def attention_graph(seed: int = 0) -> Graph:
+    """Spikformer-style SSA ``((q @ k^T) * 0.125) @ v`` on a (C, N, 1) token layout with 1x1
+    convs, a spike add feeding a conv (a count input), an SDT-style mask branch
+    (``k * v`` -> token sum -> LIF -> ``q * kv``), and a Linear head on a spike sum."""
+    rng = np.random.default_rng(seed)
+    w = lambda co, ci: rng.normal(0, 0.9, (co, ci, 1, 1))  # noqa: E731
+    g = Graph("attention", timesteps=T)
+    g.add(ir.Input("x", shape=(C, NTOK, 1)))
+    for name in ("q", "k", "v"):
+        g.add(ir.Conv2d(f"{name}_conv", weight=w(C, C), bias=rng.normal(0.2, 0.2, C)), ["x"])
+        g.add(ir.Neuron(f"{name}_lif", shape=(C, NTOK, 1), compare=">="), [f"{name}_conv"])
+        g.add(ir.Reshape(f"{name}_heads", shape=(HEADS, D, NTOK)), [f"{name}_lif"])
+    g.add(ir.Permute("q_t", perm=(0, 2, 1)), ["q_heads"])                   # (h, N, d)
+    g.add(ir.Permute("v_t", perm=(0, 2, 1)), ["v_heads"])                   # (h, N, d)
+    g.add(ir.MatMul("qk", lhs="spike", rhs="spike"), ["q_t", "k_heads"])    # (h, N, N)
+    g.add(ir.Scale("qk_scale", weight=np.array(0.125)), ["qk"])
+    g.add(ir.MatMul("attn_v", lhs="real", rhs="spike"), ["qk_scale", "v_t"])  # (h, N, d)
+    g.add(ir.Neuron("attn_lif", shape=(HEADS, NTOK, D), compare=">=", threshold=0.5), ["attn_v"])
+    g.add(ir.Permute("attn_back", perm=(0, 2, 1)), ["attn_lif"])
+    g.add(ir.Reshape("attn_tokens", shape=(C, NTOK, 1)), ["attn_back"])
+    g.add(ir.Conv2d("proj_conv", weight=w(C, C), bias=np.full(C, 0.3)), ["attn_tokens"])
+    g.add(ir.Neuron("proj_lif", shape=(C, NTOK, 1), compare=">="), ["proj_conv"])
+    g.add(ir.Add("res"), ["proj_lif", "v_lif"])                             # spike add: 0/1/2
+    g.add(ir.Conv2d("fc_conv", weight=w(C, C), bias=np.full(C, 0.2)), ["res"])
+    g.add(ir.Neuron("fc_lif", shape=(C, NTOK, 1), compare=">="), ["fc_conv"])
+    g.add(ir.Mul("kv", lhs="spike", rhs="spike"), ["k_lif", "v_lif"])
+    g.add(ir.ReduceSum("kv_sum", axis=1, keepdim=True), ["kv"])             # (C, 1, 1)
+    g.add(ir.Neuron("kv_lif", shape=(C, 1, 1), compare=">=", threshold=0.5), ["kv_sum"])
+    g.add(ir.Mul("q_kv", lhs="spike", rhs="spike"), ["q_lif", "kv_lif"])    # broadcast over N
+    g.add(ir.Add("merge"), ["fc_lif", "q_kv"])
+    g.add(ir.Flatten("flat"), ["merge"])
+    g.add(ir.Linear("head", weight=rng.normal(0, 0.3, (10, C * NTOK)), bias=np.zeros(10)), ["flat"])
+    g.add(ir.Output("out", mode="potential"), ["head"])
+    return mark_operands(g.validate())
+
+
+class TorchAttention(torch.nn.Module):
+    """The same per-step computation with torch ops and SpikingJelly IF neurons."""
+
+    def __init__(self, g: Graph):
+        super().__init__()
+        p = lambda a: torch.nn.Parameter(torch.from_numpy(np.asarray(a, dtype=np.float64)))  # noqa: E731
+        self.w = torch.nn.ParameterDict({n: p(g.node(n).weight) for n in
+                                         ("q_conv", "k_conv", "v_conv", "proj_conv", "fc_conv", "head")})
+        self.b = torch.nn.ParameterDict({n: p(g.node(n).bias) for n in self.w})
+        self.lif = torch.nn.ModuleDict({n: sj_neuron.IFNode(v_threshold=float(g.node(n).threshold))
+                                        for n in ("q_lif", "k_lif", "v_lif", "attn_lif", "proj_lif",
+                                                  "fc_lif", "kv_lif")})
+
+    def conv(self, name, x):
+        return F.conv2d(x, self.w[name], self.b[name])
+
+    def forward(self, x):                      # x: (B, C, N, 1)
+        B = x.shape[0]
+        q, k, v = (self.lif[f"{n}_lif"](self.conv(f"{n}_conv", x)) for n in "qkv")
+        heads = lambda s: s.reshape(B, HEADS, D, NTOK)  # noqa: E731
+        attn = (heads(q).transpose(-2, -1) @ heads(k)) * 0.125
+        a = self.lif["attn_lif"](attn @ heads(v).transpose(-2, -1))
+        a = a.transpose(-2, -1).reshape(B, C, NTOK, 1)
+        res = self.lif["proj_lif"](self.conv("proj_conv", a)) + v
+        fc = self.lif["fc_lif"](self.conv("fc_conv", res))
+        kv = self.lif["kv_lif"](k.mul(v).sum(dim=2, keepdim=True))
+        merged = fc + q.mul(kv)
+        return F.linear(merged.flatten(1), self.w["head"], self.b["head"]), res, merged
+
+
+def synopcounter_total(model, x) -> tuple[float, np.ndarray, np.ndarray]:
+    """SynOpCounter's total over all steps, and the largest values of the two spike sums."""
+    functional.reset_net(model)
+    counter = SynOpCounter()
+    res_max = merged_max = 0.0
+    with torch.no_grad(), DispatchCounterMode([counter]):
+        for t in range(x.shape[1]):
+            _, res, merged = model(torch.from_numpy(x[:, t]))
+            res_max, merged_max = max(res_max, float(res.max())), max(merged_max, float(merged.max()))
+    return counter.get_total(), res_max, merged_max
+
+
+@pytest.fixture(scope="module")
+def attention():
+    g = attention_graph()
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.6, 1.0, (3, T, C, NTOK, 1))
+    result = reference.run(g, x, record=True)
+    return g, x, result, analyze(g, result, x=x)
+
+
+def test_firing_rates_are_in_range(attention):
+    g, x, result, report = attention
+    for name in ("q_lif", "k_lif", "v_lif", "attn_lif", "proj_lif", "fc_lif", "kv_lif"):
+        rate = _row(report, name).firing_rate
+        assert 0.02 < rate < 0.8, (name, rate)
+
+
+def test_exact_spike_synops_equal_synopcounter(attention):
+    g, x, result, report = attention
+    total, res_max, merged_max = synopcounter_total(TorchAttention(g).double().eval(), x)
+    # SynOpCounter counts a layer on a spike sum only if the sum is binary: these are not
+    assert res_max >= 2 and merged_max >= 2
+    s = report.summary
+    N = len(x)
+    assert s["spike_synops_per_sample"] * N == pytest.approx(total, rel=1e-9)
+    assert total > 0
+    # the spike sums' layers are in their own class, not in SynOpCounter's scope
+    assert s["count_synops_per_sample"] == pytest.approx(
+        _row(report, "fc_conv").synops_per_sample + _row(report, "head").synops_per_sample)
+    assert s["synops_per_sample"] == pytest.approx(s["spike_synops_per_sample"]
+                                                   + s["count_synops_per_sample"])
+
+
+def test_matmul_counts_coincidences_and_nnz_times_other_dim(attention):
+    g, x, result, report = attention
+    N = len(x)
+    q = result.layer_counts  # per-sample sums over time
+    # spike x spike: sum over steps of the 0/1 product = the recorded product sum
+    assert _row(report, "qk").synops_per_sample == pytest.approx(q["qk"].sum() / N)
+    # real x spike: nnz(v) times the rows of the real operand (N tokens)
+    assert _row(report, "attn_v").synops_per_sample == pytest.approx(q["v_lif"].sum() / N * NTOK)
+    assert _row(report, "attn_v").input_kind == "real x binary"
+    assert _row(report, "qk").input_kind == "binary x binary"
+
+
+def test_masks_reductions_scales_are_their_own_classes(attention):
+    g, x, result, report = attention
+    N = len(x)
+    rc = {k: v.sum() / N for k, v in result.layer_counts.items()}
+    kv, kv_sum, q_kv, scale = (_row(report, n) for n in ("kv", "kv_sum", "q_kv", "qk_scale"))
+    classes = (kv.op_class, kv_sum.op_class, q_kv.op_class, scale.op_class)
+    assert classes == ("mask", "reduce", "mask", "scale")
+    assert kv.ops_per_sample == pytest.approx(rc["k_lif"] + rc["v_lif"])      # an AND: both inputs' events
+    assert q_kv.ops_per_sample == pytest.approx(rc["q_lif"] + rc["kv_lif"] * NTOK)  # kv: N outputs
+    assert kv_sum.ops_per_sample == pytest.approx(rc["kv"])                       # one add per event
+    assert scale.ops_per_sample == pytest.approx(rc["qk"])                        # one op per event
+    for row in (kv, kv_sum, q_kv, scale):
+        assert row.synops_per_sample == 0 and row.ops_per_sample > 0
+    s = report.summary
+    assert s["ops_per_sample_by_class"] == pytest.approx(
+        {"mask": kv.ops_per_sample + q_kv.ops_per_sample, "reduce": kv_sum.ops_per_sample,
+         "scale": scale.ops_per_sample})
+    b = s["energy_breakdown_j"]
+    assert b["masks"] == pytest.approx(0.9e-12 * s["ops_per_sample_by_class"]["mask"])
+    assert b["reductions"] == pytest.approx(0.9e-12 * kv_sum.ops_per_sample)
+    assert b["scales"] == pytest.approx(0.9e-12 * scale.ops_per_sample)
+    assert s["energy_per_sample_j"] == pytest.approx(sum(b.values()))
+    # said in every output
+    md = report.to_markdown()
+    assert "SynOpCounter counts none of them" in md and "routing" in md and "(mask)" in md
+    assert '"op_class": "mask"' in report.to_json() and "(mask)" in report.to_html()
+    # layouts get no row: they cost nothing
+    assert not [la for la in report.layers if la.kind in ("Reshape", "Permute", "Flatten")]
+
+
+def test_streaming_chunks_merge_to_the_same_report(attention):
+    g, x, result, report = attention
+    parts = [record_run(g, reference.run(g, x[i:i + 1], record=True), x[i:i + 1]) for i in range(len(x))]
+    assert parts[0].sums["qk"].dtype == np.int64          # exact integer sums, mergeable
+    merged = report_from_record(g, CountRecord.merge(parts))
+    for key in ("synops_per_sample", "spike_synops_per_sample", "count_synops_per_sample",
+                "ops_per_sample_by_class", "energy_per_sample_j"):
+        assert merged.summary[key] == pytest.approx(report.summary[key], rel=1e-12)
+
+
+# -- the conventions on a known spike pattern ----------------------------------------------
+def known_graph() -> Graph:
+    """Binary input (3, 2, 4): streams q, k, v (one head, N=2 tokens, d=4), ``q @ (k^T @ v)``
+    scaled, a mask ``q * k`` and its token sum, and a Linear on q."""
+    g = Graph("known", timesteps=2)
+    g.add(ir.Input("x", shape=(3, 2, 4)))
+    for i, name in enumerate("qkv"):
+        g.add(ir.Slice(name, axis=0, start=i, stop=i + 1), ["x"])          # (1, 2, 4)
+    g.add(ir.Permute("k_t", perm=(0, 2, 1)), ["k"])                       # (1, 4, 2)
+    g.add(ir.MatMul("kv", lhs="spike", rhs="spike"), ["k_t", "v"])        # (1, 4, 4)
+    g.add(ir.MatMul("qkv", lhs="spike", rhs="count"), ["q", "kv"])        # (1, 2, 4)
+    g.add(ir.Scale("scale", weight=np.array(0.125)), ["qkv"])
+    g.add(ir.Neuron("attn_lif", shape=(1, 2, 4), compare=">=", threshold=0.1), ["scale"])
+    g.add(ir.Mul("mask", lhs="spike", rhs="spike"), ["q", "k"])
+    g.add(ir.ReduceSum("tok", axis=1, keepdim=True), ["mask"])            # (1, 1, 4)
+    g.add(ir.Neuron("tok_lif", shape=(1, 1, 4), compare=">=", threshold=0.5), ["tok"])
+    g.add(ir.Mul("gate", lhs="spike", rhs="spike"), ["attn_lif", "tok_lif"])
+    g.add(ir.Flatten("flat"), ["gate"])
+    g.add(ir.Flatten("q_flat"), ["q"])
+    g.add(ir.Linear("fc", weight=np.ones((3, 8)), bias=None), ["q_flat"])
+    g.add(ir.Neuron("fc_lif", shape=(3,), compare=">="), ["fc"])
+    g.add(ir.Flatten("fc_flat"), ["fc_lif"])
+    g.add(ir.Linear("head", weight=np.ones((2, 8)), bias=None), ["flat"])
+    g.add(ir.Linear("head2", weight=np.ones((2, 3)), bias=None), ["fc_flat"])
+    g.add(ir.Add("out_add"), ["head", "head2"])
+    g.add(ir.Output("out", mode="potential"), ["out_add"])
+    return mark_operands(g.validate())
+
+
+#: one sample, T=2; per step rows are the tokens
+Q = np.array([[[1, 0, 1, 0], [0, 1, 1, 0]], [[1, 1, 0, 0], [0, 0, 0, 1]]])   # (T, N, d): 7 spikes
+K = np.array([[[1, 1, 0, 0], [0, 1, 0, 0]], [[0, 0, 1, 1], [1, 0, 0, 0]]])   # 6 spikes
+V = np.array([[[0, 1, 1, 0], [1, 1, 0, 0]], [[1, 0, 0, 1], [0, 0, 1, 0]]])   # 7 spikes
+
+
+@pytest.fixture(scope="module")
+def known():
+    g = known_graph()
+    x = np.stack([Q, K, V], axis=1)[None].astype(np.float64)                  # (1, T, 3, 2, 4)
+    result = reference.run(g, x, record=True)
+    return g, x, result
+
+
+def test_known_graph_exact_figures(known):
+    g, x, result = known
+    r = analyze(g, result, "exact", x=x)
+    # k^T @ v is a sum over tokens of outer products: sum_n |k_t[n]| * |v_t[n]| coincidences per step
+    coinc = sum(int((K[t].T @ V[t]).sum()) for t in range(2))
+    assert coinc == (2 * 2 + 1 * 2) + (2 * 2 + 1 * 1) == 11
+    assert _row(r, "kv").synops_per_sample == coinc
+    assert _row(r, "qkv").synops_per_sample == 7 * 4                  # nnz(q) x m (q spikes x counts)
+    assert _row(r, "mask").ops_per_sample == 7 + 6                    # AND: both operands' events
+    assert _row(r, "tok").ops_per_sample == int((Q * K).sum()) == 1 + 1   # the mask's events
+    assert _row(r, "scale").ops_per_sample == sum(int((Q[t] @ K[t].T @ V[t]).sum()) for t in range(2))
+    assert _row(r, "fc").synops_per_sample == 7 * 3                   # Linear: nnz x outputs
+
+
+def test_known_graph_spikingformer_convention(known):
+    g, x, result = known
+    r = analyze(g, result, "spikingformer", x=x)
+    fr_q, fr_k, fr_v = 7 / 16, 6 / 16, 7 / 16
+    ssa = 2 * 1 * 2 * 4 * 4 * (min(fr_k, fr_v) + fr_q)                # T h N d d (min(fr_k, fr_v) + fr_q)
+    assert ssa == pytest.approx(52.0)                                # 64 x 13/16
+    assert _row(r, "qkv").synops_per_sample == pytest.approx(ssa)     # on the outer product
+    assert _row(r, "kv").synops_per_sample == 0                       # the inner one is in it
+    assert _row(r, "fc").synops_per_sample == pytest.approx(fr_q * 2 * 24)   # fr x T x FL
+    for name in ("mask", "tok", "scale", "gate"):                     # not counted by the script
+        row = _row(r, name)
+        assert row.synops_per_sample == row.ops_per_sample == row.macs_per_sample == 0
+    # head2 is fed fc_lif spikes; "head" a Flatten of gate spikes: both AC at their rate
+    s = r.summary
+    assert s["energy_per_sample_j"] == pytest.approx(0.9e-12 * s["synops_per_sample"]
+                                                     + 4.6e-12 * s["macs_per_sample"])
+    assert "flops_counter.py" in r.convention["description"]
+    assert "min(fr_k, fr_v) + fr_q" in r.to_markdown()
+
+
+def test_known_graph_sdt_convention(known):
+    g, x, result = known
+    r = analyze(g, result, "sdt", x=x)
+    assert _row(r, "kv").synops_per_sample == 6 * 4                   # R x T x FLOPs of k^T: nnz(k) x m
+    assert _row(r, "qkv").synops_per_sample == 7 * 4
+    mask = _row(r, "mask")
+    assert (mask.synops_per_sample, mask.ops_per_sample, mask.op_class) == (7, 0, "mask")  # R_q x T x (N d)
+    assert _row(r, "tok").synops_per_sample == 2                      # one SOP per event of the mask
+    assert _row(r, "fc").synops_per_sample == pytest.approx(7 / 16 * 2 * 24)
+    assert "SOP = R x T x FLOPs" in r.convention["description"]
+
+
+def test_spikingformer_convention_refuses_a_matmul_that_is_no_spike_attention():
+    g = Graph("resformer_like", timesteps=2)
+    g.add(ir.Input("x", shape=(1, 2, 4)))
+    g.add(ir.Neuron("s", shape=(1, 2, 4), compare=">=", threshold=0.5), ["x"])
+    g.add(ir.Permute("s_t", perm=(0, 2, 1)), ["s"])
+    g.add(ir.MatMul("ys", lhs="real", rhs="spike"), ["s_t", "x"])      # real (x) ... spikes
+    g.add(ir.Flatten("f"), ["ys"])
+    g.add(ir.Output("out", mode="potential"), ["f"])
+    g = mark_operands(g.validate())
+    x = np.random.default_rng(0).normal(0.5, 1, (2, 2, 1, 2, 4))
+    result = reference.run(g, x, record=True)
+    exact = analyze(g, result, "exact", x=x)
+    assert _row(exact, "ys").synops_per_sample > 0
+    with pytest.raises(SnnCompileError, match=r"node 'ys' \(MatMul of binary x real\): the spikingformer "
+                                              r"convention charges only spike self-attention"):
+        analyze(g, result, "spikingformer", x=x)
+
+
+def test_a_kind_without_an_energy_entry_fails_by_name(monkeypatch, known):
+    from snncompile.ir.stages import energy as stage
+
+    g, x, result = known
+    monkeypatch.delitem(stage.TABLE.entries, ir.Mul)
+    with pytest.raises(SnnCompileError, match=r"node 'mask' \(Mul\): the energy counts has no entry"):
+        analyze(g, result, x=x)
