@@ -308,3 +308,42 @@ def test_a_kind_without_an_energy_entry_fails_by_name(monkeypatch, known):
     monkeypatch.delitem(stage.TABLE.entries, ir.Mul)
     with pytest.raises(SnnCompileError, match=r"node 'mask' \(Mul\): the energy counts has no entry"):
         analyze(g, result, x=x)
+
+
+@pytest.mark.parametrize("convention", ["spikingformer", "sdt"])
+def test_cli_convention_option_states_it_in_the_report(tmp_path, convention):
+    import json
+
+    from click.testing import CliRunner
+
+    from snncompile.cli import main
+    from snncompile.ir.onnx_format import save_onnx
+
+    rng = np.random.default_rng(0)
+    g = Graph("tiny", timesteps=3)
+    g.add(ir.Input("x", shape=(2, 6, 6)))
+    g.add(ir.Conv2d("conv", weight=rng.normal(0.3, 0.5, (4, 2, 3, 3)), bias=None, padding=(1, 1)), ["x"])
+    g.add(ir.Neuron("lif", shape=(4, 6, 6), compare=">="), ["conv"])
+    g.add(ir.SumPool2d("pool", kernel_size=(2, 2), stride=(2, 2)), ["lif"])
+    g.add(ir.Flatten("flat"), ["pool"])
+    g.add(ir.Linear("head", weight=rng.normal(0, 0.5, (3, 36)), bias=None), ["flat"])
+    g.add(ir.Output("out", mode="potential"), ["head"])
+    g.validate()
+    save_onnx(g, tmp_path / "tiny.onnx")
+    x = rng.normal(0.5, 1, (4, 3, 2, 6, 6))
+    np.savez(tmp_path / "data.npz", x=x)
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["energy", str(tmp_path / "tiny.onnx"), "--input", str(tmp_path / "data.npz"),
+                                    "--convention", convention, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    api = analyze(g, reference.run(g, x, record=True), convention, x=x)
+    assert report["convention"]["name"] == convention
+    assert report["convention"]["description"] == api.convention["description"]
+    assert report["summary"]["synops_per_sample"] == pytest.approx(api.summary["synops_per_sample"])
+    rows = {la["name"]: la for la in report["layers"]}
+    assert rows["conv"]["macs_per_sample"] == 3 * 4 * 36 * 18           # T x FL, padding taps included
+    assert 0.05 < rows["lif"]["firing_rate"] < 0.9
+    # the Spikingformer script counts only conv/linear layers: the SumPool is not counted
+    pool_synops = rows["pool"]["synops_per_sample"]
+    assert (pool_synops == 0) if convention == "spikingformer" else (pool_synops > 0)
