@@ -180,6 +180,10 @@ def test_masks_reductions_scales_are_their_own_classes(attention):
     md = report.to_markdown()
     assert "SynOpCounter counts none of them" in md and "routing" in md and "(mask)" in md
     assert '"op_class": "mask"' in report.to_json() and "(mask)" in report.to_html()
+    lemaire = analyze(g, result, x=x, energy_model="lemaire")
+    assert any("memory traffic of MatMul" in n for n in lemaire.notes)
+    masks = lemaire.summary["energy_breakdown_j"]["masks"]
+    assert masks == pytest.approx(0.1e-12 * s["ops_per_sample_by_class"]["mask"])      # INT32 add 0.1 pJ
     # layouts get no row: they cost nothing
     assert not [la for la in report.layers if la.kind in ("Reshape", "Permute", "Flatten")]
 

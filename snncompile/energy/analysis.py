@@ -73,7 +73,7 @@ def build_report(counts: RunCounts, conv: Convention, model: EnergyModel, backen
     rows.update({o.name: _operation_row(o, conv.operation_cost(o, counts), model) for o in counts.operations})
     layers = [rows[name] for name in counts.order]
     summary = _summary(counts, layers, conv, model, backend, precision, counts_from or backend)
-    notes = list(notes) + list(model.notes) + _operation_notes(counts, conv)
+    notes = list(notes) + list(model.notes) + _operation_notes(counts, conv, model)
     if any(s.input_kind == "count" for s in counts.synapses):
         notes.append("some layers receive non-binary spike values (e.g. an Add of spikes): "
                      + ("each value k counted as k accumulates" if conv.nonbinary == "events"
@@ -114,10 +114,13 @@ def _operation_row(o: OperationCounts, cost: OperationCost, model: EnergyModel) 
         ann_energy_per_sample_j=model.energy_j(ann_macs, ann_acs))
 
 
-def _operation_notes(counts: RunCounts, conv: Convention) -> list[str]:
+def _operation_notes(counts: RunCounts, conv: Convention, model: EnergyModel) -> list[str]:
     if not counts.operations:
         return []
     notes = ["layouts (Flatten, Reshape, Permute, Slice) are routing: they cost no operation"]
+    if model.memory is not None:
+        notes.append("the memory model prices synapses and neurons only: the memory traffic of MatMul, Mul, "
+                     "ReduceSum and Scale is not modelled")
     if conv.name == "spikingformer":
         notes.append("masks (Mul), reductions (ReduceSum) and scales are not counted by the Spikingformer "
                      "script's convention; --convention exact counts them in their own classes")
