@@ -337,8 +337,8 @@ def test_cli_convention_option_states_it_in_the_report(tmp_path, convention):
     x = rng.normal(0.5, 1, (4, 3, 2, 6, 6))
     np.savez(tmp_path / "data.npz", x=x)
     out = tmp_path / "r.json"
-    res = CliRunner().invoke(main, ["energy", str(tmp_path / "tiny.onnx"), "--input", str(tmp_path / "data.npz"),
-                                    "--convention", convention, "-o", str(out)])
+    res = CliRunner().invoke(main, ["energy", str(tmp_path / "tiny.onnx"), "--input",
+                                    str(tmp_path / "data.npz"), "--convention", convention, "-o", str(out)])
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     api = analyze(g, reference.run(g, x, record=True), convention, x=x)
