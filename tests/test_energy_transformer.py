@@ -351,3 +351,23 @@ def test_cli_convention_option_states_it_in_the_report(tmp_path, convention):
     # the Spikingformer script counts only conv/linear layers: the SumPool is not counted
     pool_synops = rows["pool"]["synops_per_sample"]
     assert (pool_synops == 0) if convention == "spikingformer" else (pool_synops > 0)
+
+
+def test_spikingformer_convention_leaves_out_one_to_one_scales():
+    """A depthwise 1x1 conv is a BatchNorm or input gain the frontend could not fold: the
+    script counts no BatchNorm, so neither does the convention; exact counts its MACs."""
+    rng = np.random.default_rng(0)
+    g = Graph("gain", timesteps=2)
+    g.add(ir.Input("x", shape=(3, 4, 4)))
+    g.add(ir.Conv2d("gain", weight=rng.uniform(0.5, 1.5, (3, 1, 1, 1)), bias=np.zeros(3), groups=3), ["x"])
+    g.add(ir.Neuron("lif", shape=(3, 4, 4), compare=">=", threshold=0.5), ["gain"])
+    g.add(ir.Conv2d("conv", weight=rng.normal(0, 1, (2, 3, 1, 1)), bias=None), ["lif"])
+    g.add(ir.Output("out", mode="potential"), ["conv"])
+    g.validate()
+    x = rng.random((2, 3, 4, 4))
+    result = reference.run(g, x, record=True)
+    exact, sf = analyze(g, result, x=x), analyze(g, result, "spikingformer", x=x)
+    assert _row(exact, "gain").macs_per_sample == 2 * 48 and _row(sf, "gain").macs_per_sample == 0
+    rate = _row(exact, "lif").firing_rate
+    assert 0.05 < rate < 0.95
+    assert _row(sf, "conv").synops_per_sample == pytest.approx(rate * 2 * 2 * 3 * 16)   # fr x T x FL

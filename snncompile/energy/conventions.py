@@ -14,7 +14,8 @@ unless the convention is stated. Every report carries :meth:`Convention.describe
 * ``spikingformer``: the Spikingformer energy script (``zhouchenlin2096/Spikingformer``,
   ``energy_consumption_calculation/flops_counter.py``, ``get_energy_cost``): only
   convolutions and Linear layers (the modules it finds by the names ``conv``/``head``; pools
-  are not counted), ACs ``fr * T * FL`` if the input is exactly binary (spikes), else all
+  and one-to-one convs, the BatchNorms and neuron input gains no synapse absorbed, are not
+  counted), ACs ``fr * T * FL`` if the input is exactly binary (spikes), else all
   ``T * FL`` as MACs (an integer spike sum included: ``ops.py`` ``spike_rate``,
   ``Nspks_max = 1``); each spike self-attention ``T*h*N*d*d*(min(fr_k, fr_v) + fr_q)``;
   ``E = 4.6 pJ * MAC + 0.9 pJ * AC`` with the default model.
@@ -64,7 +65,8 @@ class Convention:
         if self.name == "spikingformer":
             return (f"spikingformer: the Spikingformer energy script (zhouchenlin2096/Spikingformer, "
                     f"energy_consumption_calculation/flops_counter.py, get_energy_cost, lines 26-61): "
-                    f"only Conv2d and Linear layers (its modules named conv/head; pools not counted), "
+                    f"only Conv2d and Linear layers (its modules named conv/head; pools and one-to-one "
+                    f"convs, i.e. BatchNorms and input gains left unfolded, not counted), "
                     f"AC = fr x T x FL when the input is exactly binary, else T x FL MACs (integer spike "
                     f"sums too: ops.py spike_rate, Nspks_max = 1); real-valued first layer {first}; "
                     f"each spike self-attention T x h x N x d x d x (min(fr_k, fr_v) + fr_q) ACs, "
@@ -107,7 +109,7 @@ class Convention:
     def synops_macs(self, s: SynapseCounts, timesteps: int) -> tuple[float, float]:
         """(SOPs, MACs) per sample of one synapse layer under this convention."""
         if self.name == "spikingformer":
-            if s.kind not in ("Conv2d", "Linear"):
+            if s.kind not in ("Conv2d", "Linear") or s.one_to_one:
                 return 0.0, 0.0
             if s.input_kind == "binary":
                 return s.input_rate * timesteps * s.dense_ops, 0.0

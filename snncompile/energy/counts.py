@@ -66,6 +66,12 @@ class SynapseCounts:
     events_x_fanout: float      # sum_p count(p) * fanout(p), per sample (event-exact SOPs)
     input_rate: Optional[float]  # input events / (n_inputs * T); None for real input
 
+    @property
+    def one_to_one(self) -> bool:
+        """One synapse per input and per output: an elementwise scale (a depthwise 1x1 conv
+        standing for a BatchNorm or a neuron's input gain that no synapse could absorb)."""
+        return self.synapses == self.n_inputs == self.n_outputs
+
 
 @dataclass
 class OperationCounts:
