@@ -15,7 +15,7 @@ the same parameters for emulator and Lava.
 
 Exit status: 0 when emulator and Lava fixed agree exactly on every recorded node and
 the outputs; 1 when they differ (the first disagreeing node is named) or on bad input;
-2 when Lava fixed point could not be run at all (the reason is printed). Lava float is
+3 when Lava fixed point could not be run at all (the reason is printed). Lava float is
 compared with the reference the same way (within 1e-9: both are float64, summed in
 different orders); its first disagreement is printed too but does not set the status.
 
@@ -48,6 +48,10 @@ class Column:
     n: int = 0
     error: Optional[str] = None
     notes: list = field(default_factory=list)
+
+
+#: Exit status when the comparison ran but Lava fixed point could not (2 is click's usage error).
+LAVA_DID_NOT_RUN = 3
 
 
 def _run(label, fn, n) -> Column:
@@ -358,7 +362,7 @@ def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_fl
     lava_fixed = others[0]
     if lava_fixed.result is None:
         click.echo(f"verify: Lava fixed point could not be run: {lava_fixed.error}", err=True)
-        sys.exit(2)
+        sys.exit(LAVA_DID_NOT_RUN)
     if not result.exact:
         click.echo(first_disagreement_line(result.first))
         click.echo("verify: emulator and Lava fixed point DISAGREE (see the tables)", err=True)

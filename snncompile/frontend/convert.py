@@ -31,19 +31,13 @@ from torch.utils import _pytree as pytree
 
 from snncompile.errors import SnnCompileError
 from snncompile.frontend.neurons import is_neuron, neuron_spec
-from snncompile.frontend.tracing import Call, Captured, Const, Slot, _containers, library_layers
+from snncompile.frontend.tensor_ops import (_MATMUL, _TRANSPOSE, NOT_SPIKING, Ref, TensorOps, not_spiking_module)
+from snncompile.frontend.tracing import Call, Captured, Const, Slot, _containers, is_bn_and_pad, library_layers
 from snncompile.ir import nodes as ir
 from snncompile.ir.graph import Graph
 from snncompile.passes.affine import Affine
 
 Lead = tuple  # of "B", "T", "TB", "1"
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A per-step tensor produced by IR node ``name``."""
-
-    name: str
 
 
 @dataclass(frozen=True)
@@ -132,7 +126,7 @@ _REPEAT = {"repeat", "expand"}
 _REDUCE = {"mean", "sum"}
 
 
-class Converter:
+class Converter(TensorOps):
     def __init__(self, cap: Captured, input_shape: tuple, name: str, timesteps: int):
         self.cap = cap
         self.graph = Graph(name, timesteps=timesteps)
@@ -244,12 +238,28 @@ class Converter:
         while node.name in self.graph:
             node.name, i = f"{base}_{i}", i + 1
         self.graph.add(node, inputs)
-        self.graph.infer_shapes()
+        self.infer_shape(node.name)
         self.made[memo] = node.name
         self.calls[node.name] += 1
         if module is not None:
             self.nodes_of.setdefault(module, []).append(node.name)
         return node.name
+
+    def infer_shape(self, name: str) -> None:
+        """Shape of the node just added from its inputs' shapes (inferring the whole graph after
+        every node made capture quadratic in the graph size)."""
+        g = self.graph
+        ins = g.inputs_of(name)
+        if any("shape" not in g.nx.nodes[i] for i in ins):
+            g.infer_shapes()
+            return
+        node = g.node(name)
+        if node.arity is not None and len(ins) != node.arity:
+            raise SnnCompileError(f"node '{name}' ({node.kind}): expects {node.arity} input(s), has {len(ins)}")
+        shapes = [g.nx.nodes[i]["shape"] for i in ins]
+        g.nx.nodes[name]["shape"] = tuple(int(s) for s in node.out_shape(shapes))
+        for i, shape in zip(ins, shapes):
+            g.nx.edges[i, name]["shape"] = shape
 
     # -- the run ------------------------------------------------------------------
     def run(self) -> Graph:
@@ -278,6 +288,8 @@ class Converter:
         slot = args[0]
         if isinstance(self.value(slot), Copied) or _enlarges(m, self.per_sample(slot)):
             return self.copy_path(call, self.value(slot), slot, where)
+        if isinstance(self.value(slot), TimeReduced) and isinstance(m, (nn.Linear, nn.Dropout, nn.Identity)):
+            return self.head_of_time_mean(call, self.value(slot), slot, where)
         src = self.ref(self.value(slot), where)
         lead = self.lead[slot.id]
         out_slot = next((v for v in pytree.tree_leaves(call.out) if isinstance(v, Slot)), None)
@@ -323,11 +335,29 @@ class Converter:
         raise SnnCompileError(f"{where}: its input comes from an AdaptiveAvgPool2d that enlarges its input "
                               f"(a copy of each value); that is supported only before flatten and a Linear")
 
+    def head_of_time_mean(self, call: Call, value: TimeReduced, slot: Slot, where: str) -> None:
+        """``head(x.mean(0))``: a Linear is linear, so the mean of its per-step outputs is its output
+        on the mean; the graph computes the head per step and the mean stays the readout. (Not for a
+        sum over time with a bias: the bias would be added once instead of T times.)"""
+        m = call.module
+        if isinstance(m, nn.Linear) and value.how != "mean" and m.bias is not None:
+            raise SnnCompileError(f"{where}: its input is a {value.how} over time; a Linear with a bias is "
+                                  f"supported there only after a mean")
+        name = value.name if not isinstance(m, nn.Linear) else self.layer(call.target, m, value.name, where)
+        self.set_out(call, TimeReduced(name, value.how), self.lead[slot.id])
+
     def per_sample_of(self, slot: Slot, lead: Lead) -> tuple:
         return self.cap.shapes[slot.id][len(lead):]
 
     def check_neuron_lead(self, path, m, lead, where) -> None:
         multi = getattr(m, "step_mode", "s") == "m"
+        if multi and lead == ("TB",):
+            warning = (f"{where} is a multi-step neuron run on (T*B, ...) (after flatten(0, 1)): in PyTorch "
+                       f"its state passes from one sample of a batch to the next, so PyTorch's outputs depend "
+                       f"on the batch; the graph runs it over time for each sample (PyTorch at batch size 1)")
+            if warning not in self.warnings:
+                self.warnings.append(warning)
+            return
         if multi and lead != ("T", "B"):
             raise SnnCompileError(f"{where}: a multi-step neuron needs (T, N, ...) inputs; "
                                   f"it gets leading dims {lead}")
@@ -404,6 +434,12 @@ class Converter:
         in_shape = self.graph.shape(src)
         if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Identity)):
             return src
+        if isinstance(m, nn.Linear) and len(in_shape) > 1:
+            return self.token_linear(path, m, src)
+        if isinstance(m, nn.Conv1d):
+            return self.conv1d(path, m, src)
+        if is_bn_and_pad(m):
+            return self.bn_and_pad(path, m, src)
         if isinstance(m, nn.Linear):
             make = lambda: ir.Linear(path, weight=_np(m.weight), bias=_np(m.bias))
         elif isinstance(m, nn.Conv2d):
@@ -440,6 +476,8 @@ class Converter:
             return self.flatten(("module", path), src, out_shape, where, name=path)
         elif isinstance(m, library_layers()):
             make = lambda: self.voting(path, m, in_shape)
+        elif not_spiking_module(m):
+            raise _unsupported_module(path, m, f"is not supported: {not_spiking_module(m)}")
         else:
             raise _unsupported_module(path, m)
         return self.emit(("module", path), make, [src], path)
@@ -464,19 +502,19 @@ class Converter:
         scale, shift = gamma * inv_std, beta - _np(m.running_mean) * gamma * inv_std
         if len(in_shape) == 3:
             scale, shift = scale.reshape(-1, 1, 1), shift.reshape(-1, 1, 1)
+        elif len(in_shape) == 2:  # BatchNorm1d on (C, N): channels first, as torch
+            scale, shift = scale.reshape(-1, 1), shift.reshape(-1, 1)
         elif len(in_shape) != 1:
             raise _unsupported_module(path, m, f"on an input of per-sample shape {in_shape} is not supported")
         return Affine(path, scale=scale, shift=shift, origin="batchnorm")
 
     def flatten(self, key, src: str, out_shape: tuple, where: str, name: str) -> str:
-        """A reshape with per-sample output ``out_shape``: Flatten, nothing, or an error."""
+        """A reshape with per-sample output ``out_shape``: nothing, Flatten or Reshape."""
         in_shape = self.graph.shape(src)
-        if tuple(out_shape) == tuple(in_shape):
-            return src
-        if tuple(out_shape) != (int(np.prod(in_shape)),):
-            raise SnnCompileError(f"{where}: reshapes the per-sample shape {in_shape} to {tuple(out_shape)}; "
-                                  f"only flattening each sample (and each step) to a vector is supported")
-        return self.emit(key, lambda: ir.Flatten(name), [src])
+        if int(np.prod(out_shape)) != int(np.prod(in_shape)):
+            raise SnnCompileError(f"{where}: reshapes the per-sample shape {in_shape} to {tuple(out_shape)} "
+                                  f"(another number of values per sample)")
+        return self.layout_reshape(key, src, tuple(out_shape), name)
 
     # -- functions ---------------------------------------------------------------
     def where_function(self, call: Call) -> str:
@@ -508,8 +546,15 @@ class Converter:
                 return self.set_out(call, args[0], self.lead[first.id])
         if any(isinstance(a, Unsupported) for a in args):
             return self.set_out(call, next(a for a in args if isinstance(a, Unsupported)), None)
+        if fname in NOT_SPIKING:
+            return self.unsupported(call, f"module '{call.scope[0] or type(self.cap).__name__}' calls {fname}, "
+                                          f"which is not supported in a spiking model: {NOT_SPIKING[fname]}")
         if fname == "__getitem__":
             return self.getitem(call, args, where)
+        if fname in _TRANSPOSE and isinstance(first, Slot):
+            return self.transpose(call, args[0], where)
+        if fname in _MATMUL:
+            return self.matmul(call, args, where)
         if fname == "unbind":
             return self.unbind(call, args, where)
         if fname in _ADD:
@@ -518,6 +563,8 @@ class Converter:
             return self.mul(call, args, where)
         if fname in _DIV and isinstance(first, Slot) and isinstance(args[1], (int, float)) and not call.kwargs:
             return self.scale(call, args[0], 1.0 / float(args[1]), where)
+        if fname in _DIV and isinstance(first, Slot) and isinstance(args[1], Const) and not call.kwargs:
+            return self.const_scale(call, first, args[0], args[1].value, where, divide=True)
         if fname in _RSUB and isinstance(first, Slot) and args[1] == 1:
             return self.not_spikes(call, args[0], where)
         if fname in _RESHAPE and isinstance(first, Slot):
@@ -567,6 +614,8 @@ class Converter:
         if isinstance(idx, int) and lead[:1] == ("T",) and isinstance(args[0], Ref):
             self.check_step_order(base, idx, where)
             return self.set_out(call, args[0], lead[1:])
+        if isinstance(base, Slot) and isinstance(args[0], Ref) and self.slice_items(call, args[0], where):
+            return None
         return self.unsupported(call, "only indexing the time dim with a step number (x[t]) is supported")
 
     def check_step_order(self, base: Slot, idx: int, where: str) -> None:
@@ -622,13 +671,20 @@ class Converter:
             return self.scale(call, a, float(b), where)
         if isinstance(call.args[1], Slot) and isinstance(a, (int, float)):
             return self.scale(call, b, float(a), where)
+        if isinstance(call.args[0], Slot) and isinstance(b, Const):
+            return self.const_scale(call, call.args[0], a, b.value, where, divide=False)
+        if isinstance(call.args[1], Slot) and isinstance(a, Const):
+            return self.const_scale(call, call.args[1], b, a.value, where, divide=False)
         if isinstance(a, Not) and isinstance(b, Ref):
             a, b = b, a
         slot = call.args[0] if isinstance(call.args[0], Slot) else call.args[1]
         lead = self.lead[slot.id]
-        if isinstance(a, Ref) and isinstance(b, (Ref, Not)) and self.is_spikes(a.name) and self.is_spikes(b.name):
+        if isinstance(a, Ref) and isinstance(b, (Ref, Not)) and self.is_spikes(a.name) and self.is_spikes(b.name) \
+                and (isinstance(b, Not) or self.graph.shape(a.name) == self.graph.shape(b.name)):
             name = self.spike_logic(call, a.name, b.name, negate=isinstance(b, Not))
             return self.set_out(call, Ref(name), lead)
+        if isinstance(a, Ref) and isinstance(b, Ref) and all(isinstance(v, Slot) for v in call.args):
+            return self.hadamard(call, args, where)
         return self.unsupported(call, "a product of two network tensors is supported only for spikes "
                                       "(SEW AND: a * b, IAND: a * (1 - b))")
 
@@ -694,7 +750,10 @@ class Converter:
         if dim == 0 and self.lead[slot.id][:1] == ("T",) and not call.kwargs.get("keepdim") \
                 and isinstance(args[0], Ref):
             return self.set_out(call, TimeReduced(args[0].name, call.target), self.lead[slot.id][1:])
-        return self.unsupported(call, "only a mean or sum over the time dim, as the model's output")
+        if isinstance(args[0], Ref) and self.reduce_axes(call, args, where):
+            return None
+        return self.unsupported(call, "only a mean or sum over per-sample axes, or over the time dim as "
+                                      "the model's output")
 
     def stack(self, call, args, where) -> None:
         items = list(call.args[0]) if call.args else []

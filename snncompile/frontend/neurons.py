@@ -68,9 +68,9 @@ def _spikingjelly(path: str, m) -> NeuronSpec:
     else:
         v_reset = _arr(m.v_reset)
         params.update(reset_mode="zero", reset_value=v_reset, v_init=v_reset)
-    if type(m) is sjn.IFNode:
+    if isinstance(m, sjn.IFNode):
         return NeuronSpec(dict(params, dv=0.0))
-    if type(m) is sjn.LIFNode:
+    if isinstance(m, sjn.LIFNode):
         inv_tau = 1.0 / _arr(m.tau)
     else:  # ParametricLIFNode: 1/tau = sigmoid(w)
         inv_tau = _arr(torch.sigmoid(m.w.detach().to(torch.float64)))
@@ -271,11 +271,23 @@ def is_neuron(module) -> bool:
 
 
 def _adapter(module):
-    # Exact types: a subclass (e.g. SpikingJelly's ILIFNode(LIFNode)) may change the equations.
+    # Exact types: a subclass (e.g. SpikingJelly's ILIFNode(LIFNode)) may change the equations;
+    # one that only sets constructor defaults (SpikingResformer's ``LIF(LIFNode)``) maps as its base.
     for classes, fn in _registry():
-        if type(module) in classes:
+        if type(module) in classes or any(_only_constructor(type(module), c) for c in classes):
             return fn
     return None
+
+
+def _only_constructor(cls: type, base: type) -> bool:
+    """True when ``cls`` derives from ``base`` and the classes between define no method but __init__."""
+    if not issubclass(cls, base) or cls is base:
+        return False
+    for c in cls.__mro__[:cls.__mro__.index(base)]:
+        for k, v in vars(c).items():
+            if k != "__init__" and (callable(v) or isinstance(v, (property, staticmethod, classmethod))):
+                return False
+    return True
 
 
 def neuron_spec(path: str, module) -> NeuronSpec:

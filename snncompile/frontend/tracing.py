@@ -37,7 +37,7 @@ from snncompile.errors import SnnCompileError
 from snncompile.frontend.neurons import is_neuron
 
 #: Stateless torch modules the frontend translates one to one.
-DIRECT_MODULES = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+DIRECT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
                   nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity)
 #: torch containers whose forward is only calls of their children (never leaves).
 _TORCH_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -61,9 +61,16 @@ def library_layers() -> tuple[type, ...]:
         return ()
 
 
+def is_bn_and_pad(m: nn.Module) -> bool:
+    """SDT v2's ``BNAndPadLayer``: BatchNorm2d, then a border of ``pad_pixels`` filled with the
+    value the BN gives a zero input (RepConv). Recognised by its two attributes."""
+    return isinstance(getattr(m, "bn", None), nn.BatchNorm2d) and isinstance(getattr(m, "pad_pixels", None), int) \
+        and not isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+
 def is_leaf(m: nn.Module) -> bool:
     """Modules recorded as one call: mapped ones, and torch layers (refused by name if unmapped)."""
-    if is_neuron(m) or isinstance(m, DIRECT_MODULES + _containers() + library_layers()):
+    if is_neuron(m) or isinstance(m, DIRECT_MODULES + _containers() + library_layers()) or is_bn_and_pad(m):
         return True
     if isinstance(m, _TORCH_CONTAINERS):
         return False
@@ -159,9 +166,25 @@ class _Recorder(TorchFunctionMode):
         if run.input_style == "step" and args and name in ("__getitem__", "unbind", "select") \
                 and run.is_input(args[0]) and _indexes_first_dim(name, args, kwargs):
             raise _SequenceInput()
+        if run.static_multistep and run.touches_input((args, kwargs)) and not _reads_static_input(name, args):
+            raise _SequenceInput()
         out = func(*args, **kwargs)
         run.record_function(name, args, kwargs, out)
         return out
+
+
+#: What a multi-step model may do with a static (B, ...) input before repeating it over T.
+_STATIC_INPUT_OPS = ("unsqueeze", "size", "dim", "__len__")
+
+
+def _reads_static_input(name: str, args) -> bool:
+    """A static input given to a multi-step model must first get its time dim (the official
+    transformers' ``x.unsqueeze(0).repeat(T, ...)``); its shape may be read."""
+    if name.startswith("__get__"):
+        return True
+    if name == "unsqueeze":
+        return (args[1] if len(args) > 1 else None) == 0
+    return name in _STATIC_INPUT_OPS
 
 
 def _indexes_first_dim(name: str, args, kwargs) -> bool:
@@ -177,9 +200,11 @@ def _indexes_first_dim(name: str, args, kwargs) -> bool:
 class _Run:
     """State of one recording run."""
 
-    def __init__(self, model: nn.Module, input_style: str):
+    def __init__(self, model: nn.Module, input_style: str, multistep: bool = False):
         self.model = model
         self.input_style = input_style
+        #: A multi-step model run on a static (B, ...) input: it must repeat it over T itself.
+        self.static_multistep = multistep and input_style == "step"
         #: Weak: a tensor that dies leaves the map, so a new tensor at its address is not taken for it.
         self.slots = WeakIdKeyDictionary()
         self.shapes: dict[int, tuple] = {}
@@ -192,6 +217,9 @@ class _Run:
 
     def is_input(self, t) -> bool:
         return isinstance(t, torch.Tensor) and self.slots.get(t) == 0
+
+    def touches_input(self, value) -> bool:
+        return any(self.is_input(v) for v in pytree.tree_leaves(value))
 
     def new_slot(self, t: torch.Tensor) -> Slot:
         i = len(self.shapes)
@@ -249,6 +277,8 @@ class _Run:
     def pre_hook(self, path):
         def hook(m, args, kwargs):
             self.stack.append((path, m))
+            if self.static_multistep and self.leaf_depth == 0 and is_leaf(m) and self.touches_input((args, kwargs)):
+                raise _SequenceInput()
             if is_leaf(m):
                 if self.leaf_depth == 0:
                     self.pending.append((self.encode(args), self.encode(kwargs), self.scope_above()))
@@ -288,8 +318,8 @@ def _first_line(exc: BaseException) -> str:
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
-def _record(model: nn.Module, x: torch.Tensor, input_style: str) -> tuple[_Run, Any]:
-    run = _Run(model, input_style)
+def _record(model: nn.Module, x: torch.Tensor, input_style: str, multistep: bool) -> tuple[_Run, Any]:
+    run = _Run(model, input_style, multistep)
     run.new_slot(x)
     handles = []
     for path, m in model.named_modules():
@@ -315,12 +345,15 @@ def trace(model: nn.Module, input_shape: tuple, timesteps: int) -> Captured:
         dtype = next(model.parameters()).dtype
     except StopIteration:
         dtype = torch.float32
-    styles = ["sequence"] if multistep else ["step", "sequence"]
+    # A multi-step model takes (T, B, ...), or a static (B, ...) image it repeats over T itself
+    # (the spiking transformers' forward); the static run stops as soon as the input is used
+    # otherwise (see _reads_static_input).
+    styles = ["step", "sequence"]
     for style in styles:
         lead_shape = (timesteps, batch) if style == "sequence" else (batch,)
         reset_state(model)
         try:
-            run, out = _record(model, _example(input_shape, lead_shape, dtype), style)
+            run, out = _record(model, _example(input_shape, lead_shape, dtype), style, multistep)
             break
         except _SequenceInput:
             continue

@@ -10,18 +10,20 @@ from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import NODE_TYPES
 from snncompile.passes.affine import Affine, fold_affines
+from snncompile.passes.layouts import simplify_layouts
 from snncompile.passes.neurons import shift_reset_values
 from snncompile.passes.operands import mark_operands, value_domains
 from snncompile.passes.pool_bias import move_bias_after_maxpool
 
 __all__ = ["Affine", "canonicalize", "fold_affines", "mark_operands", "move_bias_after_maxpool",
-           "shift_reset_values", "value_domains"]
+           "shift_reset_values", "simplify_layouts", "value_domains"]
 
 
 def canonicalize(graph: Graph) -> Graph:
-    """BatchNorm / input-gain folding, reset shifts, biases moved past max pools, operand kinds of
-    products; checks shapes."""
-    graph = mark_operands(move_bias_after_maxpool(shift_reset_values(fold_affines(graph))))
+    """Layout chains merged (so a BatchNorm meets its synapse), BatchNorm / input-gain folding,
+    reset shifts, biases moved past max pools, operand kinds of products; checks shapes."""
+    graph = simplify_layouts(fold_affines(simplify_layouts(graph)))
+    graph = mark_operands(move_bias_after_maxpool(shift_reset_values(graph)))
     for node in graph:
         if NODE_TYPES.get(node.kind) is not type(node):
             raise SnnCompileError(f"node '{node.name}': kind {node.kind} left after the passes")

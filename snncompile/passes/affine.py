@@ -15,6 +15,7 @@ import numpy as np
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
 from snncompile.ir.graph import Graph
+from snncompile.passes.layouts import compact, inverse_layout
 
 
 @dataclass(eq=False)
@@ -62,8 +63,22 @@ def _fold_into_synapse(syn: ir.Node, scale: np.ndarray, shift: np.ndarray) -> ir
     return new
 
 
-def _materialize(name: str, affine: Affine, shape: tuple) -> Optional[ir.Node]:
-    """The affine map as a synapse of its own: a diagonal Linear or a depthwise 1x1 Conv2d."""
+#: Producers after which an unabsorbed affine map becomes an ir.Scale (transformer layouts,
+#: products, reductions): there a diagonal Linear / depthwise Conv2d would not say what it is.
+_SCALED = (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale)
+
+
+def _as_scale(name: str, affine: Affine, shape: tuple) -> ir.Scale:
+    bias = compact(affine.shift)
+    return ir.Scale(name, weight=compact(np.broadcast_to(affine.scale, shape)),
+                    bias=None if not np.any(bias) else bias)
+
+
+def _materialize(name: str, affine: Affine, shape: tuple, producer: ir.Node) -> Optional[ir.Node]:
+    """The affine map as a node of its own: a diagonal Linear or a depthwise 1x1 Conv2d (the
+    kinds every stage runs), or an ir.Scale after a transformer op or on another rank."""
+    if isinstance(producer, _SCALED) or len(shape) not in (1, 3):
+        return _as_scale(name, affine, shape)
     if len(shape) == 1:
         scale = np.broadcast_to(affine.scale, shape)
         return ir.Linear(name, weight=np.diag(scale).astype(np.float64),
@@ -95,8 +110,26 @@ def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer
         node.shift = np.asarray(node.shift * scale + shift, dtype=np.float64)
         node.scale = np.asarray(node.scale * scale, dtype=np.float64)
         return
+    if only_consumer and isinstance(node, ir.Scale):
+        bias = 0.0 if node.bias is None else node.bias
+        graph.replace(src, ir.Scale(src, weight=compact(np.broadcast_to(node.weight * scale, shape)),
+                                    bias=compact(np.broadcast_to(bias * scale + shift, shape))))
+        return
+    if only_consumer and isinstance(node, (ir.Reshape, ir.Permute, ir.Flatten, ir.Slice)):
+        # An elementwise map commutes with an index map: re-index its arrays over the input.
+        (before,) = graph.inputs_of(src)
+        in_shape = graph.shape(before)
+        if isinstance(node, ir.Slice):
+            s_in, b_in = np.ones(in_shape), np.zeros(in_shape)
+            window = [slice(None)] * len(in_shape)
+            window[node.axis % len(in_shape)] = slice(node.start, node.stop)
+            s_in[tuple(window)], b_in[tuple(window)] = np.broadcast_to(scale, shape), np.broadcast_to(shift, shape)
+        else:
+            s_in, b_in = (inverse_layout(node, a, in_shape, shape) for a in (scale, shift))
+        _push(graph, before, compact(s_in), compact(b_in), src, origin)
+        return
     name = _unique(graph, f"{src}.{origin or 'affine'}")
-    synapse = _materialize(name, Affine(name, scale=scale, shift=shift), shape)
+    synapse = _materialize(name, Affine(name, scale=scale, shift=shift), shape, node)
     if synapse is None:
         raise SnnCompileError(f"node '{src}': cannot fold a per-neuron {origin or 'affine map'} "
                               f"of shape {np.shape(scale)} that varies within a channel of {shape}")
