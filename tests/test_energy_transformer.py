@@ -371,3 +371,165 @@ def test_spikingformer_convention_leaves_out_one_to_one_scales():
     rate = _row(exact, "lif").firing_rate
     assert 0.05 < rate < 0.95
     assert _row(sf, "conv").synops_per_sample == pytest.approx(rate * 2 * 2 * 3 * 16)   # fr x T x FL
+
+
+# -- the zoo (tests/transformer_zoo.py) exported by the frontend ---------------------------
+ZOO = ["spikformer_cifar", "spikformer_imagenet", "spikingformer", "sdt_v1", "sdt_v2", "qkformer",
+       "spikingresformer"]
+#: QKFormer's stage-3 proj_lif runs on (T*B, ...) in eager mode, mixing the samples of a batch
+#: (the frontend warns); the graph is eager at batch size 1, so SynOpCounter runs per sample
+PER_SAMPLE = {"qkformer"}
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """name -> (ZooTransformer, float64 model, graph, x = inputs(2, seed=0), reference run)."""
+    import sys
+    import warnings
+    from pathlib import Path
+
+    from snncompile.frontend import from_torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from stubs import timm_helpers
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # tiny models: a second thread only slows a loaded machine
+    with timm_helpers.installed():
+        import transformer_zoo
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            zm = transformer_zoo.MODELS[name]
+            model = zm.build().double()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graph = from_torch(model, zm.input_shape, zm.timesteps, name=name)
+            x = zm.inputs(2, seed=0)
+            cache[name] = (zm, model, graph, x, reference.run(graph, x, record=True))
+        return cache[name]
+    yield transformer_zoo, get
+    torch.set_num_threads(threads)
+
+
+def _zoo_synopcounter(tzoo, model, x, per_sample: bool) -> tuple[int, int]:
+    """SynOpCounter's (total, aten.bmm part) on the official forward, as test_transformer_zoo."""
+    totals = [0, 0]
+    for part in ([x[i:i + 1] for i in range(len(x))] if per_sample else [x]):
+        counter = SynOpCounter()
+        tzoo.sj_functional.reset_net(model)
+        with torch.no_grad(), DispatchCounterMode([counter]):
+            model(torch.from_numpy(part).double())
+        totals[0] += counter.get_total()
+        totals[1] += counter.records["Global"].get(torch.ops.aten.bmm.default, 0)
+    tzoo.sj_functional.reset_net(model)
+    return totals[0], totals[1]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_exact_synops_equal_synopcounter(zoo, name):
+    from test_transformer_zoo import SYNOPS_REFERENCE
+
+    tzoo, get = zoo
+    zm, model, graph, x, result = get(name)
+    report = analyze(graph, result, x=x)
+    rates = [la.firing_rate for la in report.layers if la.role == "neuron"]
+    assert 0.02 <= np.mean(rates) <= 0.40 and min(rates) > 0
+    if name in PER_SAMPLE:
+        total, bmm = _zoo_synopcounter(tzoo, model, x, per_sample=True)
+    else:
+        total, bmm = SYNOPS_REFERENCE[name]
+    s = report.summary
+    assert s["spike_synops_per_sample"] * len(x) == pytest.approx(total, rel=1e-9)
+    matmuls = sum(la.synops_per_sample for la in report.layers if la.kind == "MatMul")
+    assert matmuls * len(x) == pytest.approx(bmm, rel=1e-9)          # the attention products alone
+    by_class = s["ops_per_sample_by_class"]
+    if name == "sdt_v1":                                              # SDSA: k*v, token sum, q*kv
+        assert by_class["mask"] > 0 and by_class["reduce"] > 0
+    if name in ("spikformer_cifar", "spikformer_imagenet", "qkformer"):   # spike adds feed layers
+        assert s["count_synops_per_sample"] > 0
+
+
+def _spikingformer_script(tzoo, model, x, heads: int) -> tuple[dict, dict, float]:
+    """The Spikingformer script's figures by forward hooks on the torch model (ops.py hooks:
+    AC = FL x rate of an exactly binary input, else FL MACs, for the modules named conv/head;
+    flops_counter.py: T*h*N*d*d*(min(fr_k, fr_v) + fr_q) per block), per sample, bias ops left
+    out (the graph folds BatchNorms into biases). The head runs per step (``forward_steps``)."""
+    import torch.nn as nn
+
+    acs, macs, rates, hooks = {}, {}, {}, []
+
+    def hook(name):
+        def fn(mod, inp, out):
+            i = inp[0]
+            if isinstance(mod, nn.Linear):
+                fl = i.numel() * mod.out_features
+            elif isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+                fl = out.numel() * int(np.prod(mod.kernel_size)) * mod.in_channels // mod.groups
+            else:
+                rates[name] = (float(out.sum() / out.numel()), tuple(out.shape))
+                return
+            if bool(((i == 0) | (i == 1)).all()):
+                acs[name] = acs.get(name, 0) + fl * float(i.sum() / i.numel())
+            else:
+                macs[name] = macs.get(name, 0) + fl
+        return fn
+    for name, mod in model.named_modules():
+        counted = ("conv" in name or "head" in name) and isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d))
+        if counted or name.endswith(("attn.q_lif", "attn.k_lif", "attn.v_lif")):
+            hooks.append(mod.register_forward_hook(hook(name)))
+    tzoo.sj_functional.reset_net(model)
+    try:
+        with torch.no_grad():
+            model.forward_steps(torch.from_numpy(x).double())
+    finally:
+        for h in hooks:
+            h.remove()
+        tzoo.sj_functional.reset_net(model)
+    ssa = 0.0
+    for name in [n for n in rates if n.endswith("q_lif")]:
+        block = name[:-len("q_lif")]
+        (fr_q, (T, _, C, N)), fr_k, fr_v = rates[name], rates[block + "k_lif"][0], rates[block + "v_lif"][0]
+        d = C // heads                                                # q_lif output: (T, B, C, N)
+        ssa += T * heads * N * d * d * (min(fr_k, fr_v) + fr_q)
+    B = len(x)
+    return {k: v / B for k, v in acs.items()}, {k: v / B for k, v in macs.items()}, ssa  # ssa: rates
+
+
+@pytest.mark.parametrize("name", ["spikingformer", "spikformer_imagenet"])
+def test_zoo_spikingformer_convention_equals_the_script(zoo, name):
+    tzoo, get = zoo
+    zm, model, graph, x, result = get(name)
+    acs, macs, ssa = _spikingformer_script(tzoo, model, x, zm.kwargs["num_heads"])
+    report = analyze(graph, result, "spikingformer", x=x)
+    rows = {la.name: la for la in report.layers}
+    for layer, ac in acs.items():
+        assert rows[layer].synops_per_sample == pytest.approx(ac, rel=1e-9), layer
+    for layer, mac in macs.items():
+        assert rows[layer].macs_per_sample == pytest.approx(mac, rel=1e-9), layer
+    assert ssa > 0
+    matmuls = sum(la.synops_per_sample for la in report.layers if la.kind == "MatMul")
+    assert matmuls == pytest.approx(ssa, rel=1e-9)
+    s = report.summary
+    assert s["synops_per_sample"] == pytest.approx(sum(acs.values()) + ssa, rel=1e-9)
+    assert s["macs_per_sample"] == pytest.approx(sum(macs.values()), rel=1e-9)
+    assert s["energy_per_sample_j"] == pytest.approx(
+        (4.6 * s["macs_per_sample"] + 0.9 * s["synops_per_sample"]) * 1e-12, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_every_convention_reports(zoo, name):
+    """sdt and paper report every family; spikingformer every family whose products are spike
+    self-attentions, and names the first MatMul of SpikingResformer's real x spike DSSA."""
+    _, get = zoo
+    _, _, graph, x, result = get(name)
+    for convention in ("paper", "sdt"):
+        r = analyze(graph, result, convention, x=x)
+        assert r.summary["synops_per_sample"] > 0 and r.convention["name"] == convention
+    if name == "spikingresformer":
+        with pytest.raises(SnnCompileError, match=r"MatMul of real x binary\): the spikingformer convention"):
+            analyze(graph, result, "spikingformer", x=x)
+    elif name != "sdt_v1":
+        r = analyze(graph, result, "spikingformer", x=x)
+        assert sum(la.synops_per_sample for la in r.layers if la.kind == "MatMul") > 0
