@@ -255,6 +255,14 @@ def test_known_graph_exact_figures(known):
     assert _row(r, "fc").synops_per_sample == 7 * 3                   # Linear: nnz x outputs
 
 
+def test_known_graph_paper_convention_rates_the_spike_product(known):
+    g, x, result = known
+    r = analyze(g, result, "paper", x=x)
+    assert _row(r, "kv").synops_per_sample == 6 * 4        # fr_k x T x FL = nnz(k) x m, not the 11 pairs
+    assert _row(r, "qkv").synops_per_sample == 7 * 4
+    assert _row(r, "mask").ops_per_sample == 7 + 6          # masks as in exact, in their class
+
+
 def test_known_graph_spikingformer_convention(known):
     g, x, result = known
     r = analyze(g, result, "spikingformer", x=x)
