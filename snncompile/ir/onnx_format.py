@@ -24,7 +24,23 @@ Add             Sum (operands in order)
 Neuron          ai.snncompile::Neuron(x, du, dv, threshold, bias, reset_value,
                 reset_amount, u_init, v_init), attributes reset_mode, compare, shape, source
 Output          ai.snncompile::Output (mode), the graph output
+Reshape         Reshape(x, shape) with shape = (0, *shape): 0 copies the batch dim
+Permute         Transpose, perm = (0, *(p + 1)): the batch axis stays first
+Slice           Slice(x, starts, ends, axes) (one axis, step 1)
+ReduceSum       ReduceSum(x, axes) with keepdims
+MatMul, Mul     MatMul(a, b), Mul(a, b) of two activations; what each operand holds
+                (spike/count/real) is model metadata ``snncompile.operands:<node>``
+                (the checker refuses extra attributes on standard ops)
+Scale           ai.snncompile::Scale(x, weight[, bias]) (a constant one-to-one synapse;
+                a standard Mul is always a product of two activations)
 ==============  ==================================================================
+
+- A per-sample axis ``a`` (Slice, ReduceSum) is ONNX axis ``a + 1``; a negative axis is kept
+  (it counts from the end in both). Layout ops never touch the batch axis 0, and reading
+  refuses one that does.
+- Products: reading refuses a MatMul/Mul without operand metadata, metadata naming no
+  product, and operands that disagree with what the graph's producers hold
+  (:func:`snncompile.passes.operands.check_operands`); writing refuses such a graph too.
 
 - Parameters are initializers named ``<node>::<field>`` holding the array's raw bytes in
   its own dtype (bit-identical). Activations are float64; a parameter stored in another
@@ -59,6 +75,7 @@ from snncompile.ir import nodes as ir
 from snncompile.ir.graph import Graph
 from snncompile.ir.kinds import StageTable
 from snncompile.ir.onnx_schemas import DOMAIN, NEURON_PARAMS, VERSION, register
+from snncompile.passes.operands import check_operands
 
 FORMAT_VERSION = "1"
 OPSET = 17
@@ -66,6 +83,7 @@ IR_VERSION = 8
 PRODUCER = "snncompile"
 _META_PREFIX = "snncompile."
 _FIXED_PREFIX = "snncompile.fixed:"
+_OPERANDS_PREFIX = "snncompile.operands:"
 _DIGEST = "snncompile.sha256"
 
 DOC = (
@@ -82,8 +100,11 @@ _ATTRIBUTE_FIELDS = {  # IR attribute fields each kind writes (guards against ne
     "SumPool2d": {"kernel_size", "stride", "padding"}, "AvgPool2d": {"kernel_size", "stride", "padding"},
     "MaxPool2d": {"kernel_size", "stride", "padding"}, "Flatten": set(), "Add": set(),
     "Neuron": {"shape", "reset_mode", "compare", "source"}, "Output": {"mode"},
+    "Reshape": {"shape"}, "Permute": {"perm"}, "Slice": {"axis", "start", "stop"},
+    "MatMul": {"lhs", "rhs"}, "Mul": {"lhs", "rhs"}, "ReduceSum": {"axis", "keepdim"}, "Scale": set(),
 }
-_ARRAY_FIELDS = {"Linear": {"weight", "bias"}, "Conv2d": {"weight", "bias"}, "Neuron": set(NEURON_PARAMS)}
+_ARRAY_FIELDS = {"Linear": {"weight", "bias"}, "Conv2d": {"weight", "bias"}, "Neuron": set(NEURON_PARAMS),
+                 "Scale": {"weight", "bias"}}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -184,9 +205,6 @@ def _encode(w: _Writer, node: ir.Node, ins: list[str]) -> tuple[str, list[str], 
 
 #: The ONNX writer: kind -> ``fn(writer, node, ins)`` giving (op_type, inputs, attributes, domain).
 WRITE_TABLE = StageTable("onnx.write", says="ONNX writing")
-#: Issue 11 in progress: the spiking-transformer kinds this stage does not handle yet.
-for _kind in (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale):
-    WRITE_TABLE.refuse(_kind, "does not handle spiking-transformer layers yet")
 WRITE_TABLE.declare(ir.Input)   # the graph input itself (``_Writer.add_node``), no ONNX node
 
 
@@ -226,6 +244,55 @@ def _encode_neuron(w: _Writer, node: ir.Neuron, ins: list[str]):
     return "Neuron", inputs, attrs, DOMAIN
 
 
+def _onnx_axis(axis: int) -> int:
+    """A per-sample axis as an axis of the batched ONNX tensor (negative axes count from the end in both)."""
+    return axis + 1 if axis >= 0 else axis
+
+
+def _int64s(w: _Writer, node: ir.Node, field: str, values) -> str:
+    """An int64 initializer read as an op's constant input (never cast to double)."""
+    return w.tensor(f"{node.name}::{field}", np.array(values, dtype=np.int64))
+
+
+@WRITE_TABLE.implements(ir.Reshape)
+def _encode_reshape(w: _Writer, node: ir.Reshape, ins: list[str]):
+    # 0 copies the batch dimension N (allowzero=0), so shape inference keeps N symbolic
+    return "Reshape", ins + [_int64s(w, node, "shape", (0,) + node.shape)], {}, ""
+
+
+@WRITE_TABLE.implements(ir.Permute)
+def _encode_permute(w: _Writer, node: ir.Permute, ins: list[str]):
+    return "Transpose", ins, {"perm": _ints("perm", (0,) + tuple(p + 1 for p in node.perm))}, ""
+
+
+@WRITE_TABLE.implements(ir.Slice)
+def _encode_slice(w: _Writer, node: ir.Slice, ins: list[str]):
+    bounds = [_int64s(w, node, f, [v]) for f, v in
+              (("starts", node.start), ("ends", node.stop), ("axes", _onnx_axis(node.axis)))]
+    return "Slice", ins + bounds, {}, ""
+
+
+@WRITE_TABLE.implements(ir.ReduceSum)
+def _encode_reduce_sum(w: _Writer, node: ir.ReduceSum, ins: list[str]):
+    axes = _int64s(w, node, "axes", [_onnx_axis(node.axis)])
+    return "ReduceSum", ins + [axes], {"keepdims": int(node.keepdim)}, ""
+
+
+@WRITE_TABLE.implements(ir.MatMul, ir.Mul)
+def _encode_product(w: _Writer, node, ins: list[str]):
+    # standard MatMul / Mul of two activations; what each operand holds goes in the metadata
+    w.metadata[_OPERANDS_PREFIX + node.name] = json.dumps({"lhs": node.lhs, "rhs": node.rhs})
+    return node.kind, ins, {}, ""
+
+
+@WRITE_TABLE.implements(ir.Scale)
+def _encode_scale(w: _Writer, node: ir.Scale, ins: list[str]):
+    inputs = ins + [w.param(node, "weight", node.weight)]
+    if node.bias is not None:
+        inputs.append(w.param(node, "bias", node.bias))
+    return "Scale", inputs, {}, DOMAIN
+
+
 def _value_info(name: str, shape) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.DOUBLE, ["N"] + [int(s) for s in shape])
 
@@ -254,6 +321,7 @@ def to_model(graph: Graph) -> onnx.ModelProto:
     """The ONNX model of ``graph`` (shapes inferred on the way)."""
     register()
     graph.infer_shapes()
+    check_operands(graph)  # a file whose products record the wrong operands could not be read back
     inp, out = graph.input, graph.output
     w = _Writer(graph)
     for node in graph:
@@ -381,16 +449,36 @@ def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
         if (node.op_type, node.domain) not in _READERS:
             raise SnnCompileError(f"'{source}': node '{node.name}' uses op '{node.op_type}' of domain "
                                   f"'{node.domain or 'ai.onnx'}', which is not part of the snncompile format")
-    _check(model, source)
+    try:
+        _check(model, source)
+    except SnnCompileError as checker_error:
+        raise (_reader_reason(model, meta, source) or checker_error) from None
+    return _read(model, meta, source)
+
+
+def _read(model: onnx.ModelProto, meta: dict[str, str], source: str) -> Graph:
     try:
         return _Reader(model, meta, source).graph()
     except SnnCompileError as exc:
         raise SnnCompileError(f"'{source}': {exc}") from None
 
 
+def _reader_reason(model: onnx.ModelProto, meta: dict[str, str], source: str) -> Optional[SnnCompileError]:
+    """For a file the checker refused: the reader's own reason, which names the node and what is
+    wrong in the IR's terms ("slice 0:7 does not fit axis 0 of size 3" where the checker says
+    "inferred shape and existing shape differ"), or None when the reader finds nothing."""
+    try:
+        _read(model, meta, source)
+    except SnnCompileError as exc:
+        return exc
+    except Exception:  # malformed beyond what the reader checks: the checker's message says it
+        return None
+    return None
+
+
 def _check_text(model: onnx.ModelProto, source: str) -> None:
     """Names and string attributes must be UTF-8 text (protobuf hands out bytes when they are not)."""
-    strings = [p.key for p in model.metadata_props] + [p.value for p in model.metadata_props]
+    strings = [model.graph.name] + [p.key for p in model.metadata_props] + [p.value for p in model.metadata_props]
     strings += [v.name for v in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)]
     strings += [t.name for t in model.graph.initializer]
     for node in model.graph.node:
@@ -470,6 +558,82 @@ def _read_neuron(r, node, attrs, params):
                      **dict(zip(NEURON_PARAMS, params)))
 
 
+def _fail(node, why: str) -> SnnCompileError:
+    return SnnCompileError(f"node '{node.name}' ({node.op_type}): {why}")
+
+
+def _int_list(node, what: str, values: np.ndarray) -> list[int]:
+    """A constant int64 vector input (shape, starts, axes...) as Python ints."""
+    if values.dtype != np.int64 or values.ndim != 1:
+        raise _fail(node, f"{what} must be an int64 vector, is {values.dtype} of shape {values.shape}")
+    return [int(v) for v in values]
+
+
+def _sample_axis(node, what: str, values: np.ndarray) -> int:
+    """The per-sample axis of a one-element ONNX axes input (the batch axis 0 is refused)."""
+    axes = _int_list(node, what, values)
+    if len(axes) != 1:
+        raise _fail(node, f"{what} must name exactly one axis, names {axes}")
+    if axes[0] == 0:
+        raise _fail(node, f"{what} [0] is the batch axis; snncompile slices and sums within a sample only")
+    return axes[0] - 1 if axes[0] > 0 else axes[0]
+
+
+def _read_reshape(r, node, attrs, params):
+    if len(params) != 1 or attrs.get("allowzero", 0):
+        raise _fail(node, "expects one stored shape input and allowzero=0")
+    shape = _int_list(node, "shape", params[0])
+    if not shape or shape[0] != 0 or any(d <= 0 for d in shape[1:]):
+        raise _fail(node, f"shape {shape} must be 0 (copy the batch dimension) followed by the positive "
+                          f"per-sample sizes")
+    return ir.Reshape(node.output[0], shape=tuple(shape[1:]))
+
+
+def _read_transpose(r, node, attrs, params):
+    perm = list(attrs.get("perm", []))
+    if not perm:
+        raise _fail(node, "has no perm (ONNX's default reverses every axis, the batch axis too)")
+    if sorted(perm) != list(range(len(perm))):
+        raise _fail(node, f"perm {perm} is not a permutation of the axes 0..{len(perm) - 1}")
+    if perm[0] != 0:
+        raise _fail(node, f"perm {perm} moves the batch axis 0; snncompile permutes axes within a sample")
+    return ir.Permute(node.output[0], perm=tuple(p - 1 for p in perm[1:]))
+
+
+def _read_slice(r, node, attrs, params):
+    if len(params) == 4 and _int_list(node, "steps", params[3]) == [1]:
+        params = params[:3]
+    if len(params) != 3:
+        raise _fail(node, "expects stored starts, ends and axes inputs (steps, if any, 1)")
+    (start,), (stop,) = (_one(node, what, p) for what, p in (("starts", params[0]), ("ends", params[1])))
+    return ir.Slice(node.output[0], axis=_sample_axis(node, "axes", params[2]), start=start, stop=stop)
+
+
+def _one(node, what: str, values: np.ndarray) -> list[int]:
+    got = _int_list(node, what, values)
+    if len(got) != 1:
+        raise _fail(node, f"{what} must hold one value, holds {got}")
+    return got
+
+
+def _read_reduce_sum(r, node, attrs, params):
+    if len(params) != 1:
+        raise _fail(node, "expects one stored axes input")
+    return ir.ReduceSum(node.output[0], axis=_sample_axis(node, "axes", params[0]),
+                        keepdim=bool(attrs.get("keepdims", 1)))
+
+
+def _read_product(cls):
+    def read(r: "_Reader", node, attrs, params):
+        lhs, rhs = r.operands(node)
+        return cls(node.output[0], lhs=lhs, rhs=rhs)
+    return read, 2
+
+
+def _read_scale(r, node, attrs, params):
+    return ir.Scale(node.output[0], weight=params[0], bias=params[1] if len(params) > 1 else None)
+
+
 #: (op_type, domain) -> (reader(reader, node, attrs, params) -> ir.Node, number of activation inputs or None=all)
 _READERS = {
     ("Gemm", ""): (_read_gemm, 1),
@@ -481,6 +645,13 @@ _READERS = {
     ("Sum", ""): (lambda r, n, a, p: ir.Add(n.output[0]), None),
     ("Neuron", DOMAIN): (_read_neuron, 1),
     ("Output", DOMAIN): (lambda r, n, a, p: ir.Output(n.output[0], mode=_str(a["mode"])), 1),
+    ("Reshape", ""): (_read_reshape, 1),
+    ("Transpose", ""): (_read_transpose, 1),
+    ("Slice", ""): (_read_slice, 1),
+    ("ReduceSum", ""): (_read_reduce_sum, 1),
+    ("MatMul", ""): _read_product(ir.MatMul),
+    ("Mul", ""): _read_product(ir.Mul),
+    ("Scale", DOMAIN): (_read_scale, 1),
     ("Cast", ""): (None, 0),
     ("Delay", DOMAIN): (None, 0),
 }
@@ -489,14 +660,13 @@ _READERS = {
 #: The ONNX reader by kind: the (op_type, domain) each kind is read from (the dispatch
 #: itself is ``_READERS``, by op; tests check the two agree).
 READ_TABLE = StageTable("onnx.read", says="ONNX reading")
-#: Issue 11 in progress: the spiking-transformer kinds this stage does not handle yet.
-for _kind in (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale):
-    READ_TABLE.refuse(_kind, "does not handle spiking-transformer layers yet")
 READ_TABLE.add(None, ir.Input)  # the graph input itself (``_Reader.graph``)
 for _op, _kind in {("Gemm", ""): ir.Linear, ("Conv", ""): ir.Conv2d, ("SumPool", DOMAIN): ir.SumPool2d,
                    ("AveragePool", ""): ir.AvgPool2d, ("MaxPool", ""): ir.MaxPool2d,
                    ("Flatten", ""): ir.Flatten, ("Sum", ""): ir.Add, ("Neuron", DOMAIN): ir.Neuron,
-                   ("Output", DOMAIN): ir.Output}.items():
+                   ("Output", DOMAIN): ir.Output, ("Reshape", ""): ir.Reshape, ("Transpose", ""): ir.Permute,
+                   ("Slice", ""): ir.Slice, ("ReduceSum", ""): ir.ReduceSum, ("MatMul", ""): ir.MatMul,
+                   ("Mul", ""): ir.Mul, ("Scale", DOMAIN): ir.Scale}.items():
     READ_TABLE.add(_op, _kind)
 
 
@@ -551,8 +721,29 @@ class _Reader:
         if g.output.name != g_onnx.output[0].name:
             raise SnnCompileError(f"the graph output '{g_onnx.output[0].name}' is not the Output node")
         g.infer_shapes()
+        self._check_operand_metadata(g)
+        check_operands(g)
         self._check_fixed(g)
         return g
+
+    def operands(self, node) -> tuple[str, str]:
+        """(lhs, rhs) of a product, from its ``snncompile.operands:<node>`` metadata."""
+        text = self.meta.get(_OPERANDS_PREFIX + node.name)
+        if text is None:
+            raise _fail(node, f"has no '{_OPERANDS_PREFIX}{node.name}' metadata saying what its operands hold")
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError:
+            spec = None
+        if not isinstance(spec, dict) or set(spec) != {"lhs", "rhs"}:
+            raise _fail(node, f"operand metadata {text!r} must be a JSON object with 'lhs' and 'rhs'")
+        return spec["lhs"], spec["rhs"]
+
+    def _check_operand_metadata(self, g: Graph) -> None:
+        for key in self.meta:
+            name = key[len(_OPERANDS_PREFIX):]
+            if key.startswith(_OPERANDS_PREFIX) and not (name in g and isinstance(g.node(name), ir.PRODUCTS)):
+                raise SnnCompileError(f"operand metadata '{key}' names no MatMul or Mul of the graph")
 
     def _timesteps(self) -> Optional[int]:
         text = self.meta.get("snncompile.timesteps")

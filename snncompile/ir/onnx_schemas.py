@@ -2,9 +2,10 @@
 
 The ops that have no standard ONNX equivalent: ``Neuron`` (a stateful LIF population),
 ``Output`` (the readout), ``SumPool`` (a plain window sum; ONNX has no such op, and a
-ones-weight depthwise Conv would be indistinguishable from a real one on reading) and
+ones-weight depthwise Conv would be indistinguishable from a real one on reading),
 ``Delay`` (reads a tensor's value of the previous time step, so recurrent graphs stay
-a DAG in ONNX). Each schema has a type/shape inference function, which is what lets
+a DAG in ONNX) and ``Scale`` (a constant one-to-one synapse ``x * w + b``: one op with its
+own fixed-point parameters, where a standard Mul is kept for products of two activations). Each schema has a type/shape inference function, which is what lets
 ``onnx.checker.check_model(model, full_check=True)`` pass and check every shape.
 
 :func:`register` is idempotent; :mod:`snncompile.ir.onnx_format` calls it before
@@ -122,7 +123,21 @@ def _schemas() -> list[_S]:
         ],
     )
     delay.set_type_and_shape_inference_function(_delay_shape)
-    return [neuron, output, sum_pool, delay]
+    scale = _S(
+        "Scale", DOMAIN, VERSION,
+        "y = x * weight (+ bias), weight and bias constant and broadcast to the per-sample shape "
+        "(numpy rules, no more axes than a sample): a constant scale (* 0.125, 1/n of a mean, a "
+        "per-head firing-rate factor) or an affine map no synapse before it absorbed. A one-to-one "
+        "synapse with its own fixed-point parameters, hence not a standard Mul (+ Add), which "
+        "between activations is a product of two activations.",
+        inputs=[_param("x", "(N, *shape)"), _param("weight", "constant, broadcast to *shape"),
+                _S.FormalParameter("bias", "T", "constant, broadcast to *shape",
+                                   param_option=_S.FormalParameterOption.Optional)],
+        outputs=[_param("y", "(N, *shape)")],
+        type_constraints=_DOUBLE,
+    )
+    scale.set_type_and_shape_inference_function(_copy_input_type)
+    return [neuron, output, sum_pool, delay, scale]
 
 
 def _registered(name: str) -> bool:

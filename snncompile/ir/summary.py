@@ -96,8 +96,42 @@ def _neuron_text(node: ir.Neuron, p: dict) -> str:
     return ", ".join(parts)
 
 
-def _params(node: ir.Node) -> tuple[dict, str]:
+def _product_text(node, a: tuple, b: tuple) -> str:
+    """``spike x spike (h=2, 16x8 @ 8x16)`` for a MatMul, ``spike x spike, AND (2x16x8 * 2x1x8)`` for a Mul."""
+    kinds = f"{node.lhs} x {node.rhs}"
+    if isinstance(node, ir.MatMul):
+        heads = f"h={_x(a[:-2])}, " if len(a) > 2 else ""
+        return f"{kinds} ({heads}{_x(a[-2:])} @ {_x(b[-2:])})"
+    mask = ", AND" if (node.lhs, node.rhs) == ("spike", "spike") else ""
+    return f"{kinds}{mask} ({_x(a)} * {_x(b)})"
+
+
+def _transformer_params(node: ir.Node, in_shapes: list[tuple]) -> tuple[dict, str]:
+    """The spiking-transformer kinds: layouts, products, reductions and constant scales."""
+    if isinstance(node, ir.Reshape):
+        return {"shape": list(node.shape)}, f"reshape {_x(in_shapes[0])} -> {_x(node.shape)}"
+    if isinstance(node, ir.Permute):
+        return {"perm": list(node.perm)}, f"perm {node.perm}"
+    if isinstance(node, ir.Slice):
+        size = in_shapes[0][node.axis]
+        return ({"axis": node.axis, "start": node.start, "stop": node.stop},
+                f"axis {node.axis} [{node.start}:{node.stop}] of {size}")
+    if isinstance(node, ir.PRODUCTS):
+        return {"lhs": node.lhs, "rhs": node.rhs}, _product_text(node, *in_shapes)
+    if isinstance(node, ir.ReduceSum):
+        return ({"axis": node.axis, "keepdim": node.keepdim},
+                f"sum over axis {node.axis}" + (", keepdim" if node.keepdim else ""))
+    p = {"weight": array_summary(node.weight), "bias": None if node.bias is None else array_summary(node.bias)}
+    return p, f"x {_array_text(p['weight'])}" + (f" + {_array_text(p['bias'])}" if node.bias is not None else "")
+
+
+_TRANSFORMER_KINDS = (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale)
+
+
+def _params(node: ir.Node, graph: Graph) -> tuple[dict, str]:
     """Structured parameters and their one-line text."""
+    if isinstance(node, _TRANSFORMER_KINDS):
+        return _transformer_params(node, [tuple(graph.shape(i)) for i in graph.inputs_of(node.name)])
     if isinstance(node, ir.Input):
         return {}, ""
     if isinstance(node, (ir.Linear, ir.Conv2d)):
@@ -131,7 +165,7 @@ def summarize(graph: Graph) -> dict:
     graph.infer_shapes()
     nodes, weights, neurons, delayed = [], 0, 0, 0
     for node in graph:
-        params, text = _params(node)
+        params, text = _params(node, graph)
         entry = {
             "name": node.name, "kind": node.kind,
             "inputs": [{"name": s, "delay": graph.delay(s, node.name)} for s in graph.inputs_of(node.name)],
@@ -145,7 +179,7 @@ def summarize(graph: Graph) -> dict:
         fixed = getattr(node, "fixed", None)
         if fixed is not None:
             entry["fixed"] = fixed_summary(fixed)
-        if isinstance(node, (ir.Linear, ir.Conv2d)):
+        if isinstance(node, (ir.Linear, ir.Conv2d, ir.Scale)):
             weights += node.weight.size + (0 if node.bias is None else node.bias.size)
         if isinstance(node, ir.Neuron):
             neurons += int(np.prod(graph.shape(node.name)))
