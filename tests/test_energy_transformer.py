@@ -541,3 +541,29 @@ def test_zoo_every_convention_reports(zoo, name):
     elif name != "sdt_v1":
         r = analyze(graph, result, "spikingformer", x=x)
         assert sum(la.synops_per_sample for la in r.layers if la.kind == "MatMul") > 0
+
+
+def test_cli_streams_an_attention_graph_in_chunks_to_the_same_report(tmp_path, attention):
+    """``snncompile energy`` on the attention block read back from ONNX: one chunk per sample
+    (EnergyJob -> CountRecord int64 sums, merged) gives the report of the whole run at once."""
+    import json
+
+    from click.testing import CliRunner
+
+    from snncompile.cli import main
+    from snncompile.ir.onnx_format import save_onnx
+
+    g, x, result, report = attention
+    save_onnx(g, tmp_path / "attention.onnx")
+    np.savez(tmp_path / "data.npz", x=x)
+    summaries = []
+    for chunk in ("1", "3"):
+        out = tmp_path / f"r{chunk}.json"
+        res = CliRunner().invoke(main, ["energy", str(tmp_path / "attention.onnx"), "--input",
+                                        str(tmp_path / "data.npz"), "--chunk-size", chunk, "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        summaries.append(json.loads(out.read_text())["summary"])
+    for key in ("synops_per_sample", "spike_synops_per_sample", "count_synops_per_sample",
+                "ops_per_sample_by_class", "energy_per_sample_j", "spikes_per_sample"):
+        assert summaries[0][key] == pytest.approx(summaries[1][key], rel=1e-12), key
+        assert summaries[0][key] == pytest.approx(report.summary[key], rel=1e-12), key
