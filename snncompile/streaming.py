@@ -316,7 +316,7 @@ class NpzWriter:
 
 @dataclass
 class RunChunk:
-    """The OUT.npz rows of samples ``lo:hi`` (``arrays``: counts, pred, spikes|potential) and
+    """The OUT.npz rows of samples ``lo:hi`` (``arrays``: counts, pred, spikes|potential|membrane) and
     how many of them were predicted right (None without labels)."""
 
     lo: int
@@ -371,6 +371,8 @@ def chunk_arrays(result) -> dict[str, np.ndarray]:
     arrays = {"counts": result.counts, "pred": result.pred.astype(np.int64)}
     if result.readout == "spikes":
         arrays["spikes"] = result.outputs.astype(np.uint8)
+    elif result.readout == "membrane":
+        arrays["membrane"] = result.outputs
     else:
         arrays["potential"] = np.cumsum(result.outputs, axis=1)
     return arrays
@@ -380,7 +382,7 @@ class RunWriter:
     """OUT.npz of a chunked run: ``add(chunk)`` in any order, ``finish(path)`` once.
 
     Members in the order of ``snncompile run``'s docstring: counts, pred, backend, precision,
-    readout, steps, scale, spikes|potential, accuracy (when labelled: right predictions / N)."""
+    readout, steps, scale, spikes|potential|membrane, accuracy (when labelled: right predictions / N)."""
 
     def __init__(self, folder, n: int, backend: str, precision: str, readout: str, steps: int,
                  labelled: bool, scale: float = 1.0):
@@ -392,7 +394,7 @@ class RunWriter:
         for name, value in (("backend", backend), ("precision", precision), ("readout", readout),
                             ("steps", steps), ("scale", float(scale))):
             self._npz.scalar(name, np.array(value))
-        self._npz.declare("spikes" if readout == "spikes" else "potential", n)
+        self._npz.declare(readout if readout in ("spikes", "membrane") else "potential", n)
 
     def add(self, chunk: RunChunk) -> None:
         for name, block in chunk.arrays.items():

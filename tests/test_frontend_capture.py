@@ -208,13 +208,6 @@ def test_norse_recurrent_cell_and_functional_pooling():
     assert any(graph.delay(s, d) for s, d in graph.nx.edges)
 
 
-def test_norse_conv_net_names_its_leaky_integrator_readout():
-    from norse.torch.models.conv import ConvNet
-    with pytest.raises(SnnCompileError, match=r"module 'out' \(norse.*LILinearCell\): a leaky-integrator "
-                                              r"readout .* is not supported"):
-        from_torch(ConvNet(num_channels=1, feature_size=28), (1, 28, 28), 4)
-
-
 class EnlargingPool(nn.Module):
     """SpikingJelly VGG's head in small: AdaptiveAvgPool2d((3, 3)) of a 1x1 map, flatten, Linear."""
 

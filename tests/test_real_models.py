@@ -45,6 +45,7 @@ def _stub_torchvision() -> None:
 _stub_torchvision()
 from spikingjelly.activation_based import functional, neuron  # noqa: E402
 from spikingjelly.activation_based.model import ms_resnet, parametric_lif_net, sew_resnet, spiking_resnet  # noqa: E402
+from spikingjelly.activation_based.model import spiking_vgg  # noqa: E402
 
 
 @dataclass
@@ -62,6 +63,8 @@ class RealModel:
     bn_at: dict = None
     #: Gain on every Linear's weights (layers without BatchNorm: the default init is too quiet).
     linear_gain: float = 1.0
+    #: Gain on every Conv2d's weights (the same, for convolutions without BatchNorm).
+    conv_gain: float = 1.0
 
     def build(self) -> nn.Module:
         torch.manual_seed(0)
@@ -70,6 +73,8 @@ class RealModel:
             for m in model.modules():
                 if isinstance(m, nn.Linear):
                     m.weight.mul_(self.linear_gain)
+                elif isinstance(m, nn.Conv2d):
+                    m.weight.mul_(self.conv_gain)
         if self.style == "multistep":
             functional.set_step_mode(model, "m")
         _calibrate_batchnorm(model, self, self.bn, self.bn_at or {})
@@ -169,6 +174,45 @@ def test_reference_equals_pytorch_eager(name, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
 
 
+# -- SpikingJelly's spiking VGG family: 5 max-pools to 1x1, then the 7x7 AdaptiveAvgPool2d that
+# copies it (folded into the first Linear of the 4096-wide classifier) -------------------------
+def _vgg(arch: str) -> Callable[[], nn.Module]:
+    def make():
+        # built in float64 directly: the classifier's 25088 x 4096 Linear is 800 MB, not twice that
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            return getattr(spiking_vgg, arch)(spiking_neuron=neuron.IFNode, num_classes=10)
+        finally:
+            torch.set_default_dtype(previous)
+    return make
+
+
+VGG = {m.name: m for m in [
+    RealModel("spiking_vgg11_bn", _vgg("spiking_vgg11_bn"), (3, 32, 32), 4, "step", (0.5, 0.3)),
+    RealModel("spiking_vgg16_bn", _vgg("spiking_vgg16_bn"), (3, 32, 32), 4, "step", (0.5, 0.3)),
+    RealModel("spiking_vgg11", _vgg("spiking_vgg11"), (3, 32, 32), 4, "step", conv_gain=2.2, linear_gain=2.0),
+]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(VGG))
+def test_spiking_vgg_family_equals_pytorch_eager(name):
+    """Exported through the frontend API (the CLI's torch.save of a 1 GB model would double the
+    memory): the same capture as ``snncompile export``."""
+    from snncompile.frontend import from_torch
+    rm = VGG[name]
+    model = rm.build()
+    graph = from_torch(model, rm.input_shape, rm.timesteps, name=rm.name)
+    head = [n.kind for n in graph][-8:]
+    assert head[:3] == ["MaxPool2d", "Flatten", "Linear"] and graph.node("classifier.0").weight.shape == (4096, 512)
+    x = rm.inputs(2, seed=0)
+    res = run(graph, x, record=True)
+    _check_rates(graph, res, rm.timesteps)
+    expected = rm.eager(model, x)
+    np.testing.assert_allclose(res.outputs, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+
+
 # -- snnTorch: the library's neurons in tutorial-style models --------------------------------
 import snntorch as snn  # noqa: E402
 
@@ -222,7 +266,15 @@ def snntorch_tutorial6_csnn(T: int) -> nn.Module:
                          nn.Linear(8 * 1 * 1, 10), snn.Leaky(output=True, **kw))
 
 
+def snntorch_rleaky_init_hidden(T: int) -> nn.Module:
+    """RLeaky with init_hidden=True (its spikes and membrane kept inside the module) in a Sequential."""
+    kw = dict(init_hidden=True, surrogate_disable=True)
+    return nn.Sequential(nn.Flatten(), nn.Linear(2 * 8 * 8, 16), snn.RLeaky(beta=0.8, linear_features=16, **kw),
+                         nn.Linear(16, 10), snn.Leaky(beta=0.9, **kw))
+
+
 STK = {m.name: m for m in [
+    zoo.ZooModel("snntorch_rleaky_init_hidden", snntorch_rleaky_init_hidden, (2, 8, 8), 8, "step", "spikes", 1.5),
     zoo.ZooModel("snntorch_rleaky", lambda T: SnnTorchRecurrent(T, "rleaky"), (2, 8, 8), 8, "loop", "spikes", 1.5),
     zoo.ZooModel("snntorch_rleaky_one_to_one", lambda T: SnnTorchRecurrent(T, "rleaky_one_to_one"), (2, 8, 8), 8,
                  "loop", "spikes", 1.5),

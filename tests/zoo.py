@@ -303,8 +303,11 @@ class ZooModel:
 
 def _cast_snntorch_spikes(model: nn.Module, dtype: torch.dtype) -> list:
     """snnTorch's Heaviside always returns float32 spikes, so a float64 model would fail at
-    the next layer; cast them (0/1, exact) to the model's dtype. Membranes stay float64."""
+    the next layer; cast them (0/1, exact) to the model's dtype. Membranes stay float64. An
+    ``init_hidden=True`` RLeaky/RSynaptic also keeps its spikes (``spk``) for its recurrent layer."""
     def cast(module, args, out):
+        if isinstance(getattr(module, "spk", None), torch.Tensor):
+            module.spk = module.spk.to(dtype)
         if isinstance(out, tuple):
             return (out[0].to(dtype),) + out[1:]
         return out.to(dtype)

@@ -11,7 +11,8 @@ Rules (each a choice of how the graph's nodes become hardware):
   AvgPool -> Flatten -> Linear) gets a relay population that forwards that current; exact
   only with graded spikes (Loihi 2), the report says so on a binary-spike chip.
 * A potential readout (``Output`` fed by a current) is a readout population: compartments that
-  integrate and are read by the host, never spike.
+  integrate and are read by the host, never spike; so is the leaky integrator a membrane
+  readout reads.
 * ``Flatten`` is free (same C-major order); an ``Add`` of spikes (SEW-ResNet) feeds the next
   synapse from every operand, so that synapse's weights are stored once per operand.
 * The ``Input`` is off-chip: its values arrive on input axons and cost no core.
@@ -112,9 +113,13 @@ class _Builder:
         for name in self.g.order():
             node = self.g.node(name)
             if isinstance(node, ir.Neuron):
-                self.population(name, "neuron", self.current_groups(name, self.g.inputs_of(name)))
+                out = self.g.output
+                role = "readout" if out.mode == "membrane" and self.g.inputs_of(out.name) == [name] else "neuron"
+                self.population(name, role, self.current_groups(name, self.g.inputs_of(name)))
             elif isinstance(node, ir.Output):
                 (src,) = self.g.inputs_of(name)
+                if node.mode == "membrane":
+                    continue        # its leaky integrator is the readout population
                 if node.mode == "potential":
                     self.population(name, "readout", self.current_groups(name, [src]))
                 else:

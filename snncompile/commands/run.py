@@ -2,11 +2,13 @@
 
 OUT.npz holds ``counts`` (N, n_out), ``pred`` (N,), and per step either ``spikes``
 (N, T, n_out, uint8; spike readout) or ``potential`` (N, T, n_out; potential readout: the
-readout's accumulated potential after each step, so ``potential[:, -1] == counts``),
+readout's accumulated potential after each step, so ``potential[:, -1] == counts``) or
+``membrane`` (N, T, n_out; membrane readout: the leaky integrator's v after each step,
+``counts`` its sum over time),
 ``accuracy`` when DATA.npz has labels ``y``, and ``backend``, ``precision``, ``readout``,
 ``steps`` describing the run. ``scale``: the readout's integer units per float unit
 (``ReadoutFixed.scale`` of a fixed-point run, 1.0 for float runs and spike readouts):
-``counts / scale`` and ``potential / scale`` compare with the float logits.
+``counts / scale``, ``potential / scale`` and ``membrane / scale`` compare with the float values.
 ``--samples N`` runs the first N samples of DATA.npz only.
 
 DATA is read in chunks of ``--chunk-size`` samples and OUT.npz written chunk by chunk
@@ -65,10 +67,10 @@ def fixed_point_graph(graph):
 
 def readout_scale(graph, precision: str) -> float:
     """Integer units per float unit of the readout: ``ReadoutFixed.scale`` of a fixed-point
-    potential readout, else 1.0 (float values, or spikes, which need no conversion)."""
+    potential or membrane readout, else 1.0 (float values, or spikes, which need no conversion)."""
     out = graph.output
     fixed = getattr(out, "fixed", None)
-    if precision != "fixed" or out.mode != "potential" or fixed is None:
+    if precision != "fixed" or out.mode == "spikes" or fixed is None:
         return 1.0
     return float(fixed.scale)
 

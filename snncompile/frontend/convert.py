@@ -67,6 +67,14 @@ class TimeReduced:
     how: str
 
 
+@dataclass(frozen=True)
+class Membrane:
+    """The membrane ``v`` of leaky integrator ``name`` (Norse LICell's output): allowed as the
+    model's output only (an Output in mode ``membrane``)."""
+
+    name: str
+
+
 class Opaque:
     """A value that is not a per-step tensor of the network (neuron state, a stack)."""
 
@@ -80,6 +88,15 @@ class Unsupported(Opaque):
     def __init__(self, error: SnnCompileError):
         super().__init__("unsupported")
         self.error = error
+
+
+class _Written(Opaque):
+    """A preallocated (T, B, ...) buffer whose steps the model assigned (``out[t] = v``, Norse's
+    ConvNet): step -> the value written there."""
+
+    def __init__(self, items: dict):
+        super().__init__("a (T, N, ...) buffer filled step by step (allowed only as the model's output)")
+        self.items = items
 
 
 class _Stack(Opaque):
@@ -211,6 +228,9 @@ class Converter(TensorOps):
             what = f"'1 - s' of spikes '{value.name}' (only usable as a factor of '*': SEW IAND)"
         elif isinstance(value, TimeReduced):
             what = f"a {value.how} over time (allowed only as the model's output)"
+        elif isinstance(value, Membrane):
+            what = (f"the membrane of leaky integrator '{value.name}' (a readout: allowed only as the "
+                    f"model's output)")
         else:
             what = "nothing" if value is None else type(value).__name__
         raise SnnCompileError(f"{where}: its {role} is {what}, not a per-step tensor of the network")
@@ -304,8 +324,9 @@ class Converter(TensorOps):
         if is_neuron(m):
             self.check_neuron_lead(path, m, lead, where)
             name = self.neuron(path, m, src, where)
+            first = Membrane(name) if self.graph.node(name).never_fires else Ref(name)
             for i, s in enumerate(_out_slots(call)):
-                self.bind(s, Ref(name) if i == 0 else Opaque(f"the state of neuron '{name}'"))
+                self.bind(s, first if i == 0 else Opaque(f"the state of neuron '{name}'"))
                 self.lead[s.id] = lead
         else:
             out = src
@@ -557,6 +578,8 @@ class Converter(TensorOps):
             return self.matmul(call, args, where)
         if fname == "unbind":
             return self.unbind(call, args, where)
+        if fname == "__setitem__":
+            return self.setitem(call, args, where)
         if fname in _ADD:
             return self.add(call, args, where)
         if fname in _MUL:
@@ -641,6 +664,25 @@ class Converter(TensorOps):
                 self.step_of[s.id] = (base, t)
             return None
         return self.unsupported(call, "only splitting the time dim into steps is supported")
+
+    def setitem(self, call, args, where) -> None:
+        """``buf[t] = value`` (or ``buf[t, :, :]``) into a (T, B, ...) buffer: step t of the
+        model's output. Anything else written into a tensor is refused."""
+        idx, value = call.args[1], args[2]
+        if isinstance(idx, tuple) and idx and all(i == slice(None) for i in idx[1:]):
+            idx = idx[0]
+        out = self.out_slot(call)
+        shape, T = self.cap.shapes[out.id], self.sizes["T"]
+        items = dict(args[0].items) if isinstance(args[0], _Written) else {}
+        src = call.args[2]
+        if (isinstance(idx, int) and isinstance(value, (Ref, Membrane)) and isinstance(src, Slot)
+                and self.lead[src.id] == ("B",) and shape[:2] == (T, self.sizes["B"])
+                and tuple(shape[2:]) == tuple(self.per_sample(src))
+                and (isinstance(args[0], (Const, _Written)))):
+            items[idx % T] = value
+            return self.set_out(call, _Written(items), ("T", "B"))
+        return self.unsupported(call, "only writing one step of a (T, N, ...) output buffer "
+                                      "(out[t] = value) is supported")
 
     def add(self, call, args, where) -> None:
         if call.kwargs or len(args) != 2 or not all(isinstance(a, Slot) for a in call.args):
@@ -759,8 +801,8 @@ class Converter(TensorOps):
         items = list(call.args[0]) if call.args else []
         dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim", 0)
         values = [self.env[v.id] if isinstance(v, Slot) else v for v in items]  # per-step outputs of all steps
-        if call.target == "stack" and dim == 0 and values and all(isinstance(v, Ref) for v in values) \
-                and len({v.name for v in values}) == 1 and all(isinstance(v, Slot) for v in items):
+        if call.target == "stack" and dim == 0 and values and all(isinstance(v, (Ref, Membrane)) for v in values) \
+                and len(set(values)) == 1 and all(isinstance(v, Slot) for v in items):
             leads = {self.lead[v.id] for v in items}
             if len(leads) == 1 and "T" not in next(iter(leads)):
                 if len(items) != self.sizes["T"]:
@@ -786,6 +828,16 @@ class Converter(TensorOps):
             if not value:
                 raise SnnCompileError("model returns an empty tuple")
             value = look(value[0])  # (spikes, membrane, ...) -> spikes
+        if isinstance(value, _Written):
+            steps, sources = set(value.items), set(value.items.values())
+            if steps != set(range(self.sizes["T"])) or len(sources) != 1:
+                raise SnnCompileError(f"model {self.cap.model_name} returns a (T, N, ...) buffer with steps "
+                                      f"{sorted(steps)} of {self.sizes['T']} written, from "
+                                      f"{len(sources)} layer(s); every step must hold the same layer's output")
+            value = sources.pop()
+        if isinstance(value, Membrane):
+            self.graph.add(ir.Output("output", mode="membrane"), [value.name])
+            return self.graph
         if isinstance(value, _Stack):
             names = {self.ref(v, "the model's output", "output") for v in value.items}
             if len(names) != 1:

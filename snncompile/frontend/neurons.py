@@ -17,7 +17,9 @@ short (IR: ``u = u(1-du) + x; v = v(1-dv) + u + bias``, then fire and reset):
 - Norse LIFCell/LIFBoxCell/LIFRecurrentCell: ``dv = dt*tau_mem_inv`` (also the input gain),
   ``du = dt*tau_syn_inv`` (1 for the box cell), ``bias = dv*v_leak``, ``v_init = v_leak``;
   the recurrent cell adds its input and recurrent weights as synapses. Leaky-integrator
-  readouts (LICell, LILinearCell) are refused: the IR has no membrane readout.
+  readouts (LICell, LILinearCell, LIBoxCell) are the same equations with ``threshold = +inf``
+  and no reset (a neuron that never fires, ``NeuronSpec.membrane``): the module returns ``v``,
+  which the model may only return (an Output in mode ``membrane``).
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class NeuronSpec:
     recurrent: Optional[object] = None
     #: The cell's own input weights (Norse LIFRecurrentCell), applied before ``input_gain``.
     input_synapse: Optional[object] = None
+    #: The module returns the membrane ``v`` (a leaky integrator), not spikes.
+    membrane: bool = False
 
 
 def _arr(v) -> np.ndarray:
@@ -179,12 +183,18 @@ def _snntorch_alpha(path: str, m) -> NeuronSpec:
 
 
 # -- Norse ------------------------------------------------------------------
+def _norse_rate(dt: float, inv) -> np.ndarray:
+    """``dt * tau_inv`` as Norse computes it: in the parameter's own dtype (LIParameters stay
+    float32 in a ``.double()`` model), so the float64 IR holds the very factor eager uses."""
+    return _arr(dt * inv)
+
+
 def _norse(path: str, m) -> NeuronSpec:
     from norse.torch import LIFBoxCell
     from norse.torch.functional.reset import reset_subtract, reset_value
 
     p, dt = m.p, float(m.dt)
-    a = dt * _arr(p.tau_mem_inv)
+    a = _norse_rate(dt, p.tau_mem_inv)
     params = dict(dv=a, threshold=_arr(p.v_th), compare=">", bias=a * _arr(p.v_leak),
                   v_init=_arr(p.v_leak), source=f"norse.{type(m).__name__}")
     if isinstance(m, LIFBoxCell):
@@ -197,7 +207,7 @@ def _norse(path: str, m) -> NeuronSpec:
         else:
             raise _fail(path, m, f"reset method {reset!r} is not supported")
     else:
-        params.update(du=dt * _arr(p.tau_syn_inv), reset_mode="zero", reset_value=_arr(p.v_reset))
+        params.update(du=_norse_rate(dt, p.tau_syn_inv), reset_mode="zero", reset_value=_arr(p.v_reset))
     spec = NeuronSpec(params, input_gain=a)
     if hasattr(m, "recurrent_weights"):
         # LIFRecurrentCell: i += W_in x + W_rec z[t-1], then the LIFCell update; the input gain
@@ -210,10 +220,21 @@ def _norse(path: str, m) -> NeuronSpec:
 
 
 def _norse_leaky_integrator(path: str, m) -> NeuronSpec:
-    raise _fail(path, m, "a leaky-integrator readout (Norse LICell/LILinearCell: the output is a "
-                "membrane that never spikes) is not supported: the IR reads out spikes or the last "
-                "layer's current; end the model with a Linear layer (its current, summed over time, "
-                "is the readout) or a spiking LIFCell")
+    """LICell / LILinearCell (``i += x; v += dt*tau_mem_inv*(v_leak - v + i); i *= 1 - dt*tau_syn_inv``)
+    and LIBoxCell (no current: ``v += dt*tau_mem_inv*(v_leak - v + x)``): the LIFCell mapping
+    without the spike. The module's output is ``v``."""
+    from norse.torch import LIBoxCell
+
+    p, dt = m.p, float(m.dt)
+    a = _norse_rate(dt, p.tau_mem_inv)
+    du = 1.0 if isinstance(m, LIBoxCell) else _norse_rate(dt, p.tau_syn_inv)
+    params = dict(du=du, dv=a, threshold=np.inf, reset_mode="none", reset_amount=0.0, bias=a * _arr(p.v_leak),
+                  v_init=_arr(p.v_leak), source=f"norse.{type(m).__name__}")
+    spec = NeuronSpec(params, input_gain=a, membrane=True)
+    if hasattr(m, "input_weights"):   # LILinearCell: i += W x
+        from snncompile.ir import nodes as ir
+        spec.input_synapse = ir.Linear(f"{path}.input_weights", weight=_arr(m.input_weights))
+    return spec
 
 
 def _loaded(package: str) -> bool:
@@ -300,5 +321,5 @@ def neuron_spec(path: str, module) -> NeuronSpec:
                     "rebuilt with LIFNode (same tau, decay_input, v_reset) and plain Conv2d/Linear")
     if fn is None:
         raise _fail(path, module, "this neuron type is not supported (supported: SpikingJelly IFNode, "
-                    "LIFNode, ParametricLIFNode; snnTorch Leaky, Synaptic, RLeaky, RSynaptic, Lapicque; Norse LIFCell, LIFBoxCell, LIFRecurrentCell)")
+                    "LIFNode, ParametricLIFNode; snnTorch Leaky, Synaptic, RLeaky, RSynaptic, Lapicque; Norse LIFCell, LIFBoxCell, LIFRecurrentCell, LICell, LILinearCell, LIBoxCell)")
     return fn(path, module)

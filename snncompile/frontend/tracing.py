@@ -8,7 +8,9 @@ graph and drops the final state (recurrence is lost). Running the model eagerly 
 every such Python decision concrete, and records only what touches the network's tensors:
 
 - a ``TorchFunctionMode`` sees every torch function and tensor method called *outside*
-  leaf modules (``+``, ``flatten``, ``view``, ``x[t]``, ``torch.stack``, ``*``...);
+  leaf modules (``+``, ``flatten``, ``view``, ``x[t]``, ``torch.stack``, ``*``...); an
+  in-place ``buf[t] = value`` of a network value gives ``buf`` a fresh slot (Norse's ConvNet
+  fills its output buffer step by step);
 - forward hooks on every module record each call of a *leaf* (a neuron, a torch layer we
   map, a SpikingJelly container, or an unsupported torch layer to name in an error) with
   its inputs and outputs; nothing inside a leaf is recorded.
@@ -266,6 +268,12 @@ class _Run:
     def record_function(self, name, args, kwargs, out) -> None:
         if not self.touches_network((args, kwargs)):
             return  # constants: state created by zeros(), arithmetic on parameters
+        if name == "__setitem__" and isinstance(args[0], torch.Tensor):
+            # in place: the tensor now holds network values; a fresh slot for it (later reads)
+            enc_args, enc_kwargs = self.encode(args), self.encode(kwargs)
+            self.calls.append(Call("function", name, self.label(name), enc_args, enc_kwargs,
+                                   self.new_slot(args[0]), self.scope()))
+            return
         tensors_out = [v for v in pytree.tree_leaves(out) if isinstance(v, torch.Tensor)]
         if not tensors_out:
             return  # sizes, dims, shapes: concrete Python values, nothing to map

@@ -1,7 +1,8 @@
 """IR -> NIR: the inverse of the import mapping in ``nir_neurons``, at a chosen ``dt``.
 
 Neurons are written snnTorch-style (``r = tau/dt`` so the input gain is one per step):
-``du = 1`` -> LIF (or IF when ``dv = 0``), ``du < 1`` -> CubaLIF with ``w_in = tau_syn/dt``.
+``du = 1`` -> LIF (or IF when ``dv = 0``), ``du < 1`` -> CubaLIF with ``w_in = tau_syn/dt``;
+a leaky integrator (never fires, read by a membrane Output) -> LI or CubaLI.
 An IR Add is not a NIR node: NIR sums every edge into a node, so each Add operand is wired
 to the Add's consumers. What NIR cannot say (subtractive or no reset, ``>=`` comparison,
 initial state) is written as the nearest NIR and reported in a warning naming the node.
@@ -114,7 +115,33 @@ def _flatten(graph: Graph, node: ir.Flatten, dt: float, warnings: list[str]) -> 
 
 @TABLE.implements(ir.Neuron)
 def _write_neuron(graph: Graph, node: ir.Neuron, dt: float, warnings: list[str]) -> nir.NIRNode:
+    if node.never_fires:
+        return _leaky_integrator(graph, node, dt)
     return _neuron(node, dt, warnings)
+
+
+def _leaky_integrator(graph: Graph, node: ir.Neuron, dt: float) -> nir.NIRNode:
+    """A neuron that never fires, read by a membrane Output: NIR's LI (``du = 1``) or CubaLI,
+    whose output is the membrane. (Its spikes, all zero, cannot feed anything in NIR.)"""
+    where = f"node '{node.name}' (Neuron)"
+    out = graph.output
+    if graph.consumers(node.name) != [out.name] or out.mode != "membrane":
+        raise SnnCompileError(f"{where}: a neuron that never fires is written as NIR LI, whose output is "
+                              f"its membrane; here its (zero) spikes feed {graph.consumers(node.name)}")
+    full = lambda key: np.array(node.param(key), dtype=np.float64)  # noqa: E731
+    du, dv, bias = full("du"), full("dv"), full("bias")
+    if np.any(du <= 0) or np.any(du > 1) or np.any(dv <= 0) or np.any(dv > 1):
+        raise SnnCompileError(f"{where}: a leaky integrator needs du in (0, 1] and dv in (0, 1] to be "
+                              f"written as NIR time constants")
+    tau_mem = dt / dv
+    v_leak = bias / dv
+    if not np.allclose(node.param("v_init"), v_leak) or np.any(node.param("u_init")):
+        raise SnnCompileError(f"{where}: NIR LI starts at v = v_leak and a zero current; this one starts "
+                              f"elsewhere (u_init, v_init)")
+    if np.all(du == 1):
+        return nir.LI(tau=tau_mem, r=tau_mem / dt, v_leak=v_leak)
+    tau_syn = dt / du
+    return nir.CubaLI(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=v_leak, w_in=tau_syn / dt)
 
 
 def _neuron(node: ir.Neuron, dt: float, warnings: list[str]) -> nir.NIRNode:

@@ -81,11 +81,55 @@ most 17 bits; ``bias_mant`` 13-bit signed; ``reset_value``/``reset_amount``/``u_
 broadcastable to the population shape (shape ``()`` = one per population, as Lava's LIF
 needs for ``du``, ``dv``, ``vth``).
 
+Spiking-transformer kinds (issue 11). A Loihi-style chip computes them without a multiplier
+wherever an operand is spikes: a product of spikes is an AND, a sum of spikes a popcount, a
+product with spikes a sum of the values the spikes select. Values are exact integers
+(int64 in the emulator), and every arithmetic result is a dendritic accumulator of 24 bits,
+as a Conv's::
+
+    Reshape / Permute / Slice:  the same integers re-indexed (axon routing; no arithmetic).
+    MatMul(a, b):   c = wrap24(a @ b)          # exact integer sum over the contracted axis K
+    Mul(a, b):      c = wrap24(a * b)          # elementwise, size-1 axes broadcast
+    ReduceSum:      c = wrap24(sum over axis)
+    Scale (``SynapseFixed``; a one-to-one synapse, a 1x1 depthwise Conv/SumPool whose
+    mantissa may differ per element, ``weight`` of the node's weight shape):
+                    a = wrap24(weight * m + bias)
+
+The emulator counts every wrap24 that changes a value ("wrap" events, in the quantization
+report) -- it never hides one. What each product needs, by operand kinds
+(``passes.operands``; ``K`` the contracted length, ``k`` the largest count):
+
+* spike x spike (``q @ k^T``, ``k^T @ v``; Mul = AND): AND + popcount, 1-bit operands, result
+  0..K (``ceil(log2(K+1))`` bits: ``k^T @ v`` of Spikformer-8-512, N = 196: 8 bits).
+* count x spike / spike x count (``attn @ v``, ``q @ (k^T v)``): sum of the selected counts,
+  operand of ``ceil(log2(k+1))`` bits, result <= K*k (8-512: d*N = 12,544, 14 bits).
+* real x spike (SpikingResformer's ``y1^T @ x``): sum of the selected integer activations of
+  the synapse producing ``y`` (graded messages, ``num_message_bits`` of the quantizer's
+  ``input_bits``): exact given that activation, result <= K * max|y| (log2(K) bits more).
+* ReduceSum of spikes: popcount 0..n; of counts/reals: exact sum (log2(n) bits more).
+* real x real: no multiplier-free form; the quantizer refuses it (the emulator would still
+  compute the exact product).
+All fit the 24-bit accumulator for the published sizes; a wider value wraps, and is counted.
+
+Scales through them: spikes and counts have scale 1, so a product's scale is its real
+operand's (``sigma_a * sigma_b``) and layouts and sums keep their input's. A synapse or
+Scale whose value reaches a neuron only through Add, layouts, ReduceSum and products with
+spikes/counts delivers that neuron's units (``S / 64``, as a synapse into it). A ``Scale``
+of a count into a neuron is exact when its weight and the threshold are dyadic: ``* 0.125``
+(with SpikingJelly's ``1/tau``: ``* 0.0625``) before a threshold-0.5 LIF gets mantissa ``k``
+and ``vth = 4k`` (``8k``); and since ``a`` enters ``u`` shifted by 6 bits, the halving leak
+``dv = 2048`` is exact for 6 steps. A synapse (or Scale) whose value feeds a product keeps
+its constant part as its own integer ``bias`` (a bias times spikes is not a constant that
+could move into the neuron; on a chip the graded neuron emitting ``y`` carries it); every
+other synapse has ``bias == 0`` (its constant moved into the neuron or readout).
+
 Output (``ReadoutFixed``): ``spikes``: the spikes themselves. ``potential``: our
 integrator readout: per step the value is ``wrap32(a) + bias`` (its input activation plus
 the readout's own bias mantissa), accumulated exactly (int64, no wrap) over time; the
-run's ``outputs`` hold the per-step integers and ``counts`` their sum. Divide by
-``ReadoutFixed.scale`` to get back float units.
+run's ``outputs`` hold the per-step integers and ``counts`` their sum. ``membrane``: per
+step the value is the integer ``v`` (after the step) of the Neuron it reads, a leaky
+integrator whose ``vth`` is ``VTH_MAX`` (reached only by a saturated v) and reset ``none``;
+``scale`` is that neuron's. Divide by ``ReadoutFixed.scale`` to get back float units.
 
 Scales (``scale`` fields, informational for the integer semantics, used by reports and
 to convert back): an integer value equals the float value times ``scale``; for a
@@ -151,7 +195,7 @@ class InputFixed(_FixedBase):
 
 @dataclass(eq=False)
 class SynapseFixed(_FixedBase):
-    """Integer synapse of a Linear (Lava Dense), Conv2d (Lava Conv) or pooling node.
+    """Integer synapse of a Linear (Lava Dense), Conv2d (Lava Conv), pooling or Scale node.
 
     ``weight``: the mantissas as Lava receives them, in the IR node's layout (Linear
     ``(out, in)``, Conv ``(C_out, C_in/groups, kH, kW)`` PyTorch cross-correlation order;
@@ -165,9 +209,12 @@ class SynapseFixed(_FixedBase):
     num_message_bits: int = 0          # of the messages it receives; 0: binary spikes
     scale: float = 1.0                 # a_int = a_float * scale
     in_scale: float = 1.0              # message_int = message_float * in_scale
+    #: Integer added to the output: 0 unless the synapse feeds a product (module docstring).
+    bias: np.ndarray = None
 
     def __post_init__(self):
         self.weight = _int_array(self.weight)
+        self.bias = _int_array(0 if self.bias is None else self.bias)
         self.weight_exp = int(self.weight_exp)
         self.num_weight_bits = int(self.num_weight_bits)
         self.num_message_bits = int(self.num_message_bits)
@@ -274,7 +321,7 @@ MESSAGE_BITS_MAX = 24
 #: Initial/reset states and readout biases are 24-bit state values.
 STATE_LIMIT = 2 ** STATE_BITS
 _MODES = {"reset_mode": ("zero", "subtract", "none"), "compare": (">", ">="),
-          "mode": ("spikes", "potential")}
+          "mode": ("spikes", "potential", "membrane")}
 
 
 class FixedRangeError(ValueError):
@@ -320,6 +367,7 @@ def check_ranges(fixed, weight_shape=None, shape=None) -> None:
         _in_range("num_message_bits", fixed.num_message_bits, 0, MESSAGE_BITS_MAX)
         _positive_scale("scale", fixed.scale)
         _positive_scale("in_scale", fixed.in_scale)
+        _in_range("bias", fixed.bias, -STATE_LIMIT, STATE_LIMIT, shape)
     elif isinstance(fixed, NeuronFixed):
         _in_range("du", fixed.du, DU_MIN, DU_MAX, shape)
         _in_range("dv", fixed.dv, DV_MIN, DV_MAX, shape)
@@ -339,8 +387,12 @@ def check_ranges(fixed, weight_shape=None, shape=None) -> None:
 
 #: IR node class -> the fixed-point dataclass it may carry.
 FIXED_OF = {"Input": "InputFixed", "Linear": "SynapseFixed", "Conv2d": "SynapseFixed",
-            "SumPool2d": "SynapseFixed", "AvgPool2d": "SynapseFixed", "Neuron": "NeuronFixed",
-            "Output": "ReadoutFixed"}
+            "SumPool2d": "SynapseFixed", "AvgPool2d": "SynapseFixed", "Scale": "SynapseFixed",
+            "Neuron": "NeuronFixed", "Output": "ReadoutFixed"}
+
+
+#: The kinds whose graphs run on the emulator's torch engine only (Lava, NIR, events refuse them).
+TRANSFORMER_KIND_NAMES = ("Reshape", "Permute", "Slice", "MatMul", "Mul", "ReduceSum", "Scale")
 
 
 def check_graph(graph) -> None:
@@ -348,6 +400,7 @@ def check_graph(graph) -> None:
     naming the node; also that each node carries the dataclass of its kind."""
     from snncompile.errors import SnnCompileError
 
+    transformer = any(type(n).__name__ in TRANSFORMER_KIND_NAMES for n in graph)
     for node in graph:
         fixed = getattr(node, "fixed", None)
         if type(fixed).__name__ not in FIXED_TYPES:
@@ -356,8 +409,13 @@ def check_graph(graph) -> None:
         if type(fixed).__name__ != FIXED_OF.get(kind):
             raise SnnCompileError(f"node '{node.name}' ({kind}) carries fixed-point {type(fixed).__name__}, "
                                   f"expected {FIXED_OF.get(kind) or 'none'}")
-        weight_shape = np.shape(node.weight) if kind in ("Linear", "Conv2d") else ()
+        weight_shape = np.shape(node.weight) if kind in ("Linear", "Conv2d", "Scale") else ()
         try:
             check_ranges(fixed, weight_shape=weight_shape, shape=graph.shape(node.name))
         except FixedRangeError as exc:
             raise SnnCompileError(f"node '{node.name}': fixed-point {exc}") from None
+        if isinstance(fixed, SynapseFixed) and np.any(fixed.bias) and not transformer:
+            # Lava and the event engine have no synapse bias: only graphs they refuse may carry one
+            raise SnnCompileError(f"node '{node.name}': fixed-point synapse bias is only part of "
+                                  f"spiking-transformer graphs (a synapse feeding a product); this graph "
+                                  f"has none, and Lava's synapses have no bias")

@@ -19,7 +19,7 @@ import networkx as nx
 import numpy as np
 
 from snncompile.errors import SnnCompileError
-from snncompile.ir.nodes import Add, Input, Node, Output, Shape
+from snncompile.ir.nodes import Add, Input, Neuron, Node, Output, Shape
 
 
 class Graph:
@@ -184,11 +184,22 @@ class Graph:
         _ = self.input, self.output
         for node in self:
             for key, arr in node.arrays().items():
-                if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-                    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+                ok = np.isfinite(arr)
+                if key == "threshold" and node.kind == "Neuron":
+                    ok = ok | np.isposinf(arr)   # +inf: a leaky integrator that never fires
+                if arr.dtype.kind in "fc" and not np.all(ok):
+                    bad = int(np.size(arr) - np.count_nonzero(ok))
                     raise SnnCompileError(
                         f"node '{node.name}' ({node.kind}): parameter '{key}' has {bad} NaN/Inf value(s)")
         self.infer_shapes()
+        out = self.output
+        src = self.inputs_of(out.name)[0]
+        if out.mode == "membrane" and not (isinstance(self.node(src), Neuron)
+                                           and self.node(src).reset_mode == "none"):
+            raise SnnCompileError(f"node '{out.name}' (Output): a membrane readout reads the v of a Neuron "
+                                  f"without reset, but its input '{src}' is a {self.node(src).kind}"
+                                  + (f" with reset '{self.node(src).reset_mode}'"
+                                     if isinstance(self.node(src), Neuron) else ""))
         for name in self.nx.nodes:
             if not isinstance(self.node(name), Output) and not list(self.nx.successors(name)):
                 raise SnnCompileError(f"node '{name}' ({self.node(name).kind}) leads nowhere: "

@@ -15,6 +15,10 @@ Neuron semantics (float, per step t, input current ``x`` summed over incoming ed
     reset "subtract": v = v - reset_amount * s
     reset "none":     v unchanged
 
+A leaky integrator (Norse ``LICell``: a membrane that never spikes, read out as ``v``) is
+a Neuron with ``threshold = +inf`` and reset ``"none"`` (:attr:`Neuron.never_fires`) read
+by an Output in mode ``"membrane"``.
+
 This is Lava's LIF (``du``, ``dv`` as in ``lava.proc.lif``) extended with what the
 PyTorch libraries need. Library-specific forms (SpikingJelly ``decay_input``,
 ``v_reset`` shifts, snnTorch ``reset_delay``, Norse ``v_leak``) are normalised into
@@ -214,7 +218,8 @@ class Neuron(Node):
     Array parameters (``du``, ``dv``, ``threshold``, ``bias``, ``reset_value``,
     ``reset_amount``, ``u_init``, ``v_init``) are float64 arrays broadcastable to the
     population shape: shape ``()`` for one value for all, ``(C, 1, 1)`` per channel of a
-    (C, H, W) population, or the full shape per neuron.
+    (C, H, W) population, or the full shape per neuron. ``threshold = +inf`` (the only
+    infinite parameter allowed) makes a leaky integrator that never fires.
     """
 
     shape: Shape = ()
@@ -264,8 +269,13 @@ class Neuron(Node):
         """A parameter broadcast to the full population shape (read-only view)."""
         return np.broadcast_to(getattr(self, key), self.shape)
 
+    @property
+    def never_fires(self) -> bool:
+        """A leaky integrator: every threshold is +inf (no spike, whatever ``v``)."""
+        return bool(np.all(np.isposinf(self.threshold)))
 
-READOUTS = ("spikes", "potential")
+
+READOUTS = ("spikes", "potential", "membrane")
 
 
 @dataclass(eq=False)
@@ -273,7 +283,10 @@ class Output(Node):
     """The readout. ``spikes``: the input's spikes (counts summed over time).
     ``potential``: the input is a current (a final layer without a neuron, as in many
     SpikingJelly classifiers); per step it is the value itself and ``counts`` is its sum
-    over time (the accumulated potential of a non-leaky, non-spiking integrator)."""
+    over time (the accumulated potential of a non-leaky, non-spiking integrator).
+    ``membrane``: the input is a Neuron (a leaky integrator that never fires, Norse
+    ``LICell``); per step the value is that neuron's membrane ``v`` after the step, and
+    ``counts`` is its sum over time."""
 
     mode: str = "spikes"
     #: Fixed point: the integer readout (``snncompile.ir.fixed.ReadoutFixed``).

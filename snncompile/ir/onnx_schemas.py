@@ -89,11 +89,13 @@ def _schemas() -> list[_S]:
     output = _S(
         "Output", DOMAIN, VERSION,
         "The readout, identity per step. mode 'spikes': x are output spikes, counted over time; "
-        "'potential': x is a current accumulated over time by a non-leaky, non-spiking integrator.",
+        "'potential': x is a current accumulated over time by a non-leaky, non-spiking integrator; "
+        "'membrane': x comes from a Neuron without reset (a leaky integrator, threshold +inf) and y is "
+        "that neuron's membrane v after each step.",
         inputs=[_param("x", "spikes or current")],
         outputs=[_param("y", "the same values")],
         type_constraints=_DOUBLE,
-        attributes=[_attr("mode", A.STRING, "spikes | potential")],
+        attributes=[_attr("mode", A.STRING, "spikes | potential | membrane")],
     )
     output.set_type_and_shape_inference_function(_copy_input_type)
     sum_pool = _S(

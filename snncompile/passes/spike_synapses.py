@@ -16,8 +16,8 @@ import numpy as np
 from snncompile.ir import nodes as ir
 from snncompile.ir.graph import Graph
 
-#: Nodes whose output is the spikes of a neuron (possibly pooled or flattened).
-_SPIKE_PATH = (ir.Flatten, ir.MaxPool2d)
+#: Nodes whose output is the spikes of a neuron (possibly pooled or re-indexed).
+_SPIKE_PATH = (ir.MaxPool2d,) + ir.LAYOUTS
 
 
 def _is_spikes(graph: Graph, name: str) -> bool:
@@ -34,7 +34,9 @@ def _is_spikes(graph: Graph, name: str) -> bool:
 def _identity(name: str, shape: tuple) -> ir.Node:
     if len(shape) == 1:
         return ir.Linear(name, weight=np.eye(shape[0]))
-    return ir.Conv2d(name, weight=np.ones((shape[0], 1, 1, 1)), groups=shape[0])
+    if len(shape) == 3:
+        return ir.Conv2d(name, weight=np.ones((shape[0], 1, 1, 1)), groups=shape[0])
+    return ir.Scale(name, weight=np.array(1.0))      # token layouts (N, C), heads: one-to-one
 
 
 def identity_synapses_for_spikes(graph: Graph) -> list[str]:

@@ -30,7 +30,7 @@ LOW_PRECISION_MANTISSA = 32
 
 def is_quantized(graph) -> bool:
     """True when every synapse and neuron carries fixed-point parameters."""
-    nodes = [n for n in graph if isinstance(n, ir.SYNAPSES + (ir.Neuron,))]
+    nodes = [n for n in graph if isinstance(n, ir.SYNAPSES + (ir.Scale, ir.Neuron))]
     return bool(nodes) and all(getattr(n, "fixed", None) is not None for n in nodes)
 
 

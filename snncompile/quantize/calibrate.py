@@ -12,25 +12,63 @@ import numpy as np
 import torch
 
 from snncompile.errors import SnnCompileError
+from snncompile.ir import fixed as fx
 from snncompile.ir import nodes as ir
 from snncompile.targets.base import prepare_inputs
-from snncompile.targets.reference import DTYPE, Simulator, _synapse
+from snncompile.targets.reference import DTYPE, TABLE as REFERENCE, Simulator, _CacheOnly, _synapse
+
+#: Nodes that carry a value on linearly with no gain of their own (scales walk through them).
+THROUGH = (ir.Add,) + ir.LAYOUTS + (ir.ReduceSum,)
+#: Nodes with a gain (an integer weight mantissa) and, in float, a bias.
+GAINS = ir.SYNAPSES + (ir.Scale,)
+
+
+#: The spiking-transformer kinds: graphs with them run on the emulator's torch engine only
+#: (Lava, NIR and the event engine refuse them), the one engine that applies synapse biases.
+TRANSFORMER_KINDS = tuple(ir.NODE_TYPES[k] for k in fx.TRANSFORMER_KIND_NAMES)
+
+
+def biases_kept(graph, through_maxpool: bool = True) -> set[str]:
+    """Synapses/Scales whose value reaches a product (MatMul, Mul) through :data:`THROUGH`
+    nodes: their constant part cannot move into a neuron (a bias times spikes is not a
+    constant), so they keep it as their own integer bias (``ir.fixed``). In a transformer
+    graph (``through_maxpool``) also those that reach a MaxPool of currents (SDT's and
+    QKFormer's pooled BN outputs): the max of the integers with their bias is exact."""
+    pools = through_maxpool and any(isinstance(n, TRANSFORMER_KINDS) for n in graph)
+    kept = set()
+    for node in graph:
+        if not isinstance(node, GAINS):
+            continue
+        frontier, seen = [node.name], set()
+        while frontier:
+            n = frontier.pop()
+            for c in graph.consumers(n):
+                cnode = graph.node(c)
+                if isinstance(cnode, ir.PRODUCTS) or (pools and isinstance(cnode, ir.MaxPool2d)):
+                    kept.add(node.name)
+                elif isinstance(cnode, THROUGH) and c not in seen:
+                    seen.add(c)
+                    frontier.append(c)
+    return kept
 
 
 def constant_parts(graph) -> dict[str, np.ndarray]:
     """Per node, the part of its output that does not depend on input or spikes.
 
     Loihi synapses have no bias: every synapse bias is moved into the neuron it reaches.
-    Synapses, pooling, Flatten and Add are linear, so a node's value is (its value with
+    Synapses, pooling, layouts, sums and Add are linear, so a node's value is (its value with
     all biases zero) + (its value on all-zero inputs and spikes); the second part is what
-    this computes, exactly, per element (padding borders included). MaxPool is not
-    linear: a non-zero constant reaching one is an error.
+    this computes, exactly, per element (padding borders included). A synapse in
+    :func:`biases_kept` realizes its own constant: its consumers see 0 from it. MaxPool is
+    not linear: a non-zero constant reaching one is an error.
     """
     out: dict[str, torch.Tensor] = {}
+    flow: dict[str, torch.Tensor] = {}
+    kept = biases_kept(graph)
     cache: dict = {}
     for node in graph:
         name = node.name
-        ins = [out[i] for i in graph.inputs_of(name) if not graph.delay(i, name)]
+        ins = [flow[i] for i in graph.inputs_of(name) if not graph.delay(i, name)]
         shape = (1,) + tuple(graph.shape(name))
         if isinstance(node, (ir.Input, ir.Neuron)):
             val = torch.zeros(shape, dtype=DTYPE)
@@ -45,9 +83,12 @@ def constant_parts(graph) -> dict[str, np.ndarray]:
                 raise SnnCompileError(f"node '{name}' (MaxPool2d): its input carries a constant (bias) "
                                       f"current; Loihi has no max over currents -- pool after the neuron")
             val = torch.zeros(shape, dtype=DTYPE)
-        else:
+        elif isinstance(node, GAINS):
             val = _synapse(node, ins[0], cache)
+        else:  # layouts, products, sums: the reference's own arithmetic on the constants
+            val = REFERENCE.lookup(node)(_CacheOnly(cache), node, ins, None)
         out[name] = val
+        flow[name] = torch.zeros_like(val) if name in kept else val
     return {k: v[0].numpy() for k, v in out.items()}
 
 

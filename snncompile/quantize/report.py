@@ -20,7 +20,7 @@ from snncompile.targets.base import prepare_inputs
 from snncompile.targets.emulator.integer import IntegerSimulator
 from snncompile.targets.reference import Simulator
 
-from .calibrate import constant_parts
+from .calibrate import GAINS, biases_kept, constant_parts
 from .scales import LayerQuant
 
 
@@ -111,6 +111,7 @@ def diagnose(qgraph, x, layers: dict[str, LayerQuant], steps=None, batch_size: i
     # Fixed-point synapses carry no bias (it moved into the neuron / readout): compare the
     # float value without its constant part.
     const = {n: torch.from_numpy(np.asarray(c, dtype=np.float64)) for n, c in constant_parts(qgraph).items()}
+    kept = biases_kept(qgraph)      # these keep their bias in fixed point too
     with torch.no_grad():
         for lo in range(0, xs.shape[0], batch_size):
             chunk = torch.from_numpy(xs[lo:lo + batch_size])
@@ -118,7 +119,7 @@ def diagnose(qgraph, x, layers: dict[str, LayerQuant], steps=None, batch_size: i
             fs.last, qs.last = {}, {}
             for n, st in qs.neurons.items():
                 st.events = {"u_wrap": 0, "v_saturate": 0}
-            for n, syn in qs.synapses.items():
+            for n, syn in {**qs.synapses, **qs.products}.items():
                 syn.events = {"wrap": 0}
             for t in range(T):
                 fs.step(chunk[:, t])
@@ -131,13 +132,13 @@ def diagnose(qgraph, x, layers: dict[str, LayerQuant], steps=None, batch_size: i
                         spikes_q[n] += int(qv.sum())
                         fv = fs.neurons[n].v
                         qv = qs.neurons[n].v.to(torch.float64)
-                    elif isinstance(node, ir.SYNAPSES):
+                    elif isinstance(node, GAINS) and n not in kept:
                         fv = fv - const[n]
                     qv = qv / layers[n].scale
                     sig2[n] += float((fv ** 2).sum())
                     err2[n] += float(((fv - qv) ** 2).sum())
             for n in names:
-                src = qs.neurons.get(n) or qs.synapses.get(n)
+                src = qs.neurons.get(n) or qs.synapses.get(n) or qs.products.get(n)
                 for k, v in (getattr(src, "events", None) or {}).items():
                     events[n][k] = events[n].get(k, 0) + v
     out = []

@@ -34,9 +34,20 @@ from snncompile.ir import fixed as fx
 from snncompile.ir import nodes as ir
 from snncompile.ir.kinds import StageTable
 
-from .calibrate import Ranges, constant_parts
+from snncompile.passes.operands import value_domains
+
+from .calibrate import GAINS, THROUGH, TRANSFORMER_KINDS, Ranges, biases_kept, constant_parts
+from .products import exact_threshold_units, identity_scales_for_counts, product_note, value_bounds
 
 VALUE_LIMIT = 2.0 ** 22        # largest |integer| we let a state or message reach
+#: Messages of a synapse that feeds a product may be this much wider than ``input_bits``: the
+#: product only selects and sums them (no multiplier), so its weights keep their 8 bits
+#: (SpikingResformer's patch conv: 26 -> 44 dB weight SQNR, 96 -> 98 % spike agreement).
+#: The same for the members of a shortcut group (SDT v1 zoo: largest per-layer spike-total
+#: difference 37 % -> 14 %).
+PRODUCT_EXTRA_BITS = 4
+#: Largest message of a Scale into a Dense (its acc: 2**14 * 255 * fan-in stays in int32).
+SCALE_INTO_DENSE_LIMIT = 2.0 ** 14
 
 
 @dataclass
@@ -73,6 +84,8 @@ def _pool_weight(node) -> float:
 
 
 def _row_l1(node) -> float:
+    if isinstance(node, ir.Scale):       # one-to-one
+        return _amax(node.weight)
     if isinstance(node, (ir.Linear, ir.Conv2d)):
         w = np.abs(node.weight).reshape(node.weight.shape[0], -1)
         return float(w.sum(1).max()) if w.size else 0.0
@@ -81,7 +94,7 @@ def _row_l1(node) -> float:
 
 
 def _max_w(node) -> float:
-    return _amax(node.weight) if isinstance(node, (ir.Linear, ir.Conv2d)) else _pool_weight(node)
+    return _amax(node.weight) if isinstance(node, (ir.Linear, ir.Conv2d, ir.Scale)) else _pool_weight(node)
 
 
 @dataclass
@@ -116,14 +129,34 @@ class _Pass:
         self.r = ranges
         self.s = settings
         self.const = constant_parts(graph)
+        self.kept = biases_kept(graph)
+        self.into_products = biases_kept(graph, through_maxpool=False)
+        #: Transformer graph: a max pool of currents passes scales on (a positive gain commutes
+        #: with max; the synapses before it keep their bias, ``biases_kept``).
+        self.pools = any(isinstance(n, TRANSFORMER_KINDS) for n in graph)
+        self.dom = value_domains(graph)
+        xmax = (ranges.input_max if ranges is not None else settings.default_input_max) or 1.0
+        #: Data-free float bound of every node's |value| (neuron inputs through products).
+        self.bound = value_bounds(graph, self.const, xmax)
         self.sigma: dict[str, float] = {}
         self.amax: dict[str, float] = {}      # float bound of each node's |value|
         self.layers: dict[str, LayerQuant] = {}
         self.M = 256 - 2 ** (8 - settings.weight_bits + 1)   # mixed-sign max mantissa
 
     # -- which synapses feed a neuron (their gain follows the neuron's scale) ---------
+    def passes_on(self, src: str, consumer: str) -> bool:
+        """Does ``consumer`` carry ``src``'s value on linearly, with no gain of its own? Add,
+        layouts, sums, and a product whose other operand is spikes or counts (scale 1)."""
+        node = self.g.node(consumer)
+        if isinstance(node, THROUGH) or (self.pools and isinstance(node, ir.MaxPool2d)):
+            return True
+        if isinstance(node, ir.PRODUCTS):
+            others = [i for i in self.g.inputs_of(consumer) if i != src]
+            return bool(others) and all(self.dom[o] != "real" for o in others)
+        return False
+
     def target_neuron(self, name: str) -> Optional[str]:
-        """The Neuron a synapse's output reaches through Add/Flatten only, else None."""
+        """The Neuron a synapse's output reaches through :meth:`passes_on` nodes only, else None."""
         seen = []
         frontier = [name]
         while frontier:
@@ -132,7 +165,7 @@ class _Pass:
                 node = self.g.node(c)
                 if isinstance(node, ir.Neuron):
                     seen.append(c)
-                elif isinstance(node, (ir.Add, ir.Flatten)):
+                elif self.passes_on(n, c):
                     frontier.append(c)
                 else:
                     return None
@@ -140,19 +173,25 @@ class _Pass:
             return seen[0]
         return None
 
-    def feeders(self, neuron: str) -> list[str]:
-        """Synapses delivering current to ``neuron`` (through Adds); [] if its input isn't one."""
-        out, frontier = [], [self.g.inputs_of(neuron)[0]]
+    def feeders(self, neuron: str) -> tuple[list[str], bool]:
+        """Synapses delivering current to ``neuron`` (through Adds, layouts, sums and the real
+        operand of products), and whether the path crossed a product or a sum; [] if its
+        input isn't one."""
+        out, frontier, crossed = [], [self.g.inputs_of(neuron)[0]], False
         while frontier:
             n = frontier.pop()
             node = self.g.node(n)
-            if isinstance(node, ir.SYNAPSES) and self.target_neuron(n) == neuron:
+            if isinstance(node, GAINS) and self.target_neuron(n) == neuron:
                 out.append(n)
-            elif isinstance(node, (ir.Add, ir.Flatten)):
+            elif isinstance(node, THROUGH) or (self.pools and isinstance(node, ir.MaxPool2d)):
+                crossed |= isinstance(node, (ir.ReduceSum, ir.MaxPool2d))
                 frontier.extend(self.g.inputs_of(n))
+            elif isinstance(node, ir.PRODUCTS):
+                crossed = True
+                frontier.extend(i for i in self.g.inputs_of(n) if self.dom[i] == "real")
             else:
-                return []
-        return out
+                return [], crossed
+        return out, crossed
 
     def value_range(self, name: str) -> float:
         if self.r is not None and name in self.r.value:
@@ -164,7 +203,19 @@ class _Pass:
         g = self.g
         order = g.order()
         for name in order:
-            self.visit(name, first_pass=True)
+            node = g.node(name)
+            if isinstance(node, ir.PRODUCTS) and all(self.dom[i] == "real" for i in g.inputs_of(name)):
+                raise self.unrepresentable(node, (
+                    "both operands are real-valued currents; a Loihi-style chip multiplies activations "
+                    "only by selecting with spikes (AND, popcount, sums of the selected values), so a "
+                    "product of two reals has no integer mapping"))
+        self.joins = self.shortcut_groups()
+        self.pending: dict[str, tuple[float, float]] = {}
+        known = -1
+        while known != len(self.sigma):     # until shortcut groups resolve (they set several at once)
+            known = len(self.sigma)
+            for name in order:
+                self.visit(name, first_pass=True)
         for name in order:
             if isinstance(g.node(name), ir.Neuron):
                 self.neuron(name)
@@ -206,34 +257,83 @@ class _Pass:
     def message_bits(self, src: str) -> int:
         """Bits of the messages a synapse reads from ``src``: 0 for spikes, else enough for its range."""
         node = self.g.node(src)
-        while isinstance(node, (ir.Flatten, ir.MaxPool2d)):
+        while isinstance(node, (ir.MaxPool2d,) + ir.LAYOUTS):
             src = self.g.inputs_of(src)[0]
             node = self.g.node(src)
-        if isinstance(node, ir.Neuron):
+        if isinstance(node, ir.Neuron) or (isinstance(node, ir.Mul) and self.dom[src] == "spike"):
             return 0
         if isinstance(node, ir.Input):
             return node.fixed.num_message_bits
         return 24
 
+    def shortcut_groups(self) -> dict[str, frozenset]:
+        """Inner synapses whose messages meet in an Add (through max pools and layouts): a
+        membrane shortcut that reaches its neuron through another gain (SDT's ``x + x_feat``
+        before the LIF's 1/tau) -- they must share one scale. Name -> its group."""
+        parent: dict[str, str] = {}
+
+        def find(a):
+            while parent.setdefault(a, a) != a:
+                a = parent[a]
+            return a
+
+        def sources(n):
+            node = self.g.node(n)
+            if isinstance(node, (ir.MaxPool2d,) + ir.LAYOUTS):
+                return sources(self.g.inputs_of(n)[0])
+            if isinstance(node, ir.Add):
+                return [x for i in self.g.inputs_of(n) for x in sources(i)]
+            if isinstance(node, (ir.Linear, ir.Conv2d, ir.Scale)) and self.target_neuron(n) is None:
+                return [n]
+            return []
+
+        for node in self.g:
+            if isinstance(node, ir.Add):
+                members = sources(node.name)
+                for m in members[1:]:
+                    parent[find(m)] = find(members[0])
+        groups: dict[str, set] = {}
+        for m in parent:
+            groups.setdefault(find(m), set()).add(m)
+        return {m: frozenset(grp) for grp in groups.values() if len(grp) > 1 for m in grp}
+
     def inner_synapse(self, node, sig_in: float):
         """A synapse whose output is a message, not a neuron's current. Into another synapse
         (Conv -> Conv, pooling -> Linear) its messages get ``input_bits`` like the Input's
         (the next synapse multiplies them by 8-bit weights into a current that must stay
-        near 2**16 before the 6-bit shift); into a potential readout it uses the whole
+        near 2**16 before the 6-bit shift; ``PRODUCT_EXTRA_BITS`` more into a product); into
+        a potential readout it uses the whole
         range up to VALUE_LIMIT. Pooling keeps mantissa 1 (a sum of its messages)."""
         name = node.name
         if isinstance(node, (ir.SumPool2d, ir.AvgPool2d)):
             self.set_synapse(node, sig_in, 1.0 / _pool_weight(node), fixed_mantissa=1)
             return
         readout = any(isinstance(self.g.node(c), ir.Output) for c in self.g.consumers(name))
-        top = VALUE_LIMIT if readout else 2.0 ** (self.s.input_bits - 1) - 1
+        # into a product (selects, no multiplier) or a shortcut stream (read through one-to-one
+        # gains and more Adds): wider messages, so that the weights keep their bits
+        wide = name in self.into_products or name in self.joins
+        bits = self.s.input_bits + (PRODUCT_EXTRA_BITS if wide else 0)
+        top = VALUE_LIMIT if readout else 2.0 ** (bits - 1) - 1
+        if isinstance(node, ir.Scale) and all(isinstance(self.g.node(c), (ir.Linear, ir.Output))
+                                              for c in self.g.consumers(name)):
+            # a mean's 1/n before the head: no fan-in here, and the Linear's weight exponent
+            # scales its wide messages back down
+            top = max(top, SCALE_INTO_DENSE_LIMIT)
         gain = top / (sig_in * self.value_range(name))
         mw = _max_w(node)
-        if isinstance(node, ir.Conv2d) and mw > 0:
+        if isinstance(node, (ir.Conv2d, ir.Scale)) and mw > 0:
             gain = min(gain, self.M / mw)
         elif mw > 0:
             gain = min(gain, self.M * 2.0 ** fx.WEIGHT_EXP_MAX / mw)
-        self.set_synapse(node, sig_in, gain)
+        group = self.joins.get(name)
+        if group is None:
+            self.set_synapse(node, sig_in, gain)
+            return
+        self.pending[name] = (sig_in, sig_in * gain)
+        if all(m in self.pending for m in group):    # the last of its group: one common scale
+            sigma = min(self.pending[m][1] for m in group)
+            for m in sorted(group):
+                self.set_synapse(self.g.node(m), self.pending[m][0], sigma / self.pending[m][0])
 
     def last_synapse(self, node, sig_in: float, S: float):
         self.set_synapse(node, sig_in, S / (64.0 * sig_in))
@@ -269,8 +369,17 @@ class _Pass:
         lq.weight_exp, lq.saturated_weights, lq.n_weights = e, sat, int(w.size)
         lq.max_mantissa = int(np.abs(mant).max()) if mant.size else 0
         lq.weight_sqnr_db = _sqnr(w, mant * 2.0 ** e / gain)
+        bias = None
+        if name in self.kept:       # it feeds a product: it realizes its own constant (ir.fixed)
+            c = np.asarray(self.const[name], dtype=np.float64)
+            bias = np.rint(c * lq.scale).astype(np.int64) if np.any(c) else None
+            if bias is not None and _amax(bias) >= fx.STATE_MAX:
+                raise self.unrepresentable(node, f"its bias {_amax(c):.3g} needs {_amax(bias):.0f} "
+                                                 f"units, beyond the 24-bit accumulator")
+            if bias is not None:
+                lq.note = "keeps its bias as an integer (it feeds a product or a max pool)"
         node.fixed = fx.SynapseFixed(weight=mant, weight_exp=e, num_weight_bits=self.s.weight_bits,
-                                     num_message_bits=bits, scale=lq.scale, in_scale=sig_in)
+                                     num_message_bits=bits, scale=lq.scale, in_scale=sig_in, bias=bias)
         self.sigma[name] = lq.scale
         self.layers[name] = lq
 
@@ -287,17 +396,22 @@ class _Pass:
         if np.any(th <= 0):
             raise SnnCompileError(f"node '{name}' (Neuron): threshold must be > 0 for Loihi "
                                   f"(v > vth << 6 with an unsigned vth), got {th.min():g}")
-        feeders = self.feeders(name)
+        feeders, crossed = self.feeders(name)
         src = self.g.inputs_of(name)[0]
         c = np.asarray(self.const[src], dtype=np.float64)
         du = np.asarray(node.du, dtype=np.float64)
         u_bound = self.r.u.get(name) if self.r is not None and name in self.r.u else None
         v_bound = self.r.v.get(name) if self.r is not None and name in self.r.v else None
-        if u_bound is None:
+        never = node.never_fires   # a leaky integrator: v is the readout, no threshold bounds it
+        if u_bound is None and crossed:     # sums of selected values: the propagated bound
+            u_bound, v_bound = self.bound[src], 0.0
+        elif u_bound is None:
             u_bound = sum(_row_l1(self.g.node(f)) * self.amax.get(self.g.inputs_of(f)[0], 1.0)
                           for f in feeders) + _amax(c)
             v_bound = 0.0
-        big = max(_amax(th), _amax(node.reset_value), _amax(node.v_init), _amax(node.u_init),
+            if never:
+                u_bound, v_bound = _steady_bounds(node, u_bound, self.g.timesteps)
+        big = max(0.0 if never else _amax(th), _amax(node.reset_value), _amax(node.v_init), _amax(node.u_init),
                   _amax(node.bias), u_bound, v_bound, 1e-12)
         S = VALUE_LIMIT / big
         for f in feeders:
@@ -305,13 +419,27 @@ class _Pass:
             sig_in = self.sigma.get(self.g.inputs_of(f)[0], 1.0)
             room = self.M * (2.0 ** fx.WEIGHT_EXP_MAX if isinstance(fnode, ir.Linear) else 1.0)
             S = min(S, 64.0 * sig_in * room / max(_max_w(fnode), 1e-300))
+        if feeders:
+            # the (constant) bias must fit Loihi's 13-bit mantissa << 7 (BatchNorm shifts of a
+            # first conv on graded input would saturate at the mantissa-limited scale)
+            c_v = c / np.where(du > 0, du, 1.0) if _amax(c) > 0 and np.any(du != 1.0) else c
+            b_max = _amax(np.asarray(node.bias, dtype=np.float64) + c_v)
+            if b_max > 0:
+                S = min(S, (fx.BIAS_MANT_MAX << fx.BIAS_EXP_MAX) / b_max)
         if not feeders:
             S = 64.0 * self.sigma.get(src, 1.0)
+        elif never:
+            pass
         elif th.size == 1 or np.all(th == th.flat[0]):
             t0 = float(th.flat[0])
-            S = 64.0 * max(math.floor(t0 * S / 64.0), 1) / t0     # exact threshold mantissa
+            gains = [(self.g.node(f).weight, self.sigma.get(self.g.inputs_of(f)[0], 1.0))
+                     for f in feeders if isinstance(self.g.node(f), (ir.Scale, ir.Conv2d))]
+            # exact threshold mantissa (and exact Scale mantissas where they are dyadic)
+            S = 64.0 * exact_threshold_units(t0, S / 64.0, gains) / t0
         self.S[name] = S
-        vth = np.rint(th * S / 64.0).astype(np.int64)
+        # never fires: the largest threshold, above every |v| the scale allows (2**22); only a
+        # saturated v (2**23 - 1) could pass it, and a leaky integrator's spikes go nowhere
+        vth = np.full(th.shape, fx.VTH_MAX, np.int64) if never else np.rint(th * S / 64.0).astype(np.int64)
         if np.any(vth < 1) or np.any(vth > fx.VTH_MAX):
             raise self.unrepresentable(node, f"threshold mantissa {vth.min()}..{vth.max()} outside "
                                              f"[1, {fx.VTH_MAX}] at scale {S:.4g}")
@@ -335,11 +463,16 @@ class _Pass:
             v_init=np.rint(node.v_init * S).astype(np.int64), scale=S)
         if np.any(np.asarray(node.dv) >= 1.0):
             note = (note + "; " if note else "") + "dv = 1 clipped to 4095/4096"
+        if never:
+            note = (note + "; " if note else "") + "leaky integrator (never fires): vth at its maximum"
         self.layers[name] = LayerQuant(name, node.kind, S, vth=int(vth.max()), bias_saturated=bsat,
                                        note=note)
 
     def output(self, node: ir.Output, sig: float):
         src = self.g.inputs_of(node.name)[0]
+        if node.mode == "membrane":   # the integer v of the neuron: its state scale
+            node.fixed = fx.ReadoutFixed(mode="membrane", bias=np.array(0), scale=self.S[src])
+            return
         bias = np.rint(np.asarray(self.const[src], dtype=np.float64) * sig).astype(np.int64) \
             if node.mode == "potential" else np.array(0)
         if node.mode == "spikes":
@@ -349,9 +482,6 @@ class _Pass:
 
 #: The quantizer's visit of each kind: ``fn(pass, name, node, ins, first_pass)`` assigns its scale.
 TABLE = StageTable("quantize")
-#: Issue 11 in progress: the spiking-transformer kinds this stage does not handle yet.
-for _kind in (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale):
-    TABLE.refuse(_kind, "does not handle spiking-transformer layers yet")
 
 
 @TABLE.implements(ir.Input)
@@ -365,7 +495,7 @@ def _visit_neuron(p: _Pass, name, node, ins, first_pass):
     p.sigma[name], p.amax[name] = 1.0, 1.0
 
 
-@TABLE.implements(ir.Flatten, ir.MaxPool2d)
+@TABLE.implements(ir.Flatten, ir.MaxPool2d, ir.Reshape, ir.Permute, ir.Slice)
 def _visit_passthrough(p: _Pass, name, node, ins, first_pass):
     scales = p.input_scales(name, ins)
     if scales is not None:
@@ -388,13 +518,38 @@ def _visit_add(p: _Pass, name, node, ins, first_pass):
 
 @TABLE.implements(ir.Output)
 def _visit_output(p: _Pass, name, node, ins, first_pass):
+    if node.mode == "membrane" and ins[0] not in p.S:
+        return   # waits for its neuron's state scale (second pass)
     scales = p.input_scales(name, ins)
     if scales is not None:
         p.output(node, scales[0][0])
         p.sigma[name] = scales[0][0]
 
 
-@TABLE.implements(*ir.SYNAPSES)
+@TABLE.implements(ir.ReduceSum)
+def _visit_reduce_sum(p: _Pass, name, node, ins, first_pass):
+    scales = p.input_scales(name, ins)
+    if scales is None:
+        return
+    (sig,), (amax,) = scales
+    n = p.g.shape(ins[0])[node.axis]
+    p.sigma[name], p.amax[name] = sig, amax * n
+    p.layers[name] = LayerQuant(name, node.kind, sig, note=product_note(p.dom[ins[0]], None, n, amax * n * sig))
+
+
+@TABLE.implements(ir.MatMul, ir.Mul)
+def _visit_product(p: _Pass, name, node, ins, first_pass):
+    scales = p.input_scales(name, ins)
+    if scales is None:
+        return
+    (sa, sb), (aa, ab) = scales
+    da, db = p.dom[ins[0]], p.dom[ins[1]]
+    k = p.g.shape(ins[0])[-1] if isinstance(node, ir.MatMul) else 1
+    p.sigma[name], p.amax[name] = sa * sb, k * aa * ab
+    p.layers[name] = LayerQuant(name, node.kind, sa * sb, note=product_note(da, db, k, k * aa * ab * sa * sb))
+
+
+@TABLE.implements(*GAINS)
 def _visit_synapse(p: _Pass, name, node, ins, first_pass):
     scales = p.input_scales(name, ins)
     if scales is None:
@@ -407,6 +562,18 @@ def _visit_synapse(p: _Pass, name, node, ins, first_pass):
         p.inner_synapse(node, sig_in[0])
     elif target in p.S:
         p.last_synapse(node, sig_in[0], p.S[target])
+
+
+def _steady_bounds(node: ir.Neuron, u_step: float, timesteps: int) -> tuple[float, float]:
+    """Without calibration data, bounds of |u| and |v| of a leaky integrator whose input current
+    is at most ``u_step`` per step: the steady states ``u/du`` and ``(u + bias)/dv`` (times the
+    steps, up to the graph's ``timesteps``, where a decay is 0)."""
+    steps = max(int(timesteps or 1), 1)
+    du, dv = float(np.min(node.du)), float(np.min(node.dv))
+    u = u_step / du if du > 0 else u_step * steps
+    drive = u + _amax(node.bias)
+    v = drive / dv if dv > 0 else drive * steps
+    return u, v + _amax(node.v_init)
 
 
 def _bias(bias_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -426,10 +593,13 @@ def assign_fixed(graph, ranges: Optional[Ranges], settings: QuantSettings) -> di
     """Fill ``node.fixed`` on every node of ``graph`` (in place); returns per-layer decisions.
 
     Spikes added to a current first get an identity synapse (see
-    :mod:`snncompile.passes.spike_synapses`), so that the Add has one scale for both."""
+    :mod:`snncompile.passes.spike_synapses`), so that the Add has one scale for both; a
+    count (product or sum of spikes) into a neuron gets an identity Scale, so that the
+    neuron's scale is free (``products.identity_scales_for_counts``)."""
     from snncompile.passes.spike_synapses import identity_synapses_for_spikes
 
     identity_synapses_for_spikes(graph)
+    identity_scales_for_counts(graph)
     p = _Pass(graph, ranges, settings)
     p.S = {}
     return p.run()

@@ -347,10 +347,11 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
 
 @njit(nogil=True, cache=True)
 def run_samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, u_init, v_init,
-                val_size, n_words, zero_ranges, out_src, out_size, out_bias, out_potential, rec,
-                out, counts, steps):
+                val_size, n_words, zero_ranges, out_src, out_size, out_bias, out_potential, out_membrane,
+                rec, out, counts, steps):
     """Run every sample of ``x`` (N, T or 1, input size; uint8 0/1 for binary messages, else
-    int32) through the program, one after the other; fills ``out`` (N, T, out_size) and, when
+    int32) through the program, one after the other; fills ``out`` (N, T, out_size: the values at
+    ``out_src``, or with ``out_membrane`` the neuron states ``V`` from ``out_src``) and, when
     ``rec`` has rows, ``counts``/``steps`` (events.py). Releases the GIL: ``events.py`` runs
     one call per thread on its own share of the samples."""
     buf = np.zeros(val_size + 64 + ALIGN, np.int32)   # room: _pack reads whole words
@@ -368,7 +369,7 @@ def run_samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, 
         for t in range(T):
             _step(val, bits, U, V, x[n, t if x.shape[1] > 1 else 0], t, ops, add_srcs, indptr,
                   ent_out, ent_w, ent_len, wts, par)
-            readout = val[out_src:out_src + out_size]
+            readout = V[out_src:out_src + out_size] if out_membrane else val[out_src:out_src + out_size]
             for i in range(out_size):
                 out[n, t, i] = np.int64(readout[i]) + out_bias[i] if out_potential else readout[i]
             for r in range(rec.shape[0]):

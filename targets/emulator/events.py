@@ -165,6 +165,8 @@ class EventProgram:
     out_perm: np.ndarray
     out_bias: np.ndarray
     out_potential: bool
+    #: The readout is the membrane ``v`` of a neuron: ``out_src`` is its offset in the states.
+    out_membrane: bool
     rec: np.ndarray               # (n, 3): value offset, size, counts offset
     rec_nodes: list               # (name, shape, perm) per ``rec`` row
 
@@ -184,6 +186,8 @@ class _Builder:
         #: Slots whose ops also write the bit map of their non-zero values (Input, Neuron),
         #: and those of them that hold 0/1 only (Neuron, binary Input).
         self.listed, self.spikes = set(), set()
+        #: Neuron name -> offset of its states (u, v) in the kernel's state arrays.
+        self.state_at = {}
         self.record = record
 
     def alloc(self, size: int, room: int = 0) -> int:
@@ -267,9 +271,10 @@ class _Builder:
                                    np.int64).reshape(-1, 2),
             input_shape=tuple(g.input.shape),
             input_fixed=getattr(g.input, "fixed", None) or fx.InputFixed(),
-            out_src=self.slot[out_in], out_perm=self.perm[out_in],
+            out_src=self.state_at[out_in] if out.mode == "membrane" else self.slot[out_in],
+            out_perm=self.perm[out_in],
             out_bias=np.broadcast_to(readout.bias, (n_out,)).astype(np.int64)[self.perm[out_in]],
-            out_potential=out.mode == "potential",
+            out_potential=out.mode == "potential", out_membrane=out.mode == "membrane",
             rec=np.asarray(rec, np.int64).reshape(-1, 3), rec_nodes=rec_nodes)
 
     # one method per node kind -------------------------------------------------------------
@@ -382,6 +387,7 @@ class _Builder:
                  | 4 * int(np.all(par[1] == fx.DECAY_UNITY)))     # see event_kernel._neuron
         self.op(K.NEURON, node.name, self.source(ins[0], node.name), len(perm), self.slot[node.name],
                 len(perm), self.n_state, p_off, 0, RESET_MODES[f.reset_mode], flags)
+        self.state_at[node.name] = self.n_state
         self.n_state += len(perm)
 
     def _Output(self, node, ins):
@@ -483,7 +489,7 @@ def run_program(prog: EventProgram, xs: np.ndarray, T: int):
         K.run_samples(_input_messages(prog, xs[lo:hi]), T, prog.ops, prog.add_srcs, *prog.tables,
                       prog.params, prog.u_init, prog.v_init, prog.val_size, max(prog.n_words, 1),
                       prog.zero_ranges, prog.out_src, len(prog.out_perm), prog.out_bias,
-                      prog.out_potential, prog.rec, out[lo:hi], cnt[lo:hi], stp[lo:hi])
+                      prog.out_potential, prog.out_membrane, prog.rec, out[lo:hi], cnt[lo:hi], stp[lo:hi])
     note = cold_cache_note(np.int32 if prog.input_fixed.num_message_bits else np.uint8)
     if note:
         print(note, file=sys.stderr, flush=True)

@@ -17,6 +17,10 @@ float32 or float64 when that is provably exact -- every product and partial sum 
 integer bounded by ``max|message| * max_row_L1(weights)``; float32 represents all integers
 below 2**24 exactly and float64 below 2**53, so any summation order gives the exact
 result. Above 2**53 it falls back to an int64 path (unfold + int64 matmul), also exact.
+The transformer kinds follow the same rule (``ExactOp``): a MatMul's partial sums are bounded
+by ``K * max|a| * max|b|``, a Mul's by ``max|a| * max|b|``, a ReduceSum's by ``n * max|x|``;
+float32/float64 below 2**24/2**53, else int64, then the 24-bit accumulator's wrap (counted when
+the report asks). Layouts are the reference's index maps. A Scale is an ``_IntSynapse``.
 """
 from __future__ import annotations
 
@@ -353,13 +357,19 @@ class _IntSynapse:
         self.node, self.f = node, f
         if isinstance(node, ir.Linear):
             w = fx.lava_dense_weights(f.weight, f.num_weight_bits)
-        elif isinstance(node, ir.Conv2d):
+        elif isinstance(node, (ir.Conv2d, ir.Scale)):
             w = np.asarray(f.weight, dtype=np.int64)
         else:  # pooling: a depthwise conv with the scalar mantissa in every tap
             kh, kw = node.kernel_size
             w = np.full((in_channels, 1, kh, kw), int(f.weight), dtype=np.int64)
         self.w = torch.from_numpy(np.ascontiguousarray(w))
-        self.row_l1 = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max()) if w.size else 0
+        if isinstance(node, ir.Scale):     # one-to-one: each output reads one message
+            self.row_l1 = int(np.abs(w).max()) if w.size else 0
+        else:
+            self.row_l1 = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max()) if w.size else 0
+        #: The synapse's own integer bias (non-zero only where it feeds a product, ir.fixed).
+        self.bias = torch.from_numpy(np.asarray(f.bias, dtype=np.int64)) if np.any(f.bias) else None
+        self.bias_max = int(np.abs(f.bias).max()) if self.bias is not None else 0
         self._as = {}
         #: When a dict: count of "wrap" events (outputs beyond 24/32 bits) for diagnostics.
         self.events = None
@@ -385,6 +395,8 @@ class _IntSynapse:
             bound = self.row_l1
         else:
             bound = absmax(m) * self.row_l1
+        if self.bias is not None or isinstance(node, ir.Scale):
+            return self._biased(m, bound)
         if isinstance(node, ir.Linear):
             out = self._linear_float(m, bound)
             if out is not None:
@@ -407,6 +419,24 @@ class _IntSynapse:
         if self.events is not None:
             self.events["wrap"] += int(((out < -2 ** 23) | (out >= 2 ** 23)).sum())
         return wrap24(out)
+
+    def _biased(self, m, bound):
+        """A Scale (``wrap24(weight * m + bias)``) or a synapse with its own bias (it feeds a
+        product): the plain product, then the bias and the synapse's wrap, in int64."""
+        node, f = self.node, self.f
+        if isinstance(node, ir.Scale):
+            dt = self._float_dtype(bound)
+            out = (m.to(dt) * self.weight_as(dt)).to(INT) if dt is not None else m.to(INT) * self.w
+        elif isinstance(node, ir.Linear):
+            acc = self._linear(m, bound)
+            out = shift(wrap32(acc) if f.num_message_bits > 0 else acc, f.weight_exp)
+        else:
+            args = ((node.stride, node.padding, node.dilation, node.groups) if isinstance(node, ir.Conv2d)
+                    else (node.stride, node.padding, (1, 1), m.shape[1]))
+            out = self._conv(m, bound, *args).to(INT)
+        if self.bias is not None:
+            out = out + self.bias
+        return count_wrap(out, self.events, bits=32 if isinstance(node, ir.Linear) else 24)
 
     def _linear_float(self, m, bound):
         """Dense output kept in its exact float dtype, or None where a wrap may occur (or
@@ -480,10 +510,13 @@ class IntegerSimulator(Simulator):
         self.synapses = {}
         for name in self.order:
             node = graph.node(name)
-            if isinstance(node, ir.SYNAPSES):
+            if isinstance(node, ir.SYNAPSES + (ir.Scale,)):
                 in_ch = graph.shape(self.inputs[name][0])[0]
                 self.synapses[name] = _IntSynapse(node, in_ch)
                 self.synapses[name].spike_input = self._spike_source(self.inputs[name][0])
+        #: MatMul / Mul / ReduceSum nodes: their wrap-event counters (``events`` as synapses').
+        self.products = {name: ExactOp() for name in self.order
+                         if isinstance(graph.node(name), ir.PRODUCTS + (ir.ReduceSum,))}
         out = graph.output
         self.readout_fixed = getattr(out, "fixed", None) or fx.ReadoutFixed(mode=out.mode)
         self.readout_bias = _i(self.readout_fixed.bias)
@@ -523,11 +556,6 @@ class IntegerSimulator(Simulator):
 
 #: The emulator's torch engine: kind -> ``fn(sim, node, ins, x_t)``, the node's integer value.
 TABLE = StageTable("emulator.torch")
-#: Issue 11 in progress: the spiking-transformer kinds this stage does not handle yet.
-for _kind in (ir.Reshape, ir.Permute, ir.Slice, ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale):
-    TABLE.refuse(_kind, "does not handle spiking-transformer layers yet")
-
-
 @TABLE.implements(ir.Input)
 def _input(sim, node, ins, x_t):
     return input_messages(x_t, sim.input_fixed)
@@ -558,14 +586,73 @@ def _maxpool2d(sim, node, ins, x_t):
 
 @TABLE.implements(ir.Output)
 def _output(sim, node, ins, x_t):
+    if node.mode == "membrane":   # the integer v of the Neuron it reads (ir.fixed: Output)
+        return sim.neurons[sim.inputs[node.name][0]].v.to(INT, copy=True)
     if node.mode == "potential":
         return wrap32(ins[0].to(INT)) + sim.readout_bias
     return ins[0]
 
 
-@TABLE.implements(*ir.SYNAPSES)
+@TABLE.implements(*ir.SYNAPSES, ir.Scale)
 def _synapse(sim, node, ins, x_t):
     return sim.synapses[node.name](ins[0])
+
+
+# layouts re-index the integers (ir.fixed): the reference's index maps work on any dtype
+for _kind in (ir.Reshape, ir.Permute, ir.Slice):
+    TABLE.add(reference.TABLE.entries[_kind], _kind)
+
+
+def count_wrap(out: torch.Tensor, events, bits: int = 24) -> torch.Tensor:
+    """``wrap24`` (or ``wrap32``) of int64 values, counting the values it changes in
+    ``events["wrap"]`` when counting."""
+    lim = 2 ** (bits - 1)
+    if absmax(out) < lim:
+        return out
+    if events is not None:
+        events["wrap"] += int(((out < -lim) | (out >= lim)).sum())
+    return wrap24(out) if bits == 24 else wrap32(out)
+
+
+class ExactOp:
+    """The exact integer arithmetic of a MatMul / Mul / ReduceSum (ir.fixed): computed in a
+    float dtype where every partial sum is an integer it holds exactly (``bound``), else
+    int64, then the 24-bit accumulator's wrap."""
+
+    def __init__(self):
+        #: When a dict: count of "wrap" events for diagnostics (as ``_IntSynapse.events``).
+        self.events = None
+
+    def __call__(self, fn, operands, bound: int) -> torch.Tensor:
+        dt = _exact_float_dtype(bound)
+        if dt is None:
+            out = fn(*(x.to(INT) for x in operands))
+        else:
+            out = fn(*(x.to(dt) for x in operands))
+            if bound < 2 ** 23 and self.events is None:
+                return out       # |out| <= bound: the wrap is the identity, keep the exact float
+            out = out.to(INT)
+        return count_wrap(out, self.events)
+
+
+@TABLE.implements(ir.MatMul)
+def _matmul(sim, node, ins, x_t):
+    a, b = ins
+    return sim.products[node.name](torch.matmul, (a, b), a.shape[-1] * absmax(a) * absmax(b))
+
+
+@TABLE.implements(ir.Mul)
+def _mul(sim, node, ins, x_t):
+    a, b = ins
+    return sim.products[node.name](torch.mul, (a, b), absmax(a) * absmax(b))
+
+
+@TABLE.implements(ir.ReduceSum)
+def _reduce_sum(sim, node, ins, x_t):
+    (x,) = ins
+    axis = node.axis % (x.dim() - 1) + 1
+    return sim.products[node.name](lambda v: v.sum(axis, keepdim=node.keepdim), (x,),
+                                   x.shape[axis] * absmax(x))
 
 
 def max_pool(m: torch.Tensor, kernel, stride, padding) -> torch.Tensor:

@@ -71,6 +71,8 @@ class _Builder:
         self.values: dict[str, Value] = {}
         self.processes: list = []
         self.pending_recurrent: list = []  # (src name, Delay process)
+        #: Neuron name -> the Value of its membrane v (sent only by a neuron a membrane readout reads).
+        self.membranes: dict[str, Value] = {}
         self.final_step = sched.final_step(max(p.latency.values()))
 
     # -- helpers ----------------------------------------------------------------
@@ -112,7 +114,7 @@ class _Builder:
                 source = self.processes[-1]
             elif isinstance(node, ir.Output):
                 src = self.g.inputs_of(name)[0]
-                val = self.values[src]
+                val = self.membranes[src] if node.mode == "membrane" else self.values[src]
                 const = prm.readout_bias(self.g, val.layout, self.p.const[name], self.precision)
                 out_path, out_layout = self._collector(name, val, True, const), val.layout
                 continue
@@ -256,13 +258,17 @@ class _Builder:
         in_name = self.g.inputs_of(name)[0]
         np_ = prm.neuron_params(node, val.layout, self.p.const[in_name], self.precision)
         shape = val.layout.lava_shape
-        if np_.stock:
+        send_v = self.g.output.mode == "membrane" and self.g.inputs_of(self.g.output.name)[0] == name
+        if np_.stock and not send_v:
             neuron = LIFReset(shape=shape, reset_interval=self.s.period,
                               reset_offset=(val.latency + 1) % self.s.period, name=name,
                               **np_.lif_kwargs())
         else:
             neuron = SnnNeuron(shape=shape, params=np_.arrays, reset_mode=np_.reset_mode,
-                               compare=np_.compare, period=self.s.period, phase=val.latency, name=name)
+                               compare=np_.compare, period=self.s.period, phase=val.latency,
+                               send_v=send_v, name=name)
+            if send_v:
+                self.membranes[name] = Value([neuron.v_out], val.latency, val.layout, False)
         self._add(neuron)
         self._connect(val, neuron.a_in)
         return Value([neuron.s_out], val.latency, val.layout, True)

@@ -114,6 +114,8 @@ def _add(sim, node, ins, x_t):
 
 @TABLE.implements(ir.Output)
 def _output(sim, node, ins, x_t):
+    if node.mode == "membrane":   # the membrane of the Neuron it reads (validated), after its step
+        return sim.neurons[sim.inputs[node.name][0]].v
     return ins[0]
 
 

@@ -156,6 +156,7 @@ class PySnnNeuronFloat(PyLoihiProcessModel):
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FLOAT)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FLOAT)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FLOAT)
     u: np.ndarray = LavaPyType(np.ndarray, FLOAT)
     v: np.ndarray = LavaPyType(np.ndarray, FLOAT)
 
@@ -181,6 +182,8 @@ class PySnnNeuronFloat(PyLoihiProcessModel):
         elif self.reset_mode == "subtract":
             self.v[:] = self.v - prm["reset_amount"] * s
         self.s_out.send(s.astype(np.float64))
+        if self.proc_params["send_v"]:
+            self.v_out.send(np.array(self.v, dtype=np.float64))
 
 
 
@@ -192,6 +195,7 @@ class PySnnNeuronFixed(PyLoihiProcessModel):
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
     u: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
 
@@ -233,6 +237,8 @@ class PySnnNeuronFixed(PyLoihiProcessModel):
             v = np.clip(v - prm["reset_amount"] * s, -self.vmax, self.vmax)
         self.u, self.v = u, v
         self.s_out.send(s.astype(INT))
+        if self.proc_params["send_v"]:   # |v| < 2**23: exact on the 24-bit port
+            self.v_out.send(v.astype(INT))
 
 
 # -- Collector ----------------------------------------------------------------

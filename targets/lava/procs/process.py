@@ -73,15 +73,18 @@ class SnnNeuron(AbstractProcess):
     zero|subtract|none; compare '>' or '>='. Like ``LIFReset`` its state returns to
     ``u_init``/``v_init`` at the start of every sample (``(tau - phase) % period == 0``),
     before integrating. Equations: ``snncompile.ir.nodes`` (float) and
-    ``snncompile.ir.fixed`` (integer).
+    ``snncompile.ir.fixed`` (integer). With ``send_v`` it also sends its membrane ``v``
+    (after the step) on ``v_out`` every step: a membrane readout (leaky integrator).
     """
 
     def __init__(self, *, shape: tuple, params: dict, reset_mode: str, compare: str,
-                 period: int, phase: int, name: str = None) -> None:
+                 period: int, phase: int, send_v: bool = False, name: str = None) -> None:
         super().__init__(shape=tuple(shape), params=params, reset_mode=reset_mode,
-                         compare=compare, period=int(period), phase=int(phase), name=name)
+                         compare=compare, period=int(period), phase=int(phase), send_v=bool(send_v),
+                         name=name)
         self.a_in = InPort(shape=tuple(shape))
         self.s_out = OutPort(shape=tuple(shape))
+        self.v_out = OutPort(shape=tuple(shape))
         self.u = Var(shape=tuple(shape), init=params["u_init"])
         self.v = Var(shape=tuple(shape), init=params["v_init"])
 
