@@ -567,3 +567,32 @@ def test_cli_streams_an_attention_graph_in_chunks_to_the_same_report(tmp_path, a
                 "ops_per_sample_by_class", "energy_per_sample_j", "spikes_per_sample"):
         assert summaries[0][key] == pytest.approx(summaries[1][key], rel=1e-12), key
         assert summaries[0][key] == pytest.approx(report.summary[key], rel=1e-12), key
+
+
+def test_zoo_fixed_point_emulator_counts_in_spike_units(zoo):
+    """An emulator fixed run records spikes and spike sums as integers in spike units, so its
+    report counts the same classes on the same scale: a sum's recorded total equals its input's
+    (a ReduceSum only regroups events), and a MatMul of two spike trains records whole
+    coincidence counts."""
+    from snncompile.quantize import quantize
+    from snncompile.targets import run
+
+    zm, model, graph, x, result = zoo[1]("spikformer_imagenet")
+    qgraph, _ = quantize(graph, calib=zm.inputs(8, seed=3))
+    fixed = run(qgraph, x, backend="emulator", precision="fixed", record=True)
+    report, float_report = analyze(qgraph, fixed, x=x), analyze(graph, result, x=x)
+    assert report.summary["precision"] == "fixed"
+    rates = [la.firing_rate for la in report.layers if la.role == "neuron"]
+    assert 0.02 <= np.mean(rates) <= 0.40 and min(rates) > 0
+    rows = {la.name: la for la in report.layers}
+    sums = [la for la in report.layers if la.kind == "ReduceSum" and la.input_kind != "real"]
+    assert sums
+    for la in sums:
+        assert fixed.layer_counts[la.name].sum() == fixed.layer_counts[la.source].sum(), la.name
+    products = [la for la in report.layers if la.kind == "MatMul" and la.input_kind == "binary x binary"]
+    assert len(products) == 2
+    for la in products:
+        assert la.synops_per_sample * len(x) == fixed.layer_counts[la.name].sum() > 0
+    for key in ("spike_synops_per_sample", "count_synops_per_sample"):
+        assert report.summary[key] > 0 and float_report.summary[key] > 0
+    assert set(rows) == {la.name for la in float_report.layers}
