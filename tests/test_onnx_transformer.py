@@ -408,3 +408,51 @@ def test_zoo_transformers_inspect_and_are_refused_by_the_mapper(zoo_exports, nam
     with pytest.raises(SnnCompileError, match=rf"^node '{first.name}' \({first.kind}\): the chip mapper has no "
                                               rf"core layout for products of activations yet"):
         map_graph(back, "loihi2")
+
+
+def test_a_tensor_in_an_external_file_is_refused_and_never_read(tmp_path):
+    model = to_model(_attention_graph())
+    weight = next(t for t in model.graph.initializer if t.name == "proj_bn::weight")
+    (tmp_path / "secret.bin").write_bytes(weight.raw_data)
+    weight.ClearField("raw_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="secret.bin")
+    path = tmp_path / "external.onnx"
+    path.write_bytes(stamp_digest(model).SerializeToString())
+    with pytest.raises(SnnCompileError, match=r"external.onnx': tensor 'proj_bn::weight' is stored in an external "
+                                              r"file, which is not part of the snncompile format"):
+        load_onnx(path)
+
+
+#: the zoo families the quantizer takes (tests/test_fixed_transformer.py: the others are refused by name)
+QUANTIZED = ["qkformer", "sdt_v1", "spikformer_cifar", "spikformer_imagenet", "spikingformer"]
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_quantized_zoo_transformers_round_trip_with_their_scale_fixed_point(zoo_exports, name, tmp_path):
+    from snncompile.ir import fixed as fx
+    from snncompile.quantize import quantize
+    from snncompile.targets import emulator
+
+    zm, graph, _, _ = zoo_exports(name)
+    x = zm.inputs(6, seed=5)
+    qg, _ = quantize(graph, calib=x[:4])
+    back = load_onnx(save_onnx(qg, tmp_path / "q.onnx"))
+    assert graph_differences(back, qg) == []
+    scales = [n for n in back if isinstance(n, ir.Scale)]
+    assert scales and all(isinstance(n.fixed, fx.SynapseFixed) and n.fixed.weight.shape == n.weight.shape
+                          and n.fixed == qg.node(n.name).fixed for n in scales)
+    want = emulator.run(qg, x, precision="fixed", engine="torch", record=True)
+    got = emulator.run(back, x, precision="fixed", engine="torch", record=True)
+    np.testing.assert_array_equal(got.outputs, want.outputs)
+    rates = [want.layer_counts[n.name].mean() / zm.timesteps for n in back if n.kind == "Neuron"]
+    assert 0.01 < np.mean(rates) < 0.5, rates
+    if name == "spikformer_cifar":  # a Scale whose integer weight no longer fits its node is refused
+        model = onnx.load(str(tmp_path / "q.onnx"))
+        first = scales[0].name
+        tensor = next(t for t in model.graph.initializer if t.name == f"{first}::fixed.weight")
+        tensor.CopyFrom(numpy_helper.from_array(np.zeros((2, 3, 5), dtype=np.int64), tensor.name))
+        onnx.save(stamp_digest(model), str(tmp_path / "edited.onnx"))
+        with pytest.raises(SnnCompileError, match=rf"node '{first}': fixed-point weight has shape \(2, 3, 5\), "
+                                                  rf"the node's weight"):
+            load_onnx(tmp_path / "edited.onnx")

@@ -17,8 +17,8 @@ Rules (each a choice of how the graph's nodes become hardware):
   synapse from every operand, so that synapse's weights are stored once per operand.
 * The ``Input`` is off-chip: its values arrive on input axons and cost no core.
 * The spiking-transformer kinds (products of activations, sums over an axis, layouts, constant
-  scales) have no core layout yet: a graph holding one is refused, naming its first such node
-  (``NO_CORE_LAYOUT``), before anything is counted.
+  scales) have no core layout yet: a graph holding one is refused before anything is counted,
+  naming its first product of activations, else its first other such node (``NO_CORE_LAYOUT``).
 """
 from __future__ import annotations
 

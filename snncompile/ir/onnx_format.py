@@ -114,7 +114,9 @@ class _Writer:
     def __init__(self, graph: Graph):
         self.graph = graph
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        #: initializers in file order: (name, array) built in place by ``store_initializers``, or a
+        #: ready TensorProto for the dtypes only ``numpy_helper.from_array`` knows how to encode
+        self.initializers: list[tuple[str, np.ndarray] | onnx.TensorProto] = []
         self.value_info: list[onnx.ValueInfoProto] = []
         self.metadata: dict[str, str] = {}
         self.delays: dict[str, str] = {}  # source node -> tensor holding its previous-step value
@@ -130,12 +132,30 @@ class _Writer:
     def tensor(self, name: str, array: np.ndarray) -> str:
         """An initializer with ``array``'s exact bytes and dtype."""
         array = np.asarray(array)
+        if _in_place(array):
+            self.initializers.append((self._claim(name), array))
+            return name
         try:
             proto = numpy_helper.from_array(np.array(array, order="C"), self._claim(name))
         except Exception as exc:
             raise SnnCompileError(f"array '{name}' of dtype {array.dtype} cannot be stored in ONNX ({exc})") from None
         self.initializers.append(proto)
         return name
+
+    def store_initializers(self, container) -> None:
+        """Fill the model's initializer list. Plain numeric arrays are written straight into it
+        (the bytes ``from_array`` would give): building TensorProtos and appending them copies every
+        weight once more, 240 MB for Spikingformer-8-512."""
+        for entry in self.initializers:
+            if isinstance(entry, onnx.TensorProto):
+                container.append(entry)
+                continue
+            name, array = entry
+            tensor = container.add()
+            tensor.dims.extend(array.shape)
+            tensor.name = name
+            tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+            tensor.raw_data = np.ascontiguousarray(array).tobytes()
 
     def param(self, node: ir.Node, field: str, array: np.ndarray) -> str:
         """An operator input holding ``array`` as float64 (a Cast when stored otherwise)."""
@@ -293,6 +313,12 @@ def _encode_scale(w: _Writer, node: ir.Scale, ins: list[str]):
     return "Scale", inputs, {}, DOMAIN
 
 
+def _in_place(array: np.ndarray) -> bool:
+    """Bool, integer and float arrays in native little-endian order: their ONNX raw_data is
+    just their bytes (what ``numpy_helper.from_array`` writes for them)."""
+    return array.dtype.kind in "biuf" and array.dtype.isnative and np.little_endian
+
+
 def _value_info(name: str, shape) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.DOUBLE, ["N"] + [int(s) for s in shape])
 
@@ -330,10 +356,11 @@ def to_model(graph: Graph) -> onnx.ModelProto:
         w.nodes, graph.name,
         inputs=[_value_info(inp.name, inp.shape)],
         outputs=[_value_info(out.name, graph.shape(out.name))],
-        initializer=w.initializers, value_info=w.value_info)
-    model = helper.make_model(
+        value_info=w.value_info)
+    model = helper.make_model(  # copies the graph: the weights go in afterwards, in place
         onnx_graph, producer_name=PRODUCER, ir_version=IR_VERSION, doc_string=DOC,
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, VERSION)])
+    w.store_initializers(model.graph.initializer)
     try:
         meta_json = json.dumps(graph.meta, sort_keys=True)
     except (TypeError, ValueError) as exc:
@@ -370,11 +397,15 @@ def save_onnx(graph: Graph, path) -> Path:
     from snncompile.commands._common import atomic_output
 
     model = to_model(graph)
-    _check(model, str(path))
+    try:
+        data = model.SerializeToString()  # once: the checker and the file both take these bytes
+    except ValueError as exc:  # e.g. a model over protobuf's 2 GB limit
+        raise SnnCompileError(f"cannot write '{path}': {exc}") from None
+    _check(data, str(path))
     with atomic_output(path) as tmp:
         try:
-            onnx.save(model, str(tmp))
-        except (ValueError, OSError) as exc:  # e.g. a model over protobuf's 2 GB limit
+            Path(tmp).write_bytes(data)
+        except OSError as exc:
             raise SnnCompileError(f"cannot write '{path}': {exc}") from None
     return Path(path)
 
@@ -421,15 +452,22 @@ def load_onnx(path) -> Graph:
     if path.stat().st_size == 0:
         raise SnnCompileError(f"graph file '{path}' is empty")
     try:
-        model = onnx.load(str(path))
+        data = path.read_bytes()
+        model = onnx.load_model_from_string(data)  # external data is never followed (refused below)
     except Exception as exc:  # protobuf DecodeError, OSError...
         raise SnnCompileError(f"'{path}' is not a readable ONNX file (truncated, or not ONNX at all: "
                               f"{type(exc).__name__}: {exc})") from None
-    return from_model(model, str(path))
+    return _from_model(model, str(path), data)
 
 
 def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
     """The IR graph of an snncompile ONNX model; ``source`` names it in error messages."""
+    return _from_model(model, source, None)
+
+
+def _from_model(model: onnx.ModelProto, source: str, serialized: Optional[bytes]) -> Graph:
+    """:func:`from_model`; ``serialized``: the bytes ``model`` was parsed from, which the checker
+    reads instead of a fresh serialization (a second pass over every weight)."""
     register()
     _check_text(model, source)
     meta = {p.key: p.value for p in model.metadata_props}
@@ -449,8 +487,12 @@ def from_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
         if (node.op_type, node.domain) not in _READERS:
             raise SnnCompileError(f"'{source}': node '{node.name}' uses op '{node.op_type}' of domain "
                                   f"'{node.domain or 'ai.onnx'}', which is not part of the snncompile format")
+    external = next((t.name for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL), None)
+    if external is not None:
+        raise SnnCompileError(f"'{source}': tensor '{external}' is stored in an external file, which is not "
+                              f"part of the snncompile format (snncompile files hold every array)")
     try:
-        _check(model, source)
+        _check(model if serialized is None else serialized, source)
     except SnnCompileError as checker_error:
         raise (_reader_reason(model, meta, source) or checker_error) from None
     return _read(model, meta, source)
@@ -501,7 +543,8 @@ def _check_text(model: onnx.ModelProto, source: str) -> None:
                               f"names must be printable text")
 
 
-def _check(model: onnx.ModelProto, source: str) -> None:
+def _check(model: onnx.ModelProto | bytes, source: str) -> None:
+    """``onnx.checker.check_model(full_check=True)``, on the model or its serialized bytes."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:

@@ -5,7 +5,8 @@ The ops that have no standard ONNX equivalent: ``Neuron`` (a stateful LIF popula
 ones-weight depthwise Conv would be indistinguishable from a real one on reading),
 ``Delay`` (reads a tensor's value of the previous time step, so recurrent graphs stay
 a DAG in ONNX) and ``Scale`` (a constant one-to-one synapse ``x * w + b``: one op with its
-own fixed-point parameters, where a standard Mul is kept for products of two activations). Each schema has a type/shape inference function, which is what lets
+own fixed-point parameters, where a standard Mul is kept for products of two activations).
+Each schema has a type/shape inference function, which is what lets
 ``onnx.checker.check_model(model, full_check=True)`` pass and check every shape.
 
 :func:`register` is idempotent; :mod:`snncompile.ir.onnx_format` calls it before
