@@ -39,13 +39,16 @@ def _example():
     return ex5_spikformer
 
 
-def _best(fn, repeat: int) -> float:
-    times = []
+def _best_interleaved(fns, repeat: int) -> list[float]:
+    """Best wall time of each function over ``repeat`` rounds that run them in turn, so a
+    load burst on the shared machine hits every side alike."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
 
 
 def main(argv=None):
@@ -93,13 +96,11 @@ def main(argv=None):
 
     eager(x[:50])
     emulate(x[:50])  # warm-up: first-call costs (kernel choice, allocations) out of the figures
-    t_eager = t_emu = float("inf")
-    for _ in range(args.repeat):  # interleaved, so a load burst hits both sides alike
-        t_eager = min(t_eager, _best(lambda: eager(x), 1))
-        t_emu = min(t_emu, _best(lambda: emulate(x), 1))
     one = x[:args.single]
-    s_eager = _best(lambda: [eager(one[i:i + 1]) for i in range(len(one))], args.repeat)
-    s_emu = _best(lambda: [emulate(one[i:i + 1]) for i in range(len(one))], args.repeat)
+    t_eager, t_emu, s_eager, s_emu = _best_interleaved(
+        [lambda: eager(x), lambda: emulate(x),
+         lambda: [eager(one[i:i + 1]) for i in range(len(one))],
+         lambda: [emulate(one[i:i + 1]) for i in range(len(one))]], args.repeat)
 
     us = lambda seconds, count: f"{1e6 * seconds / count:,.0f} us"  # noqa: E731
     dims = (f"embed {ex.EMBED_DIM}, {ex.NUM_HEADS} heads, {ex.DEPTHS} block(s), MLP x{ex.MLP_RATIO}, "
