@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
+import signal
 import sys
 
 from snncompile.errors import SnnCompileError
@@ -89,8 +91,16 @@ def _tolerate_reaped_workers() -> None:
         try:
             join(self)
         except ValueError:
-            if self.is_alive() if getattr(self, "_popen", None) is not None else False:
-                raise
+            # Still "running" to multiprocessing: on a loaded machine a worker killed by a stop
+            # signal may not be waited for yet (or was reaped elsewhere, so waitpid fails and
+            # multiprocessing never learns its exit). Nothing may outlive the command: kill it
+            # (harmless if it is gone) and wait a bounded time.
+            if getattr(self, "_popen", None) is not None and self._popen.returncode is None:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                self._popen.wait(10)
             self._is_done = True
 
     tolerant_join._snncompile = True

@@ -203,6 +203,9 @@ def tiny(tmp_path_factory):
     x = (rng.random((400, 8, 3)) < 0.5).astype(np.float32)
     np.savez(d / "d.npz", x=x, y=rng.integers(0, 2, 400))
     np.savez(d / "small.npz", x=x[:4], y=np.array([0, 1, 1, 0]))
+    # Long enough that a stop signal lands mid-run even when a loaded machine is slow to start Lava.
+    long = (rng.random((4000, 8, 3)) < 0.5).astype(np.float32)
+    np.savez(d / "long.npz", x=long, y=rng.integers(0, 2, 4000))
     return d
 
 
@@ -360,14 +363,14 @@ def _stop_mid_run(args, cwd, signum, whole_group=False):
 @pytest.mark.parametrize("command, extra, group, signame", [
     ("run", ["--backend", "lava", "-o", "out.npz"], False, "SIGTERM"),
     ("energy", ["--backend", "lava", "-o", "out.json"], True, "SIGTERM"),
-    ("verify", ["--lava-samples", "400"], False, "SIGTERM"),
+    ("verify", ["--lava-samples", "4000"], False, "SIGTERM"),
     ("run", ["--backend", "lava", "-o", "out.npz"], True, "SIGHUP"),
 ])
 def test_stop_signal_during_lava_run_leaves_nothing(command, extra, group, signame, tiny, tmp_path):
     import signal
     signum = getattr(signal, signame)
     rc, err, n_kids, alive, shm_left, n_shm = _stop_mid_run(
-        [command, tiny / "g.onnx", "--input", tiny / "d.npz", *extra], tmp_path, signum, group)
+        [command, tiny / "g.onnx", "--input", tiny / "long.npz", *extra], tmp_path, signum, group)
     assert n_kids >= 3 and n_shm > 0, "Lava was not running when the signal came"
     assert rc == 128 + signum, err
     # stderr: the command's progress lines (issue 14's feedback), then exactly one error line

@@ -213,7 +213,7 @@ def test_verify_over_ray_gives_the_same_tables(cluster, files, monkeypatch):
     tables = []
     for extra in ((), ("--ray", cluster)):
         res = _cli(files, "verify", "g.onnx", "-i", "data.npz", "--chunk-size", CHUNK, *extra)
-        assert res.exit_code == 2, res.output   # 2: Lava could not run (here: not importable)
+        assert res.exit_code == 3, res.output   # 3: Lava could not run (here: not importable)
         assert "the Lava target cannot be imported" in res.stderr
         lines = res.stdout.splitlines()
         tables.append([line.rsplit(None, 1)[0] if line.startswith(("reference", "emulator")) else line

@@ -42,16 +42,28 @@ def stop_on_signals():
         return
     pid = os.getpid()
 
+    stopping: list[int] = []
+
     def handler(signum, frame):
-        if os.getpid() == pid:
-            raise Stopped(signum)
+        if os.getpid() != pid:
+            return
+        if stopping:   # already stopping: a second signal must not interrupt the clean-up
+            return
+        stopping.append(signum)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        # Once stopping, stop signals stay ignored until the process exits with 128 + N: with the
+        # old (default) handlers back, a late second signal (a loaded machine, Ctrl-C twice)
+        # would kill the process before it prints its one error line.
+        if not stopping:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
 
 def reports_errors(func):
