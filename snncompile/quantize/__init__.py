@@ -15,6 +15,7 @@ import numpy as np
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
+from snncompile.passes.compose import compose_synapses
 
 from .calibrate import calibration_ranges
 from .fold import fold_channel_gains
@@ -42,8 +43,7 @@ def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, in
     if not 2 <= int(input_bits) <= 24:
         raise SnnCompileError(f"input bits must be between 2 and 24, got {input_bits}")
     settings = QuantSettings(weight_bits=int(weight_bits), input_bits=int(input_bits))
-    qgraph = graph.copy()
-    qgraph.validate()
+    qgraph, composed = compose_synapses(graph.validate())
     folded = fold_channel_gains(qgraph)
     ranges = None
     if calib is not None:
@@ -62,6 +62,9 @@ def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, in
     report = QuantReport(layers=rows, settings={"weight_bits": settings.weight_bits,
                                                 "input_bits": settings.input_bits},
                          calibrated=ranges is not None, n_calib=ranges.n_samples if ranges else 0)
+    if composed:
+        report.warnings.append(f"conv(s) {', '.join(composed)} composed into the conv after them (no neuron "
+                               f"between: Loihi has no synapse-to-synapse path)")
     if folded:
         report.warnings.append(f"per-channel gain(s) {', '.join(folded)} folded into the conv before "
                                f"them (Lava Conv has no weight exponent)")
