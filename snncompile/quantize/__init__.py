@@ -19,6 +19,7 @@ from snncompile.passes.compose import compose_synapses
 
 from .calibrate import calibration_ranges
 from .fold import fold_channel_gains
+from .realign import realign_shortcuts
 from .report import LayerReport, QuantReport, diagnose
 from .scales import QuantSettings, assign_fixed
 
@@ -45,13 +46,14 @@ def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, in
     settings = QuantSettings(weight_bits=int(weight_bits), input_bits=int(input_bits))
     qgraph, composed = compose_synapses(graph.validate())
     folded = fold_channel_gains(qgraph)
+    realigned = realign_shortcuts(qgraph)
     ranges = None
     if calib is not None:
         try:
             ranges = calibration_ranges(qgraph, calib, steps)
         except SnnCompileError as e:
             raise SnnCompileError(f"calibration data: {e}") from None
-    layers = assign_fixed(qgraph, ranges, settings)
+    layers = assign_fixed(qgraph, ranges, settings, realigned)
     qgraph.meta[META_KEY] = json.dumps({"target": "loihi", "weight_bits": settings.weight_bits,
                                         "input_bits": settings.input_bits,
                                         "calibrated": ranges is not None})
