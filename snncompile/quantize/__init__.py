@@ -81,7 +81,11 @@ def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, in
         if r.saturated_weights:
             report.warnings.append(f"layer '{r.name}': {r.saturated_weights} of {r.n_weights} weights "
                                    f"saturated at the mantissa limit")
-        if r.max_mantissa is not None and 0 < r.max_mantissa < LOW_PRECISION_MANTISSA:
+        if r.max_mantissa is not None and 0 < r.max_mantissa < LOW_PRECISION_MANTISSA and r.name in realigned:
+            report.warnings.append(
+                f"layer '{r.name}': weights keep only {int(r.max_mantissa).bit_length()} bits (max |mantissa| "
+                f"{r.max_mantissa}): its gain is below 2**{r.weight_exp} (Lava's smallest weight exponent)")
+        elif r.max_mantissa is not None and 0 < r.max_mantissa < LOW_PRECISION_MANTISSA:
             report.warnings.append(
                 f"layer '{r.name}': weights keep only {int(r.max_mantissa).bit_length()} bits (max |mantissa| "
                 f"{r.max_mantissa}, weight SQNR {r.weight_sqnr_db:.1f} dB): its neuron's scale is set by "

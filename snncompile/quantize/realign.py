@@ -12,6 +12,9 @@ synapse keeps its own scale and the Scale's 8-bit mantissa times ``2**weight_exp
 onto the other: exact in float (an identity, or the channel gain it replaces), one rounding
 of the shortcut stream in fixed point.
 
+The same exponent serves every Scale of a real stream (a token mean's ``1/n``): at exponent 0
+its mantissa was ``w * gain`` rounded, 1 bit for SDT v2's ``* 1/32``.
+
 Only spiking-transformer graphs (they run on the emulator's torch engine, which implements
 Scale); a plain network keeps its Adds for Lava.
 """

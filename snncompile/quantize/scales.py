@@ -136,8 +136,8 @@ class _Pass:
         self.g = graph
         #: Scales that realign a shortcut stream (``realign``): they have a weight exponent.
         self.realign = frozenset(realign)
-        #: ... and the synapses whose stream only they read: messages up to VALUE_LIMIT (a
-        #: one-to-one synapse with an exponent scales them down; 255 * 2**22 fits an int32)
+        #: ... and the synapses whose stream only they read: messages up to REALIGNED_LIMIT
+        #: (the Scale's exponent brings them down)
         self.realigned = {n.name for n in graph if isinstance(n, GAINS) and n.name not in self.realign
                           and readers(graph, n.name) <= self.realign}
         self.r = ranges
@@ -387,6 +387,8 @@ class _Pass:
         if mw > 0 and not np.any(mant):
             raise self.unrepresentable(node, f"all weights round to 0 at scale {gain:.3g}")
         lq.weight_exp, lq.saturated_weights, lq.n_weights = e, sat, int(w.size)
+        if name in self.realign:
+            lq.note = f"one-to-one Scale with a weight exponent: mantissa * 2**{e} (quantize.realign)"
         lq.max_mantissa = int(np.abs(mant).max()) if mant.size else 0
         lq.weight_sqnr_db = _sqnr(w, mant * 2.0 ** e / gain)
         bias = None
