@@ -51,7 +51,11 @@ def counted_run(graph, x, T, backend, precision):
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Time steps (default: those of x, or the graph's for a static x).")
 @click.option("--convention", type=click.Choice(CONVENTIONS), default="exact", show_default=True,
-              help="exact: event-exact SOPs; paper: SOP = fr x T x FL (Spikformer family).")
+              help="exact: event-exact SOPs (SpikingJelly 2.0 SynOpCounter rules for products); "
+                   "paper: SOP = fr x T x FL (Spikformer family); spikingformer: the Spikingformer "
+                   "energy script (conv/linear layers, AC only for exactly binary input, attention "
+                   "T*h*N*d*d*(min(fr_k,fr_v)+fr_q)); sdt: Spike-driven Transformer, SOP = R x T x FLOPs "
+                   "for every layer, masks included.")
 @click.option("--first-layer", type=click.Choice(FIRST_LAYER), default="per-step", show_default=True,
               help="MACs of real-valued (first) layers: counted every step, or excluded.")
 @click.option("--nonbinary", type=click.Choice(NONBINARY), default="events", show_default=True,

@@ -4,14 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 
 from snncompile.energy.conventions import Convention
-from snncompile.energy.counts import (CountRecord, NeuronCounts, RunCounts, SynapseCounts, count_record,
-                                      count_run, data_kind)
-from snncompile.energy.models import EnergyModel, get_model, load_constants
+from snncompile.energy.counts import (CountRecord, NeuronCounts, OperationCounts, RunCounts, SynapseCounts,
+                                      count_record, count_run, data_kind)
+from snncompile.energy.models import OP_PARTS, EnergyModel, get_model, load_constants
+from snncompile.energy.operations import OP_CLASSES, OperationCost
 from snncompile.energy.report import EnergyReport, LayerReport
 
-_PARTS = ("synops", "macs", "neurons", "spikes", "memory")
+_PARTS = ("synops", "macs", "neurons", "spikes", "memory") + tuple(OP_PARTS.values())
 
 
 def resolve_model(energy_model: Union[str, EnergyModel] = "horowitz45",
@@ -68,9 +70,10 @@ def build_report(counts: RunCounts, conv: Convention, model: EnergyModel, backen
     T = counts.timesteps
     rows = {s.name: _synapse_row(s, conv, model, T) for s in counts.synapses}
     rows.update({n.name: _neuron_row(n, model, T) for n in counts.neurons})
+    rows.update({o.name: _operation_row(o, conv.operation_cost(o, counts), model) for o in counts.operations})
     layers = [rows[name] for name in counts.order]
     summary = _summary(counts, layers, conv, model, backend, precision, counts_from or backend)
-    notes = list(notes) + list(model.notes)
+    notes = list(notes) + list(model.notes) + _operation_notes(counts, conv, model)
     if any(s.input_kind == "count" for s in counts.synapses):
         notes.append("some layers receive non-binary spike values (e.g. an Add of spikes): "
                      + ("each value k counted as k accumulates" if conv.nonbinary == "events"
@@ -95,6 +98,44 @@ def _synapse_row(s: SynapseCounts, conv: Convention, model: EnergyModel, T: int)
         ann_energy_per_sample_j=model.ann_energy_j(s, ann_macs, ann_acs))
 
 
+def _operation_row(o: OperationCounts, cost: OperationCost, model: EnergyModel) -> LayerReport:
+    energy = model.operation_energy_j(cost.synops, cost.macs, cost.ops, cost.op_class)
+    events = [e for e in o.input_events if e is not None]
+    # the ANN baseline: one dense pass (a sum adds n_in - n_out values)
+    ann_macs, ann_acs = ((0.0, float(o.dense_ops - np.prod(o.out_shape))) if o.kind == "ReduceSum"
+                         else (float(o.dense_ops), 0.0))
+    return LayerReport(
+        name=o.name, kind=o.kind, role="operation", source=", ".join(o.sources),
+        input_kind=" x ".join(o.input_kinds), input_events_per_sample=sum(events) if events else None,
+        synops_per_sample=cost.synops, macs_per_sample=cost.macs, dense_ops_per_step=o.dense_ops,
+        ops_per_sample=cost.ops, op_class=cost.op_class, ann_macs_per_sample=ann_macs,
+        ann_acs_per_sample=ann_acs,
+        energy_breakdown_j=_full(energy), energy_per_sample_j=sum(energy.values()),
+        ann_energy_per_sample_j=model.energy_j(ann_macs, ann_acs))
+
+
+def _operation_notes(counts: RunCounts, conv: Convention, model: EnergyModel) -> list[str]:
+    if not counts.operations:
+        return []
+    notes = ["layouts (Flatten, Reshape, Permute, Slice) are routing: they cost no operation"]
+    if model.memory is not None:
+        notes.append("the memory model prices synapses and neurons only: the memory traffic of MatMul, Mul, "
+                     "ReduceSum and Scale is not modelled")
+    if conv.name == "spikingformer":
+        notes.append("masks (Mul), reductions (ReduceSum) and scales are not counted by the Spikingformer "
+                     "script's convention; --convention exact counts them in their own classes")
+    else:
+        notes.append("masks (Mul), reductions (ReduceSum) and event-driven scales are real work, reported in "
+                     "their own op classes (mask, reduce, scale) with their own constants (mask_pj, "
+                     "reduce_pj, scale_pj); SpikingJelly's SynOpCounter counts none of them (it leaves "
+                     "aten.mul and sums out): compare its total with spike_synops_per_sample")
+    if any("count" in o.input_kinds for o in counts.operations) or \
+            any(s.input_kind == "count" for s in counts.synapses):
+        notes.append("layers fed integer spike sums (count_synops_per_sample) are counted 0 by SynOpCounter "
+                     "(it sees a non-binary input), so spike_synops_per_sample leaves them out")
+    return notes
+
+
 def _neuron_row(n: NeuronCounts, model: EnergyModel, T: int) -> LayerReport:
     energy = model.neuron_energy_j(n, T)
     return LayerReport(
@@ -116,11 +157,18 @@ def _summary(counts, layers, conv, model, backend, precision, counts_from) -> di
     synapses = sum(s.synapses for s in counts.synapses)
     spikes = total("spikes_per_sample")
     synops = total("synops_per_sample")
+    driven = lambda layer, kind: kind in (layer.input_kind or "").split(" x ")  # noqa: E731
+    spike_synops = float(sum(la.synops_per_sample for la in layers if driven(la, "binary")))
+    count_synops = float(sum(la.synops_per_sample for la in layers
+                             if driven(la, "count") and not driven(la, "binary")))
+    by_class = {c: float(sum(la.ops_per_sample for la in layers if la.op_class == c)) for c in OP_CLASSES}
     return {
         "graph": counts.graph, "n_samples": counts.n_samples, "timesteps": counts.timesteps,
         "backend": backend, "precision": precision, "counts_from": counts_from,
         "input_kind": counts.input_kind, "convention": conv.name, "energy_model": model.name,
         "synops_per_sample": synops, "macs_per_sample": total("macs_per_sample"),
+        "spike_synops_per_sample": spike_synops, "count_synops_per_sample": count_synops,
+        "ops_per_sample_by_class": by_class,
         "neuron_updates_per_sample": total("neuron_updates_per_sample"),
         "spikes_per_sample": spikes,
         "mean_firing_rate": spikes / (neurons * counts.timesteps) if neurons else None,

@@ -22,6 +22,13 @@ read p, given padding, stride, dilation and groups: at a padded border an input 
 synapses than ``k_h*k_w*C_out/groups``. It is computed once per layer as the gradient of
 ``sum(conv(x, ones))`` with respect to ``x``, not per sample.
 
+The spiking-transformer operations (MatMul, Mul, ReduceSum, Scale) are counted from the
+same recorded sums (:class:`OperationCounts`): the events of each operand are its producer's
+recorded sum (a spike train's sum is its number of nonzeros), and for a MatMul of two spike
+trains the product's own recorded sum *is* the number of (1,1) coincidences, one synaptic
+op each (SpikingJelly 2.0 ``SynOpCounter``'s rule). How they are charged is
+``snncompile/energy/operations.py``. Layouts (Flatten, Reshape, Permute, Slice) are routing.
+
 Known limit: a recurrent (delayed) edge *into a synapse* is charged for the spikes of
 every step, including the last step whose spikes would only be delivered after the run.
 """
@@ -39,6 +46,7 @@ from snncompile.ir import nodes as ir
 
 VALUE_KINDS = ("binary", "count", "real")
 SYNAPSE_KINDS = (ir.Linear, ir.Conv2d, ir.SumPool2d, ir.AvgPool2d)
+OPERATION_KINDS = (ir.MatMul, ir.Mul, ir.ReduceSum, ir.Scale)
 
 
 @dataclass
@@ -57,6 +65,43 @@ class SynapseCounts:
     input_events: float         # sum of input values over time, per sample (spike inputs)
     events_x_fanout: float      # sum_p count(p) * fanout(p), per sample (event-exact SOPs)
     input_rate: Optional[float]  # input events / (n_inputs * T); None for real input
+
+    @property
+    def one_to_one(self) -> bool:
+        """One synapse per input and per output: an elementwise scale (a depthwise 1x1 conv
+        standing for a BatchNorm or a neuron's input gain that no synapse could absorb)."""
+        return self.synapses == self.n_inputs == self.n_outputs
+
+
+@dataclass
+class OperationCounts:
+    """One operation between activations (MatMul, Mul, ReduceSum, Scale) of a run, per sample."""
+
+    name: str
+    kind: str
+    sources: list[str]            # the operand nodes, in order (a @ b: [a, b])
+    input_kinds: list[str]        # binary | count | real, per operand
+    in_shapes: list[tuple]
+    out_shape: tuple
+    input_events: list[Optional[float]]  # per operand: sum of its values over time (None: real)
+    coincidences: Optional[float]  # MatMul of two spike trains: sum of the product = (1,1) pairs
+    dense_ops: int                # FL: multiply-accumulates (adds for ReduceSum) of one dense step
+
+
+@dataclass
+class AttentionCounts:
+    """A spike self-attention: two MatMuls of the spike trains q, k, v, either
+    ``q @ (k^T @ v)`` or ``(q @ k^T) @ v`` (scales and layouts between them), with the
+    firing rates of q, k, v as the Spikingformer energy script reads them."""
+
+    outer: str
+    inner: str
+    heads: int                    # product of q's leading axes
+    tokens: int                   # N
+    head_dim: int                 # d
+    fr_q: float
+    fr_k: float
+    fr_v: float
 
 
 @dataclass
@@ -81,7 +126,10 @@ class RunCounts:
     input_kind: str
     synapses: list[SynapseCounts] = field(default_factory=list)
     neurons: list[NeuronCounts] = field(default_factory=list)
-    #: names of the synapse and neuron layers, in graph order
+    operations: list[OperationCounts] = field(default_factory=list)
+    #: the spike attentions among the MatMuls, by outer MatMul
+    attentions: dict[str, AttentionCounts] = field(default_factory=dict)
+    #: names of the synapse, neuron and operation layers, in graph order
     order: list[str] = field(default_factory=list)
 
 
@@ -113,11 +161,11 @@ def value_kinds(graph, input_kind: str) -> dict[str, str]:
             kinds[name] = input_kind
         elif isinstance(node, ir.Neuron):
             kinds[name] = "binary"
-        elif isinstance(node, (ir.MaxPool2d, ir.Flatten, ir.Output)):
-            kinds[name] = worst
-        elif isinstance(node, (ir.Add, ir.SumPool2d)):
+        elif isinstance(node, ir.LAYOUTS + (ir.MaxPool2d, ir.Output, ir.Mul)):
+            kinds[name] = worst           # a Mul of two spike trains is an AND: spikes
+        elif isinstance(node, (ir.Add, ir.SumPool2d, ir.MatMul, ir.ReduceSum)):
             kinds[name] = "real" if worst == "real" else "count"
-        else:  # Linear, Conv2d, AvgPool2d: currents
+        else:  # Linear, Conv2d, AvgPool2d, Scale: currents
             kinds[name] = "real"
     return kinds
 
@@ -139,6 +187,16 @@ def fanout_map(node, in_shape) -> np.ndarray:
     x = torch.zeros((1,) + tuple(in_shape), dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(_sum_synapse(node, x).sum(), x)
     return grad[0].numpy()
+
+
+def operation_dense_ops(node, in_shapes, out_shape) -> int:
+    """FL of one operation: a MatMul ``(.., n, k) @ (.., k, m)`` is ``prod(out) * k`` MACs; a
+    Mul one multiply per output; a ReduceSum one add per input; a Scale one per input."""
+    if isinstance(node, ir.MatMul):
+        return int(np.prod(out_shape)) * int(in_shapes[0][-1])
+    if isinstance(node, ir.Mul):
+        return int(np.prod(out_shape))
+    return int(np.prod(in_shapes[0]))
 
 
 def dense_ops(node, in_shape, out_shape) -> int:
@@ -167,10 +225,11 @@ def needed_counts(graph, input_kind: str = "real") -> list[str]:
     needed = []
     for name in graph.order():
         node = graph.node(name)
-        if isinstance(node, SYNAPSE_KINDS):
-            (src,) = graph.inputs_of(name)
-            if kinds[src] != "real" and not isinstance(graph.node(src), ir.Input):
-                needed.append(src)
+        if isinstance(node, SYNAPSE_KINDS + OPERATION_KINDS):
+            srcs = graph.inputs_of(name)
+            needed += [s for s in srcs if kinds[s] != "real" and not isinstance(graph.node(s), ir.Input)]
+            if isinstance(node, ir.MatMul) and all(kinds[s] == "binary" for s in srcs):
+                needed.append(name)       # its own sum: the coincidence count
         elif isinstance(node, ir.Neuron):
             needed.append(name)
     return list(dict.fromkeys(needed))
@@ -288,15 +347,17 @@ def record_run(graph, result, x=None, input_kind: Optional[str] = None) -> Count
     steps = {name: exact_sum(np.asarray(s)) for name, s in result.layer_steps.items()
              if name in wanted and np.asarray(s).shape == (N, T)}
     input_sum = None
-    if input_kind != "real" and any(isinstance(graph.node(s), ir.Input) for s in _synapse_sources(graph)):
+    if input_kind != "real" and any(isinstance(graph.node(s), ir.Input) for s in _counted_sources(graph)):
         input_sum = exact_sum(input_counts(graph, result, x))
     return CountRecord(graph=graph.name, n_samples=N, timesteps=T, input_kind=input_kind, sums=sums,
                        step_sums=steps, input_sum=input_sum, precision=result.precision,
                        backend=result.backend)
 
 
-def _synapse_sources(graph) -> list[str]:
-    return [graph.inputs_of(n)[0] for n in graph.order() if isinstance(graph.node(n), SYNAPSE_KINDS)]
+def _counted_sources(graph) -> list[str]:
+    """The inputs of every synapse and operation: the nodes whose events are counted."""
+    return [s for n in graph.order() if isinstance(graph.node(n), SYNAPSE_KINDS + OPERATION_KINDS)
+            for s in graph.inputs_of(n)]
 
 
 def count_run(graph, result, input_kind: str = "real", x=None) -> RunCounts:
@@ -309,17 +370,25 @@ def count_run(graph, result, input_kind: str = "real", x=None) -> RunCounts:
 
 def count_record(graph, record: CountRecord) -> RunCounts:
     """The RunCounts of a (merged) CountRecord: per-sample means of the exact sums."""
+    from snncompile.energy.attention import find_attentions
+    from snncompile.ir.stages.energy import TABLE
+
     kinds = value_kinds(graph, record.input_kind)
     N, T = record.n_samples, record.timesteps
     counts = RunCounts(graph=graph.name, n_samples=N, timesteps=T, input_kind=record.input_kind)
     for name in graph.order():
         node = graph.node(name)
-        if isinstance(node, SYNAPSE_KINDS):
+        role = TABLE.lookup(node)        # a kind without an entry fails here, by name
+        if role == "synapse":
             counts.synapses.append(_count_synapse(graph, node, kinds, record))
-            counts.order.append(name)
-        elif isinstance(node, ir.Neuron):
+        elif role == "neuron":
             counts.neurons.append(_count_neuron(graph, node, record))
-            counts.order.append(name)
+        elif role == "operation":
+            counts.operations.append(_count_operation(graph, node, kinds, record))
+        else:
+            continue
+        counts.order.append(name)
+    counts.attentions = find_attentions(graph, counts.operations, T)
     return counts
 
 
@@ -331,22 +400,43 @@ def _summed(record: CountRecord, name: str) -> np.ndarray:
     return record.sums[name]
 
 
+def _per_position(graph, src: str, record: CountRecord) -> np.ndarray:
+    """(*shape of src) per-sample sum over time of the values of ``src`` (a non-real source)."""
+    total = record.input_sum if isinstance(graph.node(src), ir.Input) else _summed(record, src)
+    if total.shape != tuple(graph.shape(src)):
+        raise SnnCompileError(f"recorded counts of node '{src}' have shape {total.shape}, "
+                              f"the graph says {tuple(graph.shape(src))}")
+    return total.astype(np.float64) / record.n_samples
+
+
+def _count_operation(graph, node, kinds, record: CountRecord) -> OperationCounts:
+    srcs = graph.inputs_of(node.name)
+    in_shapes = [tuple(graph.shape(s)) for s in srcs]
+    out_shape = tuple(graph.shape(node.name))
+    in_kinds = [kinds[s] for s in srcs]
+    events = [None if k == "real" else float(_per_position(graph, s, record).sum())
+              for s, k in zip(srcs, in_kinds)]
+    coincidences = None
+    if isinstance(node, ir.MatMul) and in_kinds == ["binary", "binary"]:
+        coincidences = float(_summed(record, node.name).sum()) / record.n_samples
+    return OperationCounts(name=node.name, kind=node.kind, sources=list(srcs), input_kinds=in_kinds,
+                           in_shapes=in_shapes, out_shape=out_shape, input_events=events,
+                           coincidences=coincidences,
+                           dense_ops=operation_dense_ops(node, in_shapes, out_shape))
+
+
 def _count_synapse(graph, node, kinds, record: CountRecord) -> SynapseCounts:
     (src,) = graph.inputs_of(node.name)
     in_shape, out_shape = graph.shape(src), graph.shape(node.name)
     fan = fanout_map(node, in_shape)
     n_in = int(np.prod(in_shape))
     kind = kinds[src]
-    N, T = record.n_samples, record.timesteps
+    T = record.timesteps
     if kind == "real":
         events = ex_fan = 0.0
         rate = None
     else:
-        total = record.input_sum if isinstance(graph.node(src), ir.Input) else _summed(record, src)
-        if total.shape != tuple(in_shape):
-            raise SnnCompileError(f"recorded counts of node '{src}' have shape {total.shape}, "
-                                  f"the graph says {tuple(in_shape)}")
-        per_pos = total.astype(np.float64) / N
+        per_pos = _per_position(graph, src, record)
         events = float(per_pos.sum())
         ex_fan = float((per_pos * fan).sum())
         rate = events / (n_in * T)

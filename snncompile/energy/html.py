@@ -9,7 +9,8 @@ import io
 from snncompile.energy.render import LAYER_COLUMNS, fmt_energy, layer_cells, summary_rows
 
 _PARTS_COLORS = {"synops": "#1f77b4", "macs": "#ff7f0e", "neurons": "#2ca02c",
-                 "spikes": "#d62728", "memory": "#9467bd"}
+                 "spikes": "#d62728", "memory": "#9467bd", "masks": "#8c564b",
+                 "reductions": "#e377c2", "scales": "#7f7f7f"}
 
 
 def _png(fig) -> str:
@@ -28,7 +29,7 @@ def plots(report) -> dict[str, str]:
 
     layers = report.layers
     neurons = [la for la in layers if la.role == "neuron"]
-    synapses = [la for la in layers if la.role == "synapse"]
+    synapses = [la for la in layers if la.role != "neuron"]
     out = {}
     height = lambda n: 1.2 + 0.35 * max(n, 1)  # noqa: E731
     label = lambda la: f"{la.name} ({la.kind})"  # noqa: E731
@@ -45,9 +46,13 @@ def plots(report) -> dict[str, str]:
     ax.barh(names, [la.synops_per_sample for la in synapses], color="#1f77b4", label="SOPs")
     ax.barh(names, [la.macs_per_sample for la in synapses], left=[la.synops_per_sample for la in synapses],
             color="#ff7f0e", label="MACs")
+    if any(la.op_class for la in synapses):
+        ax.barh(names, [la.ops_per_sample for la in synapses],
+                left=[la.synops_per_sample + la.macs_per_sample for la in synapses], color="#8c564b",
+                label="mask/reduce/scale ops")
     ax.invert_yaxis()
     ax.set_xlabel("operations per sample")
-    ax.set_title(f"Synaptic operations per layer ({report.convention['name']} convention)")
+    ax.set_title(f"Operations per layer ({report.convention['name']} convention)")
     ax.legend(loc="lower right")
     out["synops"] = _png(fig)
 

@@ -12,6 +12,14 @@ it, so every report prints the model's constants, source and notes (energy.md).
   0.1 pJ, mult 3.1 pJ, plus SRAM traffic priced per byte by the size of the memory
   (2.5 pJ/B at 8 KB, 5 pJ/B at 32 KB, 25 pJ/B at 1 MB, linear in between).
 * a constants file (JSON or TOML) starting from any preset: :func:`load_constants`.
+
+The spiking-transformer op classes have their own constants (``mask_pj``, ``reduce_pj``,
+``scale_pj``, one per op): a reduction is an add and an event-driven scale accumulates its
+factor (the model's add/AC figure: Horowitz FP32 add 0.9 pJ, FP16 0.4, INT8 0.03; Lemaire
+INT32 add 0.1); a mask (AND of spikes) is priced as one add too, which is an assumption: no
+published per-operation figure for a spike AND was found. On Loihi 1 an AND unit is a neuron
+with two weight-1 synapses and a sum is a Dense of ones, so each of their events is one
+synaptic op (23.6 pJ).
 """
 from __future__ import annotations
 
@@ -68,6 +76,9 @@ class EnergyModel:
     ac_pj: float
     neuron_update_pj: float = 0.0
     spike_pj: float = 0.0
+    mask_pj: float = 0.9
+    reduce_pj: float = 0.9
+    scale_pj: float = 0.9
     memory: Optional[MemoryModel] = None
     source: str = ""
     notes: tuple = ()
@@ -91,6 +102,15 @@ class EnergyModel:
                              + macs * self.memory.synapse_access_pj(s, with_input=True)) * PJ
         return out
 
+    def operation_energy_j(self, synops: float, macs: float, ops: float,
+                           op_class: Optional[str]) -> dict[str, float]:
+        """Energy per sample of one MatMul / Mul / ReduceSum / Scale row (no memory traffic:
+        the memory model covers synapses and neurons only)."""
+        out = {"synops": self.ac_pj * synops * PJ, "macs": self.mac_pj * macs * PJ}
+        if op_class is not None:
+            out[OP_PARTS[op_class]] = getattr(self, f"{op_class}_pj") * ops * PJ
+        return out
+
     def neuron_energy_j(self, n: NeuronCounts, timesteps: int) -> dict[str, float]:
         """Energy per sample of one neuron population: updates, spikes, memory."""
         updates = n.n_neurons * timesteps
@@ -108,6 +128,9 @@ class EnergyModel:
         return e * PJ
 
 
+#: op class -> its part of the energy breakdown
+OP_PARTS = {"mask": "masks", "reduce": "reductions", "scale": "scales"}
+
 _HOROWITZ = "Horowitz, 'Computing's energy problem', ISSCC 2014, 45 nm"
 _PAPER_NOTE = "neuron updates, spikes and memory traffic are not charged (the SNN papers' convention)"
 
@@ -116,12 +139,15 @@ MODELS: dict[str, EnergyModel] = {
         EnergyModel("horowitz45", "45 nm FP32: MAC 4.6 pJ (3.7 mult + 0.9 add), AC 0.9 pJ",
                     mac_pj=4.6, ac_pj=0.9, source=_HOROWITZ, notes=(_PAPER_NOTE,)),
         EnergyModel("horowitz45-fp16", "45 nm FP16: MAC 1.5 pJ, AC 0.4 pJ",
-                    mac_pj=1.5, ac_pj=0.4, source=_HOROWITZ, notes=(_PAPER_NOTE,)),
+                    mac_pj=1.5, ac_pj=0.4, mask_pj=0.4, reduce_pj=0.4, scale_pj=0.4, source=_HOROWITZ,
+                    notes=(_PAPER_NOTE,)),
         EnergyModel("horowitz45-int8", "45 nm INT8: MAC 0.23 pJ, AC 0.03 pJ",
-                    mac_pj=0.23, ac_pj=0.03, source=_HOROWITZ, notes=(_PAPER_NOTE,)),
+                    mac_pj=0.23, ac_pj=0.03, mask_pj=0.03, reduce_pj=0.03, scale_pj=0.03, source=_HOROWITZ,
+                    notes=(_PAPER_NOTE,)),
         EnergyModel(
             "loihi1", "Loihi 1 per-op figures: synaptic op 23.6 pJ, neuron update 81 pJ, spike 1.7 pJ",
             mac_pj=4.6, ac_pj=23.6, neuron_update_pj=81.0, spike_pj=1.7,
+            mask_pj=23.6, reduce_pj=23.6, scale_pj=23.6,
             source="Davies et al., 'Loihi', IEEE Micro 2018, Table 2 (pre-silicon, 0.75 V)",
             notes=("every neuron update is charged as active (81 pJ); the 52 pJ inactive figure is "
                    "not applied because per-neuron activity per step is not recorded: an upper bound",
@@ -132,7 +158,7 @@ MODELS: dict[str, EnergyModel] = {
         EnergyModel(
             "lemaire", "memory-aware: INT32 add 0.1 pJ, mult 3.1 pJ, SRAM 2.5/5/25 pJ per byte "
             "at 8 KB/32 KB/1 MB, 4-byte weights and states",
-            mac_pj=3.2, ac_pj=0.1, memory=MemoryModel(),
+            mac_pj=3.2, ac_pj=0.1, mask_pj=0.1, reduce_pj=0.1, scale_pj=0.1, memory=MemoryModel(),
             source="after Lemaire et al. 2022, arXiv 2210.13107 (simplified: one SRAM per layer "
                    "for weights, one for states)",
             notes=("per synaptic event: read the weight, read+write the target membrane",
@@ -149,7 +175,7 @@ def get_model(name: str) -> EnergyModel:
     return MODELS[name]
 
 
-_NUMBER_KEYS = ("mac_pj", "ac_pj", "neuron_update_pj", "spike_pj")
+_NUMBER_KEYS = ("mac_pj", "ac_pj", "neuron_update_pj", "spike_pj", "mask_pj", "reduce_pj", "scale_pj")
 _MEMORY_NUMBERS = ("add_pj", "mult_pj", "weight_bytes", "state_bytes")
 
 
@@ -162,8 +188,9 @@ def _number(path, key, value) -> float:
 def load_constants(path, base: Optional[str] = None) -> EnergyModel:
     """An energy model from a JSON or TOML file: ``base`` (a preset to start from, default
     horowitz45), ``name``, ``description``, ``mac_pj``, ``ac_pj``, ``neuron_update_pj``,
-    ``spike_pj``, and an optional ``memory`` table (``add_pj``, ``mult_pj``, ``weight_bytes``,
-    ``state_bytes``, ``sram_pj_per_byte``: a list of [bytes, pJ/B] pairs), or ``memory = false``."""
+    ``spike_pj``, ``mask_pj``, ``reduce_pj``, ``scale_pj``, and an optional ``memory`` table
+    (``add_pj``, ``mult_pj``, ``weight_bytes``, ``state_bytes``, ``sram_pj_per_byte``: a list
+    of [bytes, pJ/B] pairs), or ``memory = false``."""
     path = Path(path)
     if not path.exists():
         raise SnnCompileError(f"constants file '{path}' does not exist")

@@ -34,6 +34,9 @@ def constants_line(model: dict) -> str:
         parts.append(f"neuron update {model['neuron_update_pj']} pJ")
     if model.get("spike_pj"):
         parts.append(f"spike {model['spike_pj']} pJ")
+    if "mask_pj" in model:
+        parts.append(f"mask {model['mask_pj']} pJ, reduce {model['reduce_pj']} pJ, "
+                     f"scale {model['scale_pj']} pJ")
     mem = model.get("memory")
     if mem:
         pts = ", ".join(f"{b / 1024:g} KB: {p:g} pJ/B" for b, p in mem["sram_pj_per_byte"] if b)
@@ -43,12 +46,13 @@ def constants_line(model: dict) -> str:
 
 
 LAYER_COLUMNS = ("layer", "kind", "input", "events/sample", "SOPs/sample", "MACs/sample",
-                 "firing rate", "energy/sample")
+                 "other ops/sample", "firing rate", "energy/sample")
 
 
 def layer_cells(layer) -> list[str]:
+    other = f"{fmt_num(layer.ops_per_sample)} ({layer.op_class})" if layer.op_class else "-"
     return [layer.name, layer.kind, layer.input_kind or "-", fmt_num(layer.input_events_per_sample),
-            fmt_num(layer.synops_per_sample), fmt_num(layer.macs_per_sample),
+            fmt_num(layer.synops_per_sample), fmt_num(layer.macs_per_sample), other,
             fmt_rate(layer.firing_rate), fmt_energy(layer.energy_per_sample_j)]
 
 
@@ -65,6 +69,9 @@ def summary_rows(report) -> list[tuple[str, str]]:
         ("convention", short_convention(report.convention)),
         ("energy model", f"{report.energy_model['name']}: {constants_line(report.energy_model)}"),
         ("SOPs / sample", fmt_num(s["synops_per_sample"])),
+        ("  of spike inputs (SynOpCounter's scope)", fmt_num(s["spike_synops_per_sample"])),
+        ("  of integer spike sums", fmt_num(s["count_synops_per_sample"])),
+        ("mask / reduce / scale ops", " / ".join(fmt_num(v) for v in s["ops_per_sample_by_class"].values())),
         ("MACs / sample", fmt_num(s["macs_per_sample"])),
         ("neuron updates / sample", fmt_num(s["neuron_updates_per_sample"])),
         ("spikes / sample", fmt_num(s["spikes_per_sample"])),

@@ -7,16 +7,22 @@ data set), energies in joules:
   ``convention``, ``energy_model``, ``synops_per_sample``, ``macs_per_sample``,
   ``neuron_updates_per_sample``, ``spikes_per_sample``, ``mean_firing_rate`` (spikes /
   (neurons x T)), ``synops_per_synapse``, ``energy_per_sample_j``, ``energy_breakdown_j``
-  (``synops``, ``macs``, ``neurons``, ``spikes``, ``memory``), ``ann_macs_per_sample``,
+  (``synops``, ``macs``, ``neurons``, ``spikes``, ``memory``, ``masks``, ``reductions``,
+  ``scales``), ``spike_synops_per_sample`` (SOPs of layers with a spike-train input: the
+  scope of SpikingJelly's ``SynOpCounter``), ``count_synops_per_sample`` (SOPs of layers fed
+  integer spike sums, which SynOpCounter counts as 0), ``ops_per_sample_by_class``
+  (``mask``, ``reduce``, ``scale``: operations that are neither SOPs nor MACs), ``ann_macs_per_sample``,
   ``ann_acs_per_sample``, ``ann_energy_per_sample_j``, ``snn_ann_energy_ratio``.
 * ``convention``: ``name``, ``first_layer``, ``nonbinary``, ``description``.
 * ``energy_model``: the constants in pJ (``mac_pj``, ``ac_pj``, ``neuron_update_pj``,
   ``spike_pj``, ``memory``), ``source``, ``notes``.
-* ``layers``: one row per synapse layer and per neuron population, in graph order:
-  ``name``, ``kind``, ``role`` (``synapse`` | ``neuron``), ``source`` (input node),
-  ``input_kind`` (binary | count | real), ``input_events_per_sample``,
+* ``layers``: one row per synapse layer, neuron population and operation (MatMul, Mul,
+  ReduceSum, Scale), in graph order: ``name``, ``kind``, ``role`` (``synapse`` | ``neuron`` |
+  ``operation``), ``source`` (input node; operands joined by ``, ``), ``input_kind`` (binary |
+  count | real; operands joined by `` x ``), ``input_events_per_sample``,
   ``synops_per_sample``, ``macs_per_sample``, ``dense_ops_per_step`` (FL),
-  ``synapses`` (real synapses), ``ann_macs_per_sample``, ``ann_acs_per_sample``,
+  ``synapses`` (real synapses), ``ops_per_sample`` and ``op_class`` (mask | reduce | scale),
+  ``ann_macs_per_sample``, ``ann_acs_per_sample``,
   ``neuron_updates_per_sample``, ``spikes_per_sample``, ``firing_rate`` (a synapse row:
   the rate of its *input* spikes, the ``fr`` of the papers, null for real input; a neuron
   row: its own output rate), ``firing_rate_per_step`` (neuron rows, length T),
@@ -47,6 +53,8 @@ class LayerReport:
     macs_per_sample: float = 0.0
     dense_ops_per_step: int = 0
     synapses: int = 0
+    ops_per_sample: float = 0.0
+    op_class: Optional[str] = None
     ann_macs_per_sample: float = 0.0
     ann_acs_per_sample: float = 0.0
     neuron_updates_per_sample: float = 0.0

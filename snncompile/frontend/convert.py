@@ -15,6 +15,9 @@ graph:
   step. A module called on *different* inputs (weight sharing) becomes another node with
   the same parameters.
 
+Spiking transformers' tensor operations (layouts, products, reductions, token synapses) are
+handled by the :class:`~snncompile.frontend.tensor_ops.TensorOps` mixin.
+
 The raw graph may hold :class:`~snncompile.passes.Affine` nodes (BatchNorm, neuron
 input gains, constant scales); :func:`snncompile.passes.canonicalize` removes them.
 """
@@ -106,7 +109,8 @@ class _Stack(Opaque):
 
 
 SUPPORTED = ("supported: residual '+', spike AND/IAND ('*', '1 - s'), scaling by a constant, "
-             "flatten/view to a vector, and modules Conv2d, Linear, BatchNorm, pooling, neurons")
+             "reshape/view/flatten/transpose/permute/slices of per-sample axes, '@' and '*' of two network "
+             "tensors, sum/mean over per-sample axes, and modules Conv1d/2d, Linear, BatchNorm, pooling, neurons")
 
 
 def _np(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
@@ -119,7 +123,7 @@ def _cls(t: type) -> str:
 
 def _unsupported_module(path: str, m: nn.Module, why: str = "is not supported") -> SnnCompileError:
     return SnnCompileError(f"module '{path}' ({type(m).__module__}.{type(m).__name__}) {why}; "
-                           f"supported: Conv2d, Linear, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d, MaxPool2d, Flatten, "
+                           f"supported: Conv1d/2d, Linear, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d, MaxPool2d, Flatten, "
                            f"Dropout/Identity, VotingLayer, residual '+', and the neurons of SpikingJelly, snnTorch, Norse")
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from snncompile.errors import SnnCompileError
-from snncompile.frontend.tracing import Call, Const, Slot
+from snncompile.frontend.tracing import Call, Slot
 from snncompile.ir import nodes as ir
 from snncompile.passes.affine import Affine
 
@@ -96,15 +96,19 @@ class TensorOps:
         lead, rank = self.lead[slot.id], len(self.cap.shapes[slot.id])
         n = len(lead)
         if call.target == "permute":
-            dims = call.args[1:] if len(call.args) > 2 or not isinstance(call.args[1], (tuple, list)) \
-                else call.args[1]
-            dims = list(dims) if dims else list(call.kwargs.get("dims", ()))
-            full = [d % rank for d in dims]
+            rest = call.args[1:]
+            dims = call.kwargs.get("dims", rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list))
+                                   else rest)
+            full = [int(d) % rank for d in dims]
         else:
-            a, b = (-2, -1) if call.target == "__get__.mT" else (call.args[1], call.args[2])
+            a, b = (-2, -1) if call.target == "__get__.mT" else (
+                call.args[1] if len(call.args) > 1 else call.kwargs.get("dim0"),
+                call.args[2] if len(call.args) > 2 else call.kwargs.get("dim1"))
             full = list(range(rank))
             full[a % rank], full[b % rank] = full[b % rank], full[a % rank]
-        if sorted(full) != list(range(rank)) or full[:n] != list(range(n)):
+        if sorted(full) != list(range(rank)):
+            return self.unsupported(call, f"dims {tuple(full)} are not a permutation of the {rank} dims")
+        if full[:n] != list(range(n)):
             return self.unsupported(call, f"it moves the leading (time, batch) dims {lead}")
         src = self.ref(value, where)
         perm = tuple(p - n for p in full[n:])
@@ -208,8 +212,8 @@ class TensorOps:
 
     # -- token synapses ----------------------------------------------------------
     def on_channel_layout(self, path: str, src: str, channel_axis: int, make_conv) -> str:
-        """Run the Conv2d from ``make_conv()`` over the per-sample tensor ``src`` whose channels are
-        on ``channel_axis`` (the other axes are tokens): layout to (C, N, 1), conv, back."""
+        """Run the 1x1 Conv2d from ``make_conv()`` over the per-sample tensor ``src`` whose channels
+        are on ``channel_axis`` (the other axes are tokens): layout to (C, N, 1), conv, back."""
         shape = tuple(self.graph.shape(src))
         rank = len(shape)
         c = channel_axis % rank
@@ -218,10 +222,9 @@ class TensorOps:
         tokens = tuple(shape[i] for i in perm[1:])
         n = int(np.prod(tokens))
         col = self.layout_reshape(("module", path, "to_column"), moved, (shape[c], n, 1), f"{path}.to_column")
-        conv = self.emit(("module", path), make_conv, [col], path)
-        out_c, out_n = self.graph.shape(conv)[0], self.graph.shape(conv)[1]
-        back = self.layout_reshape(("module", path, "from_column"), conv, (out_c,) + tokens if out_n == n
-                                   else (out_c, out_n), f"{path}.from_column")
+        conv = self.emit(("module", path), make_conv, [col], path)  # 1x1: the tokens stay
+        back = self.layout_reshape(("module", path, "from_column"), conv, (self.graph.shape(conv)[0],) + tokens,
+                                   f"{path}.from_column")
         inverse = tuple(int(i) for i in np.argsort(perm))
         return self.permute_node(("module", path, "from_channels"), back, inverse, f"{path}.from_channels")
 
@@ -249,6 +252,20 @@ class TensorOps:
         out = self.graph.shape(conv)
         return self.layout_reshape(("module", path, "from_column"), conv, out[:2], f"{path}.from_column")
 
+    @staticmethod
+    def check_bn_of_padded_input(path: str, m: nn.Module, p: int) -> None:
+        """The module is recognised by its attributes: check on a probe that it computes what the
+        lowering assumes, BN of the zero-padded input (else the export would be silently wrong)."""
+        bn = m.bn
+        probe = torch.rand((1, bn.num_features, 3, 3), generator=torch.Generator().manual_seed(0),
+                           dtype=bn.running_mean.dtype)
+        with torch.no_grad():
+            got, want = m(probe), bn(nn.functional.pad(probe, [p] * 4))
+        if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-5, atol=1e-6):
+            raise SnnCompileError(f"module '{path}' ({type(m).__name__}) pads its BatchNorm output with "
+                                  f"values other than the BatchNorm of zero; only RepConv's BNAndPadLayer "
+                                  f"border is supported")
+
     def bn_and_pad(self, path: str, m: nn.Module, src: str) -> str:
         """SDT v2 ``BNAndPadLayer`` after a bias-free 1x1 conv: the border it writes is BN(0), so
         it is the BN of that conv run with zero padding ``pad_pixels`` (the conv of a zero-padded
@@ -261,6 +278,7 @@ class TensorOps:
             raise SnnCompileError(f"module '{path}' ({type(m).__name__}) pads its BatchNorm output; that is "
                                   f"supported only right after a 1x1 Conv2d without bias (RepConv)")
         if p:
+            self.check_bn_of_padded_input(path, m, p)
             conv.padding = (p, p)
             self.graph.infer_shapes()
         return self.emit(("module", path), lambda: self.batchnorm(path, m.bn, self.graph.shape(src)), [src], path)

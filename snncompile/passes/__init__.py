@@ -22,7 +22,7 @@ __all__ = ["Affine", "canonicalize", "fold_affines", "mark_operands", "move_bias
 def canonicalize(graph: Graph) -> Graph:
     """Layout chains merged (so a BatchNorm meets its synapse), BatchNorm / input-gain folding,
     reset shifts, biases moved past max pools, operand kinds of products; checks shapes."""
-    graph = simplify_layouts(fold_affines(simplify_layouts(graph)))
+    graph = simplify_layouts(fold_affines(simplify_layouts(graph), copy=False), copy=False)
     graph = mark_operands(move_bias_after_maxpool(shift_reset_values(graph)))
     for node in graph:
         if NODE_TYPES.get(node.kind) is not type(node):

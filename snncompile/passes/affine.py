@@ -74,10 +74,12 @@ def _as_scale(name: str, affine: Affine, shape: tuple) -> ir.Scale:
                     bias=None if not np.any(bias) else bias)
 
 
-def _materialize(name: str, affine: Affine, shape: tuple, producer: ir.Node) -> Optional[ir.Node]:
+def _materialize(name: str, affine: Affine, shape: tuple, producer: ir.Node,
+                 via_layout: bool) -> Optional[ir.Node]:
     """The affine map as a node of its own: a diagonal Linear or a depthwise 1x1 Conv2d (the
-    kinds every stage runs), or an ir.Scale after a transformer op or on another rank."""
-    if isinstance(producer, _SCALED) or len(shape) not in (1, 3):
+    kinds every stage runs), or an ir.Scale after a transformer op, on another rank, or when it
+    was moved back through layout nodes (a transformer graph)."""
+    if via_layout or isinstance(producer, _SCALED) or len(shape) not in (1, 3):
         return _as_scale(name, affine, shape)
     if len(shape) == 1:
         scale = np.broadcast_to(affine.scale, shape)
@@ -91,7 +93,8 @@ def _materialize(name: str, affine: Affine, shape: tuple, producer: ir.Node) -> 
     return None
 
 
-def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer: str, origin: str) -> None:
+def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer: str, origin: str,
+          via_layout: bool = False) -> None:
     """Make the value flowing ``src -> consumer`` be multiplied by ``scale`` and shifted."""
     node = graph.node(src)
     shape = graph.shape(src)
@@ -104,17 +107,24 @@ def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer
     if only_consumer and isinstance(node, ir.Add) and not np.any(shift):
         # A pure gain distributes over the operands of a sum.
         for operand in graph.inputs_of(src):
-            _push(graph, operand, scale, shift, src, origin)
+            _push(graph, operand, scale, shift, src, origin, via_layout)
         return
     if only_consumer and isinstance(node, Affine):
         node.shift = np.asarray(node.shift * scale + shift, dtype=np.float64)
         node.scale = np.asarray(node.scale * scale, dtype=np.float64)
         return
     if only_consumer and isinstance(node, ir.Scale):
-        bias = 0.0 if node.bias is None else node.bias
+        bias = compact(np.broadcast_to((0.0 if node.bias is None else node.bias) * scale + shift, shape))
         graph.replace(src, ir.Scale(src, weight=compact(np.broadcast_to(node.weight * scale, shape)),
-                                    bias=compact(np.broadcast_to(bias * scale + shift, shape))))
+                                    bias=bias if np.any(bias) else None))
         return
+    if only_consumer and isinstance(node, ir.MatMul) and np.ndim(compact(scale)) == 0 and not np.any(shift):
+        # (s * a) @ b = s * (a @ b): a constant gain joins a Scale already on an operand (Spikformer's
+        # (q @ k^T) * 0.125 and the next LIF's input gain), never a new one on spikes.
+        for operand in graph.inputs_of(src):
+            if isinstance(graph.node(operand), ir.Scale) and graph.consumers(operand) == [src]:
+                _push(graph, operand, scale, shift, src, origin, via_layout)
+                return
     if only_consumer and isinstance(node, (ir.Reshape, ir.Permute, ir.Flatten, ir.Slice)):
         # An elementwise map commutes with an index map: re-index its arrays over the input.
         (before,) = graph.inputs_of(src)
@@ -126,10 +136,10 @@ def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer
             s_in[tuple(window)], b_in[tuple(window)] = np.broadcast_to(scale, shape), np.broadcast_to(shift, shape)
         else:
             s_in, b_in = (inverse_layout(node, a, in_shape, shape) for a in (scale, shift))
-        _push(graph, before, compact(s_in), compact(b_in), src, origin)
+        _push(graph, before, compact(s_in), compact(b_in), src, origin, via_layout=True)
         return
     name = _unique(graph, f"{src}.{origin or 'affine'}")
-    synapse = _materialize(name, Affine(name, scale=scale, shift=shift), shape, node)
+    synapse = _materialize(name, Affine(name, scale=scale, shift=shift), shape, node, via_layout)
     if synapse is None:
         raise SnnCompileError(f"node '{src}': cannot fold a per-neuron {origin or 'affine map'} "
                               f"of shape {np.shape(scale)} that varies within a channel of {shape}")
@@ -138,7 +148,7 @@ def _push(graph: Graph, src: str, scale: np.ndarray, shift: np.ndarray, consumer
     graph.nx.remove_edge(src, consumer)
     graph.add(synapse, [src])
     graph.nx.add_edge(name, consumer, index=index, delay=delay)
-    graph.infer_shapes()
+    graph.nx.nodes[name]["shape"] = tuple(shape)  # one-to-one (whole-graph inference is slow on big nets)
 
 
 def _unique(graph: Graph, name: str) -> str:
@@ -148,14 +158,16 @@ def _unique(graph: Graph, name: str) -> str:
     return name
 
 
-def fold_affines(graph: Graph) -> Graph:
-    """Fold every :class:`Affine` into the synapse before it (BatchNorm folding, input gains).
+def fold_affines(graph: Graph, copy: bool = True) -> Graph:
+    """Fold every :class:`Affine` into the synapse before it (BatchNorm folding, input gains),
+    moving it back through layout nodes first.
 
     Where the producer cannot absorb it (shared by several consumers, a spike source,
-    the graph input) the map becomes a synapse of its own (diagonal Linear / depthwise
-    1x1 Conv2d), which is still exact. Works on a copy.
+    the graph input) the map becomes a node of its own (diagonal Linear / depthwise
+    1x1 Conv2d, or a Scale after transformer ops), which is still exact. Works on a copy
+    unless ``copy=False``.
     """
-    graph = graph.copy()
+    graph = graph.copy() if copy else graph
     graph.infer_shapes()
     for name in graph.order():
         node = graph.node(name)
@@ -163,6 +175,5 @@ def fold_affines(graph: Graph) -> Graph:
             continue
         (src,) = graph.inputs_of(name)
         _push(graph, src, node.scale, node.shift, name, node.origin)
-        graph.bypass(name)
-        graph.infer_shapes()
-    return graph
+        graph.bypass(name)  # an Affine keeps its input's shape: the other shapes stay valid
+    return graph.infer_shapes()

@@ -32,30 +32,35 @@ def _moves_only_unit_axes(node: ir.Permute, in_shape: tuple) -> bool:
     return kept == sorted(kept)
 
 
-def _step(graph: Graph) -> bool:
-    """One rewrite; True when something changed."""
+def _pass(graph: Graph) -> bool:
+    """One sweep of rewrites in topological order; True when something changed. Every rewrite
+    keeps the shapes of the nodes that stay, so none are inferred in between."""
+    changed = False
     for name in graph.order():
+        if name not in graph:
+            continue
         node = graph.node(name)
         if not isinstance(node, ir.LAYOUTS) or isinstance(node, ir.Slice):
             continue
         if _is_identity(graph, name):
             graph.bypass(name)
-            return True
+            changed = True
+            continue
         (src,) = graph.inputs_of(name)
         prev = graph.node(src)
         if isinstance(node, ir.Permute) and _moves_only_unit_axes(node, graph.shape(src)):
             graph.replace(name, ir.Reshape(name, shape=graph.shape(name)))
-            return True
+            node, changed = graph.node(name), True
         if graph.delay(src, name):
             continue
         if isinstance(node, ir.Permute) and isinstance(prev, ir.Permute):
             graph.replace(name, ir.Permute(name, perm=tuple(prev.perm[p] for p in node.perm)))
             _read_through(graph, src, name)
-            return True
-        if isinstance(node, _RESHAPES) and isinstance(prev, _RESHAPES) and ir.Reshape in (type(node), type(prev)):
+            changed = True
+        elif isinstance(node, _RESHAPES) and isinstance(prev, _RESHAPES) and ir.Reshape in (type(node), type(prev)):
             _read_through(graph, src, name)
-            return True
-    return False
+            changed = True
+    return changed
 
 
 def _read_through(graph: Graph, src: str, name: str) -> None:
@@ -67,13 +72,14 @@ def _read_through(graph: Graph, src: str, name: str) -> None:
         graph.remove(src)
 
 
-def simplify_layouts(graph: Graph) -> Graph:
-    """Remove identity layouts, merge Permute chains and Reshape chains. Works on a copy."""
-    graph = graph.copy()
+def simplify_layouts(graph: Graph, copy: bool = True) -> Graph:
+    """Remove identity layouts, merge Permute chains and Reshape chains. Works on a copy unless
+    ``copy=False``."""
+    graph = graph.copy() if copy else graph
     graph.infer_shapes()
-    while _step(graph):
-        graph.infer_shapes()
-    return graph
+    while _pass(graph):
+        pass
+    return graph.infer_shapes()
 
 
 def inverse_layout(node: ir.Node, arr: np.ndarray, in_shape: tuple, out_shape: tuple) -> np.ndarray:
@@ -93,4 +99,4 @@ def compact(arr: np.ndarray) -> np.ndarray:
             arr = arr.take([0], axis=axis)
     while arr.ndim and arr.shape[0] == 1:
         arr = arr[0]
-    return arr
+    return np.array(arr)  # a writable copy, not a view of a broadcast
