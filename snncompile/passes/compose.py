@@ -82,7 +82,7 @@ def composed(first: ir.Conv2d, then: ir.Conv2d) -> Optional[ir.Conv2d]:
 def compose_synapses(graph: Graph) -> tuple[Graph, list[str]]:
     """A copy of ``graph`` with every exact ``Conv2d -> Conv2d`` chain composed; also the
     names of the convs composed into their consumer (for the quantizer's report)."""
-    graph = graph.copy()
+    graph = graph.copy().validate()
     merged = []
     changed = True
     while changed:

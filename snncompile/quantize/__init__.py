@@ -44,7 +44,7 @@ def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, in
     if not 2 <= int(input_bits) <= 24:
         raise SnnCompileError(f"input bits must be between 2 and 24, got {input_bits}")
     settings = QuantSettings(weight_bits=int(weight_bits), input_bits=int(input_bits))
-    qgraph, composed = compose_synapses(graph.validate())
+    qgraph, composed = compose_synapses(graph)
     folded = fold_channel_gains(qgraph)
     realigned = realign_shortcuts(qgraph)
     ranges = None
