@@ -114,7 +114,32 @@ def srf(C=8, H=4, W=4, h=2, p=2, seed=0):
     return mark_operands(g.validate())
 
 
-BLOCKS = {"ssa": ssa, "sdt": sdt, "srf": srf}
+def shortcut(C=6, H=6, seed=0):
+    """SpikingResformer's prologue shortcut: a 3x3 conv on the graded image feeds its LIF and,
+    as a membrane shortcut, an Add with a spike-fed 1x1 conv; the sum reaches the next LIF
+    through the 1/tau channel gain. One scale for both streams leaves the image conv no weight
+    bit; the quantizer realigns each stream with a Scale that has a weight exponent."""
+    rng = np.random.default_rng(seed)
+    g = Graph("shortcut", timesteps=T)
+    g.add(ir.Input("in", shape=(3, H, H)))
+    g.add(ir.Conv2d("stem", weight=rng.normal(0, 0.25, (C, 3, 3, 3)), bias=rng.normal(0.1, 0.1, C),
+                    padding=1), ["in"])
+    g.add(ir.Conv2d("stem_gain", weight=np.full((C, 1, 1, 1), 0.5), bias=np.zeros(C), groups=C), ["stem"])
+    g.add(_lif("stem_lif", (C, H, H), th=0.5), ["stem_gain"])
+    g.add(_conv("proj", C, C, rng, 2.0), ["stem_lif"])
+    g.add(ir.Add("add"), ["proj", "stem"])
+    g.add(ir.Conv2d("gain", weight=np.full((C, 1, 1, 1), 0.5), bias=np.zeros(C), groups=C), ["add"])
+    g.add(ir.Neuron("out_lif", shape=(C, H, H), du=1.0, dv=0.5, threshold=0.5), ["gain"])
+    g.add(ir.Reshape("tokens", shape=(C, H * H, 1)), ["out_lif"])
+    g.add(ir.Output("out"), ["tokens"])
+    return mark_operands(g.validate())
+
+
+def _images(shape, n=24, seed=1):
+    return np.random.default_rng(seed).random((n, T) + tuple(shape))
+
+
+BLOCKS = {"ssa": ssa, "sdt": sdt, "srf": srf, "shortcut": shortcut}
 
 
 def spikes(shape, n=24, p=0.3, seed=1):
@@ -140,6 +165,10 @@ def _conv_np(m, w, stride):
     return out
 
 
+def _shift(x, e):
+    return x << e if e > 0 else x >> -e          # numpy's >> of int64 is the arithmetic (floor) shift
+
+
 def _rtz(x, factor):
     p = x * factor
     return np.sign(p) * (np.abs(p) >> 12)
@@ -160,13 +189,20 @@ def numpy_fixed(qg, xs):
         for name in qg.order():
             nd, ins = qg.node(name), [val[i] for i in qg.inputs_of(name)]
             f = getattr(nd, "fixed", None)
-            if isinstance(nd, ir.Input):
+            if isinstance(nd, ir.Input) and f.num_message_bits:
+                top = 2 ** (f.num_message_bits - 1)
+                v = np.clip(np.rint(xs[:, t] * f.scale), -top, top - 1).astype(np.int64)
+            elif isinstance(nd, ir.Input):
                 v = (xs[:, t] != 0).astype(np.int64)
+            elif isinstance(nd, ir.Add):
+                v = _wrap(sum(ins), 32)
             elif isinstance(nd, ir.Conv2d):
                 m = ins[0] if f.num_message_bits else (ins[0] != 0).astype(np.int64)
+                p = nd.padding[0]
+                m = np.pad(m, ((0, 0), (0, 0), (p, p), (p, p)))
                 v = _wrap(_conv_np(m, f.weight, nd.stride[0]) + f.bias, 24)
             elif isinstance(nd, ir.Scale):
-                v = _wrap(ins[0] * f.weight + f.bias, 24)
+                v = _wrap(_shift(ins[0] * f.weight, f.weight_exp) + f.bias, 24)
             elif isinstance(nd, ir.Reshape):
                 v = ins[0].reshape((n,) + nd.shape)
             elif isinstance(nd, ir.Permute):
@@ -200,7 +236,7 @@ def numpy_fixed(qg, xs):
 
 def _quantized(block):
     g = BLOCKS[block]()
-    x = spikes(g.input.shape)
+    x = _images(g.input.shape) if block == "shortcut" else spikes(g.input.shape)
     qg, report = quantize(g, calib=x[:12])
     return g, qg, report, x
 
@@ -238,7 +274,8 @@ def test_8bit_fixed_stays_close_to_float(block):
     # the report covers the new kinds, with how each is computed and its width
     rows = {r.name: r for r in report.layers}
     products = [n for n in g if isinstance(n, ir.PRODUCTS + (ir.ReduceSum,))]
-    assert products and all(rows[n.name].note and "bits" in rows[n.name].note for n in products)
+    assert products or block == "shortcut"
+    assert all(rows[n.name].note and "bits" in rows[n.name].note for n in products)
     assert all(rows[n.name].events == {"wrap": 0} for n in products)
 
 
@@ -260,6 +297,27 @@ def test_scales_and_kept_biases_follow_the_documented_rules():
     _, qg, _, _ = _quantized("sdt")
     # the popcount reaches its threshold-0.5 LIF through an identity Scale with a free scale
     assert qg.inputs_of("talking_heads_lif") == ["kv_sum.to_talking_heads_lif"]
+
+
+def test_a_shortcut_of_an_image_conv_and_a_spike_conv_is_realigned_with_weight_exponents(tmp_path):
+    """Each stream keeps its own scale and its 8-bit weights; a Scale with Lava Dense's weight
+    exponent maps it onto the Add's (``quantize.realign``), and the channel gain after the Add
+    becomes such a Scale (a 1x1 Conv has no exponent). The exponents survive the ONNX file."""
+    from snncompile.ir.onnx_format import load_onnx, save_onnx
+
+    _, qg, report, x = _quantized("shortcut")
+    save_onnx(qg, tmp_path / "q.onnx")
+    back = load_onnx(tmp_path / "q.onnx")
+    assert back.node("stem.realign").fixed.weight_exp == qg.node("stem.realign").fixed.weight_exp
+    assert np.array_equal(emulator.run(back, x[:6], precision="fixed", engine="torch").outputs,
+                          emulator.run(qg, x[:6], precision="fixed", engine="torch").outputs)
+    rows = {r.name: r for r in report.layers}
+    assert qg.inputs_of("add") == ["proj.realign", "stem.realign"]
+    for name in ("proj.realign", "stem.realign", "gain"):
+        assert isinstance(qg.node(name), ir.Scale) and rows[name].max_mantissa >= 100, name
+    # measured: the image stream scaled down by 107 * 2**-8, the sum into the LIF by 132 * 2**-7
+    assert qg.node("stem.realign").fixed.weight_exp == -8 and qg.node("gain").fixed.weight_exp == -7
+    assert rows["stem"].max_mantissa >= 128 and rows["proj"].max_mantissa >= 128
 
 
 def test_threshold_half_attention_is_exact_in_fixed_point():
@@ -405,18 +463,20 @@ def test_reduce_sum_and_layouts_at_the_limits(vals, axis, keepdim):
 
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(_values(2 * 3), st.lists(st.integers(fx.WEIGHT_MANT_MIN, fx.WEIGHT_MANT_MAX), min_size=2, max_size=2),
-       st.integers(-LIMIT, LIMIT - 1), st.integers(2, 24))
-def test_scale_at_the_limits(vals, mant, bias, bits):
-    """Graded messages of any width (clipped to ``bits`` as the Input specifies) times 8-bit mantissas."""
+       st.integers(-LIMIT, LIMIT - 1), st.integers(2, 24), st.integers(fx.WEIGHT_EXP_MIN, fx.WEIGHT_EXP_MAX))
+def test_scale_at_the_limits(vals, mant, bias, bits, exp):
+    """Graded messages of any width (clipped to ``bits`` as the Input specifies) times 8-bit
+    mantissas, shifted by a weight exponent (a realigning Scale's, Lava Dense's shift)."""
     x = np.array(vals, dtype=np.int64).reshape(2, 3)
     w = np.array(mant, dtype=np.int64).reshape(2, 1)
 
     def make(g):
         g.add(ir.Scale("sc", weight=np.ones((2, 1)),
-                       fixed=fx.SynapseFixed(weight=w, num_message_bits=bits, bias=np.array(bias))), ["in"])
+                       fixed=fx.SynapseFixed(weight=w, weight_exp=exp, num_message_bits=bits,
+                                             bias=np.array(bias))), ["in"])
         return "sc"
     out, wraps = _run_kind(make, x, (2, 3), bits)
-    exact = np.clip(x, -2 ** (bits - 1), 2 ** (bits - 1) - 1) * w + bias
+    exact = _shift(np.clip(x, -2 ** (bits - 1), 2 ** (bits - 1) - 1) * w, exp) + bias
     assert np.array_equal(out.reshape(2, 3), _wrap(exact, 24))
     assert wraps == int(np.count_nonzero(_wrap(exact, 24) != exact))
 
@@ -450,24 +510,35 @@ def test_matmul_beyond_float64_takes_the_int64_path():
 
 # -- the zoo exports (tests/transformer_zoo.py), 20 samples each -----------------------------------
 
-ZOO_QUANTIZED = ["qkformer", "sdt_v1", "spikformer_cifar", "spikformer_imagenet", "spikingformer"]
+#: All 7 zoo models: SDT v2's RepConv (three convs, no neuron between) is composed into one
+#: 3x3 conv (``passes.compose``); a membrane shortcut of a graded-input conv (SpikingResformer's
+#: prologue, SDT v2's stem) and a spike-fed conv is realigned by Scales with a weight exponent
+#: (``quantize.realign``), where one shared scale had left the image conv no weight bit.
+ZOO_QUANTIZED = ["qkformer", "sdt_v1", "sdt_v2", "spikformer_cifar", "spikformer_imagenet", "spikingformer",
+                 "spikingresformer"]
 #: Measured fixed (8-bit, calibrated on 8 samples) vs float on ``inputs(20, seed=5)``: the mean
 #: over neuron layers of the fraction of per-neuron spike counts that are equal, the largest
 #: per-layer relative difference of spike totals, and the correlation of the readouts. Untrained
 #: models at random weights: per-neuron counts diverge with depth (an 8-bit graded image in front
 #: of 10-20 spiking layers); layer totals and readouts stay close.
+#: Why the per-neuron figure is low (investigated layer by layer): the first LIF agrees on 93 %
+#: (sdt_v2; the 8-bit image), then each layer loses a few %; that is these untrained nets' own
+#: sensitivity, not the integers: FLOAT against float with every weight moved by at most half an
+#: 8-bit LSB agrees on 0.663 (spikformer_cifar), 0.606 (spikingformer), 0.603 (sdt_v2) of the
+#: counts, with readout correlations 0.994, 0.669 and 0.335 -- the same floor. Two real defects
+#: were fixed on the way: a Scale of a real stream (a token mean's ``* 1/32``) kept 1 mantissa bit
+#: (sdt_v2's last LIF fired 43 % more, now 3 %; spikingformer's readout 0.409 -> 0.586), and a
+#: shortcut's shared scale crushed the graded stream's weights (``quantize.realign``).
 ZOO_AGREEMENT = {
     "spikformer_cifar": (0.601, 0.024, 0.992),
     "spikformer_imagenet": (0.556, 0.089, 0.994),
-    "spikingformer": (0.555, 0.055, 0.409),
-    "sdt_v1": (0.578, 0.137, 0.832),
+    "spikingformer": (0.554, 0.055, 0.586),   # 0.409 before its token mean's Scale had an exponent
+    "sdt_v1": (0.578, 0.137, 0.840),
+    "sdt_v2": (0.565, 0.076, 0.389),          # RepConv composed (passes.compose), shortcuts realigned
+    "spikingresformer": (0.644, 0.042, 0.918),    # refused before: shortcuts realigned (quantize.realign)
     "qkformer": (0.632, 0.027, 0.983),
 }
-#: Beyond Loihi's 8-bit Conv (no weight exponent), refused by name: SDT v2's RepConv chains
-#: three convs with no neuron between (1x1 -> depthwise 3x3 -> 1x1), and SpikingResformer's
-#: prologue conv on the graded image feeds a membrane shortcut stream: a conv whose messages
-#: feed another synapse keeps no weight bit at their scale.
-ZOO_REFUSED = {"sdt_v2": "block3.0.attn.q_conv.0.body.2.0", "spikingresformer": "prologue.0"}
+
 
 
 @pytest.fixture(scope="module")
@@ -525,12 +596,23 @@ def test_zoo_transformer_runs_in_fixed_point(zoo_export, name):
     assert np.array_equal(emulator.run(qg, x[:2], precision="fixed").outputs, rq.outputs[:2])
 
 
-@pytest.mark.parametrize("name", sorted(ZOO_REFUSED))
-def test_zoo_transformer_beyond_loihi_weights_is_refused_by_name(zoo_export, name):
-    zm, g = zoo_export(name)
-    with pytest.raises(SnnCompileError, match=rf"node '{ZOO_REFUSED[name]}' \(Conv2d\) cannot be represented "
-                                              r"in Loihi fixed point: all weights round to 0"):
-        quantize(g, calib=zm.inputs(8, seed=5))
+def test_zoo_sdt_v2_repconv_composition_is_exact_in_float(zoo_export):
+    """The quantizer's first step (``passes.compose``) on SDT v2: each RepConv becomes one 3x3
+    conv; the float reference of the composed graph equals the exported one (1e-9 relative)."""
+    from snncompile.passes.compose import compose_synapses
+
+    zm, g = zoo_export("sdt_v2")
+    cg, merged = compose_synapses(g)
+    assert "block3.0.attn.q_conv.0.body.0" in merged and "block3.0.attn.q_conv.0.body.2.0" in merged
+    conv = cg.node("block3.0.attn.q_conv.0.body.2.1")
+    assert conv.weight.shape == (64, 64, 3, 3) and conv.padding == (1, 1)
+    x = zm.inputs(2, seed=5)
+    a, b = reference.run(g, x, record=True), reference.run(cg, x, record=True)
+    assert np.allclose(a.outputs, b.outputs, rtol=1e-9, atol=1e-9 * np.abs(a.outputs).max())
+    for name, counts in a.layer_counts.items():
+        if isinstance(g.node(name), ir.Neuron):
+            assert np.array_equal(counts, b.layer_counts[name]), name
+    assert 0.05 <= a.layer_counts["block3.0.attn.q_lif"].mean() / zm.timesteps <= 0.5
 
 
 def test_quantized_block_round_trips_through_onnx(tmp_path):

@@ -93,7 +93,10 @@ as a Conv's::
     ReduceSum:      c = wrap24(sum over axis)
     Scale (``SynapseFixed``; a one-to-one synapse, a 1x1 depthwise Conv/SumPool whose
     mantissa may differ per element, ``weight`` of the node's weight shape):
-                    a = wrap24(weight * m + bias)
+                    a = wrap24(shift(weight * m, weight_exp) + bias)
+                    # weight_exp as Lava Dense's (shift: << e, or arithmetic >> -e); the
+                    # quantizer sets it only on the Scales that realign a membrane shortcut
+                    # (quantize.realign), elsewhere it is 0
 
 The emulator counts every wrap24 that changes a value ("wrap" events, in the quantization
 report) -- it never hides one. What each product needs, by operand kinds
@@ -200,7 +203,7 @@ class SynapseFixed(_FixedBase):
     ``weight``: the mantissas as Lava receives them, in the IR node's layout (Linear
     ``(out, in)``, Conv ``(C_out, C_in/groups, kH, kW)`` PyTorch cross-correlation order;
     the Lava mapping flips/transposes for Lava's WHC true convolution); shape ``()``
-    for pooling (the mantissa of every tap). ``weight_exp`` only acts on Linear.
+    for pooling (the mantissa of every tap). ``weight_exp`` acts on Linear and Scale.
     """
 
     weight: np.ndarray = None

@@ -15,9 +15,11 @@ import numpy as np
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir import nodes as ir
+from snncompile.passes.compose import compose_synapses
 
 from .calibrate import calibration_ranges
 from .fold import fold_channel_gains
+from .realign import realign_shortcuts
 from .report import LayerReport, QuantReport, diagnose
 from .scales import QuantSettings, assign_fixed
 
@@ -42,16 +44,16 @@ def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, in
     if not 2 <= int(input_bits) <= 24:
         raise SnnCompileError(f"input bits must be between 2 and 24, got {input_bits}")
     settings = QuantSettings(weight_bits=int(weight_bits), input_bits=int(input_bits))
-    qgraph = graph.copy()
-    qgraph.validate()
+    qgraph, composed = compose_synapses(graph)
     folded = fold_channel_gains(qgraph)
+    realigned = realign_shortcuts(qgraph)
     ranges = None
     if calib is not None:
         try:
             ranges = calibration_ranges(qgraph, calib, steps)
         except SnnCompileError as e:
             raise SnnCompileError(f"calibration data: {e}") from None
-    layers = assign_fixed(qgraph, ranges, settings)
+    layers = assign_fixed(qgraph, ranges, settings, realigned)
     qgraph.meta[META_KEY] = json.dumps({"target": "loihi", "weight_bits": settings.weight_bits,
                                         "input_bits": settings.input_bits,
                                         "calibrated": ranges is not None})
@@ -62,6 +64,9 @@ def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, in
     report = QuantReport(layers=rows, settings={"weight_bits": settings.weight_bits,
                                                 "input_bits": settings.input_bits},
                          calibrated=ranges is not None, n_calib=ranges.n_samples if ranges else 0)
+    if composed:
+        report.warnings.append(f"conv(s) {', '.join(composed)} composed into the conv after them (no neuron "
+                               f"between: Loihi has no synapse-to-synapse path)")
     if folded:
         report.warnings.append(f"per-channel gain(s) {', '.join(folded)} folded into the conv before "
                                f"them (Lava Conv has no weight exponent)")
@@ -76,7 +81,11 @@ def quantize(graph, calib: Optional[np.ndarray] = None, weight_bits: int = 8, in
         if r.saturated_weights:
             report.warnings.append(f"layer '{r.name}': {r.saturated_weights} of {r.n_weights} weights "
                                    f"saturated at the mantissa limit")
-        if r.max_mantissa is not None and 0 < r.max_mantissa < LOW_PRECISION_MANTISSA:
+        if r.max_mantissa is not None and 0 < r.max_mantissa < LOW_PRECISION_MANTISSA and r.name in realigned:
+            report.warnings.append(
+                f"layer '{r.name}': weights keep only {int(r.max_mantissa).bit_length()} bits (max |mantissa| "
+                f"{r.max_mantissa}): its gain is below 2**{r.weight_exp} (Lava's smallest weight exponent)")
+        elif r.max_mantissa is not None and 0 < r.max_mantissa < LOW_PRECISION_MANTISSA:
             report.warnings.append(
                 f"layer '{r.name}': weights keep only {int(r.max_mantissa).bit_length()} bits (max |mantissa| "
                 f"{r.max_mantissa}, weight SQNR {r.weight_sqnr_db:.1f} dB): its neuron's scale is set by "

@@ -37,6 +37,7 @@ from snncompile.ir.kinds import StageTable
 from snncompile.passes.operands import value_domains
 
 from .calibrate import GAINS, THROUGH, TRANSFORMER_KINDS, Ranges, biases_kept, constant_parts
+from .realign import producer, readers
 from .products import exact_threshold_units, identity_scales_for_counts, product_note, value_bounds
 
 VALUE_LIMIT = 2.0 ** 22        # largest |integer| we let a state or message reach
@@ -46,6 +47,13 @@ VALUE_LIMIT = 2.0 ** 22        # largest |integer| we let a state or message rea
 #: The same for the members of a shortcut group (SDT v1 zoo: largest per-layer spike-total
 #: difference 37 % -> 14 %).
 PRODUCT_EXTRA_BITS = 4
+#: Message ranges around a realigning Scale (``realign``; Lava's weight_exp >= -8): a synapse
+#: read only by such Scales sends 2**18 (8-bit weights on 8-bit images: their full mantissa),
+#: the Scales 2**16 into their Add (read by exponent Scales again: mantissa * 2**-8 brings a
+#: 2**16 message to a neuron current near 2**16 before Lava's 6-bit shift); each step keeps
+#: >= 6 bits of mantissa where a single 8-bit scale kept 0-2 (measured on the zoo).
+REALIGNED_LIMIT = 2.0 ** 18
+REALIGN_LIMIT = 2.0 ** 16
 #: Largest message of a Scale into a Dense (its acc: 2**14 * 255 * fan-in stays in int32).
 SCALE_INTO_DENSE_LIMIT = 2.0 ** 14
 
@@ -124,8 +132,14 @@ def _sqnr(ref: np.ndarray, approx: np.ndarray) -> Optional[float]:
 
 
 class _Pass:
-    def __init__(self, graph, ranges: Optional[Ranges], settings: QuantSettings):
+    def __init__(self, graph, ranges: Optional[Ranges], settings: QuantSettings, realign=frozenset()):
         self.g = graph
+        #: Scales that realign a shortcut stream (``realign``): they have a weight exponent.
+        self.realign = frozenset(realign)
+        #: ... and the synapses whose stream only they read: messages up to REALIGNED_LIMIT
+        #: (the Scale's exponent brings them down)
+        self.realigned = {n.name for n in graph if isinstance(n, GAINS) and n.name not in self.realign
+                          and readers(graph, n.name) <= self.realign}
         self.r = ranges
         self.s = settings
         self.const = constant_parts(graph)
@@ -314,6 +328,10 @@ class _Pass:
         wide = name in self.into_products or name in self.joins
         bits = self.s.input_bits + (PRODUCT_EXTRA_BITS if wide else 0)
         top = VALUE_LIMIT if readout else 2.0 ** (bits - 1) - 1
+        if name in self.realigned:
+            top = REALIGNED_LIMIT
+        if name in self.realign and readers(self.g, name, through_add=True) <= self.realign:
+            top = REALIGN_LIMIT
         if isinstance(node, ir.Scale) and all(isinstance(self.g.node(c), (ir.Linear, ir.Output))
                                               for c in self.g.consumers(name)):
             # a mean's 1/n before the head: no fan-in here, and the Linear's weight exponent
@@ -321,7 +339,7 @@ class _Pass:
             top = max(top, SCALE_INTO_DENSE_LIMIT)
         gain = top / (sig_in * self.value_range(name))
         mw = _max_w(node)
-        if isinstance(node, (ir.Conv2d, ir.Scale)) and mw > 0:
+        if isinstance(node, (ir.Conv2d, ir.Scale)) and name not in self.realign and mw > 0:
             gain = min(gain, self.M / mw)
         elif mw > 0:
             gain = min(gain, self.M * 2.0 ** fx.WEIGHT_EXP_MAX / mw)
@@ -356,8 +374,10 @@ class _Pass:
         w = np.asarray(node.weight, dtype=np.float64)
         mw = _amax(w)
         e = 0
-        if isinstance(node, ir.Linear) and mw > 0:
+        if (isinstance(node, ir.Linear) or name in self.realign) and mw > 0:
             e = math.ceil(math.log2(mw * gain / self.M))
+            if name in self.realign:     # a smaller gain: fewer mantissa bits (0 is refused below)
+                e = max(e, fx.WEIGHT_EXP_MIN)
             if e < fx.WEIGHT_EXP_MIN:
                 raise self.unrepresentable(node, (
                     f"its weights (max |w| = {mw:.3g}) are too small for the neuron scale: they need "
@@ -367,6 +387,8 @@ class _Pass:
         if mw > 0 and not np.any(mant):
             raise self.unrepresentable(node, f"all weights round to 0 at scale {gain:.3g}")
         lq.weight_exp, lq.saturated_weights, lq.n_weights = e, sat, int(w.size)
+        if name in self.realign:
+            lq.note = f"one-to-one Scale with a weight exponent: mantissa * 2**{e} (quantize.realign)"
         lq.max_mantissa = int(np.abs(mant).max()) if mant.size else 0
         lq.weight_sqnr_db = _sqnr(w, mant * 2.0 ** e / gain)
         bias = None
@@ -417,7 +439,8 @@ class _Pass:
         for f in feeders:
             fnode = self.g.node(f)
             sig_in = self.sigma.get(self.g.inputs_of(f)[0], 1.0)
-            room = self.M * (2.0 ** fx.WEIGHT_EXP_MAX if isinstance(fnode, ir.Linear) else 1.0)
+            exp = isinstance(fnode, ir.Linear) or f in self.realign
+            room = self.M * (2.0 ** fx.WEIGHT_EXP_MAX if exp else 1.0)
             S = min(S, 64.0 * sig_in * room / max(_max_w(fnode), 1e-300))
         if feeders:
             # the (constant) bias must fit Loihi's 13-bit mantissa << 7 (BatchNorm shifts of a
@@ -433,7 +456,7 @@ class _Pass:
         elif th.size == 1 or np.all(th == th.flat[0]):
             t0 = float(th.flat[0])
             gains = [(self.g.node(f).weight, self.sigma.get(self.g.inputs_of(f)[0], 1.0))
-                     for f in feeders if isinstance(self.g.node(f), (ir.Scale, ir.Conv2d))]
+                     for f in feeders if isinstance(self.g.node(f), (ir.Scale, ir.Conv2d)) and f not in self.realign]
             # exact threshold mantissa (and exact Scale mantissas where they are dyadic)
             S = 64.0 * exact_threshold_units(t0, S / 64.0, gains) / t0
         self.S[name] = S
@@ -589,7 +612,8 @@ def _bias(bias_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return mant, np.array(e, dtype=np.int64), sat
 
 
-def assign_fixed(graph, ranges: Optional[Ranges], settings: QuantSettings) -> dict[str, LayerQuant]:
+def assign_fixed(graph, ranges: Optional[Ranges], settings: QuantSettings,
+                 realign=frozenset()) -> dict[str, LayerQuant]:
     """Fill ``node.fixed`` on every node of ``graph`` (in place); returns per-layer decisions.
 
     Spikes added to a current first get an identity synapse (see
@@ -600,6 +624,6 @@ def assign_fixed(graph, ranges: Optional[Ranges], settings: QuantSettings) -> di
 
     identity_synapses_for_spikes(graph)
     identity_scales_for_counts(graph)
-    p = _Pass(graph, ranges, settings)
+    p = _Pass(graph, ranges, settings, realign)
     p.S = {}
     return p.run()

@@ -421,12 +421,14 @@ class _IntSynapse:
         return wrap24(out)
 
     def _biased(self, m, bound):
-        """A Scale (``wrap24(weight * m + bias)``) or a synapse with its own bias (it feeds a
+        """A Scale (``wrap24(shift(weight * m, weight_exp) + bias)``) or a synapse with its own bias (it feeds a
         product): the plain product, then the bias and the synapse's wrap, in int64."""
         node, f = self.node, self.f
         if isinstance(node, ir.Scale):
             dt = self._float_dtype(bound)
             out = (m.to(dt) * self.weight_as(dt)).to(INT) if dt is not None else m.to(INT) * self.w
+            if f.weight_exp:
+                out = shift(out, f.weight_exp)
         elif isinstance(node, ir.Linear):
             acc = self._linear(m, bound)
             out = shift(wrap32(acc) if f.num_message_bits > 0 else acc, f.weight_exp)
