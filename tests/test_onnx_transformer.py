@@ -424,8 +424,8 @@ def test_a_tensor_in_an_external_file_is_refused_and_never_read(tmp_path):
         load_onnx(path)
 
 
-#: the zoo families the quantizer takes (tests/test_fixed_transformer.py: the others are refused by name)
-QUANTIZED = ["qkformer", "sdt_v1", "spikformer_cifar", "spikformer_imagenet", "spikingformer"]
+#: every zoo family quantizes (tests/test_fixed_transformer.py)
+QUANTIZED = ZOO
 
 
 @pytest.mark.parametrize("name", QUANTIZED)
