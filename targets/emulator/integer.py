@@ -573,6 +573,15 @@ TABLE.add(reference.TABLE.entries[ir.Flatten], ir.Flatten)
 
 @TABLE.implements(ir.Add)
 def _add(sim, node, ins, x_t):
+    # float inputs whose sum is provably below 2**24 (float32) / 2**53: the exact sum, and
+    # below 2**31 the wrap32 is the identity
+    bound = sum(absmax(x) for x in ins)
+    dt = _exact_float_dtype(bound)
+    if dt is not None and bound < 2 ** 31 and all(x.is_floating_point() for x in ins):
+        val = ins[0].to(dt)
+        for other in ins[1:]:
+            val = val + other.to(dt)
+        return val
     val = ins[0].to(INT)
     for other in ins[1:]:
         val = val + other.to(INT)
@@ -661,18 +670,21 @@ def _reduce_sum(sim, node, ins, x_t):
 
 
 def max_pool(m: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
-    """``F.max_pool2d``; without padding, as the elementwise maximum of the kh*kw strided
-    window offsets (the same values: a max is exact; several times faster than torch's
-    CPU max_pool2d kernel, which also computes indices)."""
-    if tuple(padding) != (0, 0):
-        return F.max_pool2d(m, kernel, stride, padding)
-    (kh, kw), (sh, sw) = kernel, stride
+    """``F.max_pool2d`` of a float tensor, padded with -inf as torch pads, as two separable
+    passes of elementwise maxima over strided offsets: along W, then along H (the same
+    values: a max is exact; faster than torch's CPU kernel, which also computes indices)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if ph or pw:
+        m = F.pad(m, (pw, pw, ph, ph), value=float("-inf"))
     ho, wo = (m.shape[2] - kh) // sh + 1, (m.shape[3] - kw) // sw + 1
+    rows = None
+    for j in range(kw):
+        win = m[:, :, :, j:j + sw * (wo - 1) + 1:sw]
+        rows = win.clone() if rows is None else torch.maximum(rows, win, out=rows)
     out = None
     for i in range(kh):
-        for j in range(kw):
-            win = m[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-            out = win.clone() if out is None else torch.maximum(out, win, out=out)
+        win = rows[:, :, i:i + sh * (ho - 1) + 1:sh]
+        out = win.clone() if out is None else torch.maximum(out, win, out=out)
     return out
 
 
