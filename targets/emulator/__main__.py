@@ -1,4 +1,5 @@
-"""``python -m snncompile.targets.emulator``: compile the event kernel once, ahead of use.
+"""``python -m snncompile.targets.emulator``: compile the event kernel (and the torch engine's
+neuron update, ``lif_kernel.py``) once, ahead of use.
 
 numba compiles the kernel on first use (about 30 s for spike inputs, 15 s more for graded
 ones) and caches it next to the source; ``make install`` runs this so that the first
@@ -46,6 +47,8 @@ def main() -> int:
     for bits in (0, 8):              # spike input (uint8), graded messages (int32)
         x = np.ones((2, 3, 2, 4, 4))
         emulator.run(_graph(bits), x, precision="fixed", engine="events", record=True)
+        # the torch engine's compiled neuron update, for its activation dtypes
+        emulator.run(_graph(bits), x, precision="fixed", engine="torch")
     print(f"event kernel ready ({time.perf_counter() - t0:.0f} s)")
     return 0
 

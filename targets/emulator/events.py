@@ -240,10 +240,7 @@ class _Builder:
         self.perm = self.layouts()
         for name in g.order():
             node = g.node(name)
-            handler = getattr(self, f"_{type(node).__name__}", None)
-            if handler is None:
-                raise NotEventEligible(f"node '{name}': kind {node.kind} has no event layout")
-            handler(node, g.inputs_of(name))
+            getattr(self, f"_{type(node).__name__}")(node, g.inputs_of(name))   # see _refuse_kinds
         for src, at in self.prev.items():      # end of step: keep the values delayed edges read
             self.op(K.COPY, "", self.slot[src], int(np.prod(g.shape(src))), at)
         out = g.output
@@ -401,6 +398,7 @@ def build_program(graph, record: bool = False, static_input: bool = False) -> Ev
     graph's nodes, their parameters, edges and delays), refusals included, so evaluating a
     test set batch by batch lays the graph out once, and a graph changed in place is laid
     out again."""
+    _refuse_kinds(graph)
     key = (graph_digest(graph), record, static_input)
     with _PROGRAMS_LOCK:
         program = _PROGRAMS.get(key)
@@ -416,6 +414,16 @@ def build_program(graph, record: bool = False, static_input: bool = False) -> Ev
     if isinstance(program, NotEventEligible):
         raise NotEventEligible(str(program))
     return program
+
+
+def _refuse_kinds(graph) -> None:
+    """``NotEventEligible`` for the first node whose kind has no event layout (no ``_Builder``
+    method), before the digest: a transformer run one sample at a time (torch engine) would
+    otherwise hash the whole graph for each sample only to be refused again."""
+    for name in graph.order():
+        node = graph.node(name)
+        if not hasattr(_Builder, f"_{type(node).__name__}"):
+            raise NotEventEligible(f"node '{name}': kind {node.kind} has no event layout")
 
 
 _PROGRAMS: dict = {}

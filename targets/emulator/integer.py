@@ -6,8 +6,11 @@ Every value is an exact integer; the dtype it travels in is chosen by a bound th
 no rounding and no skipped wrap can occur, else the int64 path with every wrap written out:
 
 * synapses: float32 / float64 / int64 (below);
-* neurons: ``IntNeuronState.fast_step`` (int32 states, float64 decay products) while the
-  activations stay below 2**17 and |u| below 2**24, else ``exact_step`` (int64);
+* neurons: ``IntNeuronState.kernel_step``, one compiled numba pass per population and step
+  (int32 lanes, every wrap written out: ``lif_kernel.py``); ``exact_step`` (int64 tensor ops)
+  where events are counted or a parameter needs more than 32 bits; fused (torch.compile):
+  ``fast_step`` (int32 states, float64 decay products) while the activations stay below
+  2**17 and |u| below 2**24;
 * a static input (one image at every step): the stateless layers it feeds run once.
 ``tests/test_emulator_fastpaths.py`` checks each fast path against int64 on both sides
 of its switch.
@@ -146,28 +149,44 @@ def lif_step_fast(u, v, a, keep_u, keep_v, bias, vth, reset_value, reset_amount,
     return u, v, s
 
 
-def _decay_i32(x: torch.Tensor, keep: torch.Tensor, keep_f: torch.Tensor):
-    """``rtz(x * keep / 4096)`` as int32 for integer values ``x`` (any dtype, |x| <= 2**24),
-    or None where Lava's factor is 0: ``x * (keep / 4096)`` in float64 is exact and
-    converting it to int32 truncates toward zero (one vectorised pass; ``torch.trunc`` on
-    float64 is not). A factor of exactly 4096 returns ``x`` itself when already int32: the
-    caller owns its state and may update it in place."""
-    if keep.dim() == 0 and int(keep) == 0:
+#: Activation dtypes the compiled neuron update reads as they are (others go through int64).
+_KERNEL_DTYPES = (torch.float32, torch.float64, torch.int32, torch.int64)
+
+
+def memory_order(t: torch.Tensor):
+    """The batch axis, then the other axes from outermost to innermost in memory, when
+    ``t`` is dense in that order (``t.permute(order)`` is contiguous), else None."""
+    order = (0,) + tuple(sorted(range(1, t.dim()), key=lambda d: (-t.stride(d), d)))
+    return order if t.permute(order).is_contiguous() else None
+
+
+def _kernel_params(f: fx.NeuronFixed, shape: tuple):
+    """(par, to_zero, forget_u, hold_v) for ``lif_kernel.lif_rows``, laid out as the event
+    engine's (``events.EventProgram.params``), or None where a value needs more than int32."""
+    def per_neuron(value):
+        return np.broadcast_to(np.asarray(value, np.int64), shape).reshape(-1)
+    par = np.stack([per_neuron(v) for v in (
+        fx.DECAY_UNITY - (f.du + 1), fx.DECAY_UNITY - f.dv, f.effective_bias(),
+        np.left_shift(f.vth, fx.VTH_SHIFT) - int(f.compare == ">="),   # v >= vth: v > vth - 1
+        f.reset_value, f.reset_amount if f.reset_mode == "subtract" else 0)])
+    inits = np.concatenate([per_neuron(f.u_init), per_neuron(f.v_init), par.reshape(-1)])
+    if inits.size and (inits.min() < -2 ** 31 or inits.max() >= 2 ** 31):
         return None
-    if keep.dim() == 0 and int(keep) == fx.DECAY_UNITY:
-        return x if x.dtype == I32 else x.to(I32)
-    return torch.mul(x.to(F64), keep_f).to(I32)
+    return (np.ascontiguousarray(par, np.int32), f.reset_mode == "zero", bool(np.all(par[0] == 0)),
+            bool(np.all(par[1] == fx.DECAY_UNITY)))
 
 
 class IntNeuronState:
     """One LIF population in Lava's bit-accurate integer arithmetic (see ir.fixed).
 
-    Two exact paths: ``exact_step`` writes out every wrap of ``ir.fixed`` on int64;
-    ``fast_step`` computes the same integers in float64 (SIMD, no integer division) where
-    no wrap32 can happen -- it is chosen per step from cheap bounds (``_fast_ok``). The
-    states ``u``/``v`` hold integer values in whichever dtype the last step used."""
+    Exact paths: ``kernel_step`` (the default) is one compiled pass with the event engine's
+    int32 arithmetic; ``exact_step`` writes out every wrap of ``ir.fixed`` on int64 tensors;
+    fused, ``fast_step`` computes the same integers in float64 where no wrap32 can happen --
+    chosen per step from cheap bounds (``_fast_ok``). The states ``u``/``v`` hold integer
+    values in whichever dtype the last step used."""
 
-    #: Allow the float64 fast path (tests switch it off to compare with the int64 path).
+    #: Allow the fast paths (compiled kernel, fused float64; tests switch them off to compare
+    #: with the int64 path).
     fast = True
     #: Use the torch.compile'd fused kernels (set by the simulator; no event counting there).
     fused = False
@@ -200,11 +219,13 @@ class IntNeuronState:
         n = int(np.prod(node.shape))
         self.fp_flat = {k: t if t.dim() == 0 else t.expand(tuple(node.shape)).reshape(n).contiguous()
                         for k, t in {**self.i32, **self.fp}.items()}
-        self.has_bias = bool(self.bias.any())
-        self.has_reset_value = bool(self.reset_value.any())
         #: Parameters and initial v small enough for ``fast_step``'s bounds (checked once).
         self.fast_params = (absmax(self.v) <= FAST_STATE_MAX and absmax(self.reset_value) <= FAST_STATE_MAX
                             and absmax(self.bias) < 2 ** 29 and absmax(self.reset_amount) < 2 ** 29)
+        #: The compiled update's parameters (``lif_kernel.lif_rows``), or None where one of
+        #: them or an initial state does not fit its int32 lanes (then the int64 step).
+        self.kernel_par = _kernel_params(f, tuple(node.shape))
+        self._kernel_par_in = {}          # kernel_par's table in each memory order used
 
     def _decay(self, x: torch.Tensor, keep: torch.Tensor, tame: bool) -> torch.Tensor:
         """rtz decay (int32-wrapped unless ``tame``), skipping the multiply where Lava's
@@ -219,9 +240,39 @@ class IntNeuronState:
         return d if tame else wrap32(d)
 
     def step(self, a: torch.Tensor) -> torch.Tensor:
-        if self._fast_ok(a):
-            return self.fast_step(a)
+        if self.fused:
+            return self.fast_step(a) if self._fast_ok(a) else self.exact_step(a)
+        if self.fast and self.events is None and self.kernel_par is not None:
+            return self.kernel_step(a)
         return self.exact_step(a)
+
+    def kernel_step(self, a: torch.Tensor) -> torch.Tensor:
+        """One step as one compiled pass (``lif_kernel``): int32 states updated in place,
+        every wrap of ``lif_step_exact`` written out, so exact for any activations. The
+        update is elementwise, so it runs in the memory order of ``a`` (channels-last conv
+        outputs stay so, and their spikes feed the next channels-last conv without a copy)."""
+        from .lif_kernel import lif_rows
+        if a.dtype not in _KERNEL_DTYPES:
+            a = a.to(INT)
+        order = memory_order(a)
+        if order is None:
+            a, order = a.contiguous(), tuple(range(a.dim()))
+        if self.u.dtype != I32 or memory_order(self.u) != order:
+            # first step (int64 initial states, checked to fit) or another layout: a's strides
+            self.u = torch.empty_like(a, dtype=I32).copy_(self.u)
+            self.v = torch.empty_like(a, dtype=I32).copy_(self.v)
+        if order not in self._kernel_par_in:
+            par = self.kernel_par[0].reshape((6,) + tuple(a.shape[1:])).transpose(*(0,) + order[1:])
+            self._kernel_par_in[order] = np.ascontiguousarray(par).reshape(6, -1)
+        spikes = torch.empty_like(a, dtype=SPIKE)
+
+        def flat(t):   # (B, n) view of t's memory
+            return t.permute(order).reshape(t.shape[0], -1).numpy()
+        _, to_zero, forget_u, hold_v = self.kernel_par
+        lif_rows(flat(a), flat(spikes), flat(self.u), flat(self.v), self._kernel_par_in[order],
+                 to_zero, forget_u, hold_v)
+        self.u_max = fx.STATE_MAX            # folded into (-2**23, 2**23]
+        return spikes
 
     def _fast_ok(self, a: torch.Tensor) -> bool:
         """Why ``fast_step`` is exact: with |a| < 2**17, |u| <= 2**24 (|decay(u)| <= |u|) and
@@ -235,44 +286,17 @@ class IntNeuronState:
                 and self.u_max <= FAST_STATE_MAX and absmax(a) < FAST_A_MAX)
 
     def fast_step(self, a: torch.Tensor) -> torch.Tensor:
-        """One step without int64 (conditions and proof: ``_fast_ok``): states in int32,
-        only the decay products in float64; fused: the same arithmetic, ``lif_step_fast``."""
-        p, lim = self.fp, fx.STATE_MAX
-        if self.fused:
-            shape, pf = self.u.shape, self.fp_flat
-            names = ("keep_u", "keep_v", "bias", "vth", "reset_value", "reset_amount")
-            key = ("float", shape[0], a.dtype, self.f.compare, self.f.reset_mode,
-                   *(tuple(pf[k].shape) for k in names))
-            u, v, s = compiled_lif_step(key, lif_step_fast)(
-                self.u.to(I32).reshape(shape[0], -1), self.v.to(I32).reshape(shape[0], -1),
-                a.reshape(shape[0], -1), *(pf[k] for k in names), self.f.compare == ">=", self.f.reset_mode)
-            self.u, self.v, self.u_max = u.view(shape), v.view(shape), lim
-            return s.view(shape)
-        u = a.to(I32, copy=True).mul_(2 ** fx.ACT_SHIFT)
-        du = _decay_i32(self.u, self.keep_u, p["keep_u"])
-        if du is not None:
-            u = u.add_(du)
-        lo, hi = torch.aminmax(u)
-        if hi > lim or lo <= -lim:
-            u = torch.where(u > lim, u - 2 * lim, torch.where(u <= -lim, u + 2 * lim, u))
-        v = _decay_i32(self.v, self.keep_v, p["keep_v"])
-        v = u.clone() if v is None else v.add_(u)
-        if self.has_bias:
-            v = v.add_(self.i32["bias"])
-        v = v.clamp_(-(lim - 1), lim - 1)
-        vth = self.i32["vth"]
-        s = (v >= vth) if self.f.compare == ">=" else (v > vth)
-        if self.f.reset_mode == "zero":
-            # where(s, reset_value, v) as (v - r) * ~s + r: vectorised int32 ops (masked_fill_
-            # and where are not), exact since |v - r| <= 2**23 + 2**24
-            if self.has_reset_value:
-                v = v.sub_(self.i32["reset_value"]).mul_(~s).add_(self.i32["reset_value"])
-            else:
-                v = v.mul_(~s)
-        elif self.f.reset_mode == "subtract":
-            v = v.sub_(self.i32["reset_amount"] * s).clamp_(-(lim - 1), lim - 1)
-        self.u, self.v, self.u_max = u, v, lim
-        return s.to(SPIKE)
+        """One fused step without int64 (conditions and proof: ``_fast_ok``): int32 states,
+        the decay products in float64, ``lif_step_fast`` compiled by torch.compile."""
+        shape, pf, lim = self.u.shape, self.fp_flat, fx.STATE_MAX
+        names = ("keep_u", "keep_v", "bias", "vth", "reset_value", "reset_amount")
+        key = ("float", shape[0], a.dtype, self.f.compare, self.f.reset_mode,
+               *(tuple(pf[k].shape) for k in names))
+        u, v, s = compiled_lif_step(key, lif_step_fast)(
+            self.u.to(I32).reshape(shape[0], -1), self.v.to(I32).reshape(shape[0], -1),
+            a.reshape(shape[0], -1), *(pf[k] for k in names), self.f.compare == ">=", self.f.reset_mode)
+        self.u, self.v, self.u_max = u.view(shape), v.view(shape), lim
+        return s.view(shape)
 
     def _shape_key(self, a: torch.Tensor) -> tuple:
         return (tuple(self.u.shape), tuple(a.shape), a.dtype, self.f.compare, self.f.reset_mode,
@@ -466,7 +490,11 @@ class _IntSynapse:
     def _conv(self, m, bound, stride, padding, dilation, groups):
         dt = self._float_dtype(bound)
         if dt is not None:
-            return F.conv2d(m.to(dt), self.weight_as(dt), None, stride, padding, dilation, groups)
+            # channels-last weights: oneDNN's channels-last convs are 1.2-3.5x faster here on
+            # this model's few channels, and their outputs stay channels-last (same sums)
+            if ("cl", dt) not in self._as:
+                self._as["cl", dt] = self.weight_as(dt).contiguous(memory_format=torch.channels_last)
+            return F.conv2d(m.to(dt), self._as["cl", dt], None, stride, padding, dilation, groups)
         # int64 fallback: unfold (exact copy of the integers) then an int64 matmul per group
         n, c, h, w_ = m.shape
         co, cig, kh, kw = self.w.shape
@@ -570,6 +598,15 @@ TABLE.add(reference.TABLE.entries[ir.Flatten], ir.Flatten)
 
 @TABLE.implements(ir.Add)
 def _add(sim, node, ins, x_t):
+    # float inputs whose sum is provably below 2**24 (float32) / 2**53: the exact sum, and
+    # below 2**31 the wrap32 is the identity (an exact float path: ``float_paths`` gates it)
+    bound = sum(absmax(x) for x in ins)
+    dt = _exact_float_dtype(bound) if _IntSynapse.float_paths else None
+    if dt is not None and bound < 2 ** 31 and all(x.is_floating_point() for x in ins):
+        val = ins[0].to(dt)
+        for other in ins[1:]:
+            val = val + other.to(dt)
+        return val
     val = ins[0].to(INT)
     for other in ins[1:]:
         val = val + other.to(INT)
@@ -658,18 +695,24 @@ def _reduce_sum(sim, node, ins, x_t):
 
 
 def max_pool(m: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
-    """``F.max_pool2d``; without padding, as the elementwise maximum of the kh*kw strided
-    window offsets (the same values: a max is exact; several times faster than torch's
-    CPU max_pool2d kernel, which also computes indices)."""
-    if tuple(padding) != (0, 0):
+    """``F.max_pool2d`` of a float tensor, padded with -inf as torch pads, as two separable
+    passes of elementwise maxima over strided offsets: along W, then along H (the same
+    values: a max is exact; faster than torch's CPU kernel on NCHW, which also computes
+    indices). A channels-last input goes to torch's channels-last kernel (3-5x faster still)."""
+    if m.shape[1] > 1 and m.is_contiguous(memory_format=torch.channels_last):
         return F.max_pool2d(m, kernel, stride, padding)
-    (kh, kw), (sh, sw) = kernel, stride
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if ph or pw:
+        m = F.pad(m, (pw, pw, ph, ph), value=float("-inf"))
     ho, wo = (m.shape[2] - kh) // sh + 1, (m.shape[3] - kw) // sw + 1
+    rows = None
+    for j in range(kw):
+        win = m[:, :, :, j:j + sw * (wo - 1) + 1:sw]
+        rows = win.clone() if rows is None else torch.maximum(rows, win, out=rows)
     out = None
     for i in range(kh):
-        for j in range(kw):
-            win = m[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-            out = win.clone() if out is None else torch.maximum(out, win, out=out)
+        win = rows[:, :, i:i + sh * (ho - 1) + 1:sh]
+        out = win.clone() if out is None else torch.maximum(out, win, out=out)
     return out
 
 
