@@ -19,7 +19,7 @@ from snncompile.quantize import quantize
 from snncompile.targets import emulator
 from snncompile.targets.emulator.integer import IntNeuronState, _IntSynapse, max_pool
 
-ZOO = ["qkformer", "sdt_v1", "spikformer_cifar", "spikformer_imagenet", "spikingformer"]
+ZOO = ["qkformer", "sdt_v1", "sdt_v2", "spikformer_cifar", "spikformer_imagenet", "spikingformer", "spikingresformer"]
 
 
 def _int64_everywhere(fn):
