@@ -540,35 +540,6 @@ ZOO_AGREEMENT = {
 }
 
 
-
-@pytest.fixture(scope="module")
-def zoo_export():
-    import sys
-    import warnings
-
-    import torch
-    from stubs import timm_helpers
-
-    from snncompile.frontend import from_torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    sys.modules.pop("transformer_zoo", None)
-    cache = {}
-    with timm_helpers.installed():
-        import transformer_zoo
-
-        def get(name):
-            if name not in cache:
-                zm = transformer_zoo.MODELS[name]
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    cache[name] = (zm, from_torch(zm.build().double(), zm.input_shape, zm.timesteps, name=name))
-            return cache[name]
-        yield get
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", ZOO_QUANTIZED)
 def test_zoo_transformer_runs_in_fixed_point(zoo_export, name):
     zm, g = zoo_export(name)
