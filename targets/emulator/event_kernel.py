@@ -19,14 +19,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .simd import add8, add16, load, madd8, madd16, nonzero_mask16, trailing_zeros
+from .simd import add8, add16, load, madd8, madd16, nonzero_mask16, popcount, trailing_zeros
 
 # op kinds
-INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY = range(6)
+INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY, GATHER, SCALE, MUL, REDUCE, MATMUL = range(11)
+# MatMul modes: AND + popcount of two spike operands; events of one spike operand selecting
+# rows of the other; a dense integer product (neither operand is spikes)
+MM_POPCOUNT, MM_EVENTS, MM_DENSE = range(3)
 # columns of an op row: its value slots (and their bit-map words), flag for input-only ops
 # (computed at step 0 only), then per-kind arguments (see events.py)
-KIND, SRC, SIZE, DST, DST_SIZE, STATIC, SRC_BITS, DST_BITS, A0, A1, A2, A3, A4, A5, A6 = range(15)
-N_COLS = 15
+KIND, SRC, SIZE, DST, DST_SIZE, STATIC, SRC_BITS, DST_BITS, A0, A1, A2, A3, A4, A5, A6, A7, A8 = range(17)
+N_COLS = 17
 ALIGN = 16                        # value slots start on 64-byte boundaries (whole vectors)
 DENSE_COPIES = 4                  # copies of a Dense's outputs (see _events_dense)
 
@@ -171,7 +174,7 @@ def _events_dense(val, bits, wat, src, size, dst, wts, w0, lanes, binary):
 
 
 @njit(cache=True)
-def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts):
+def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux):
     src, size, dst, dst_size = op[SRC], op[SIZE], op[DST], op[DST_SIZE]
     binary, post, exp, listed, ip, run = op[A0], op[A1], op[A2], op[A3], op[A4], op[A5]
     if not listed:
@@ -196,13 +199,19 @@ def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts):
         _events8(*args)
     else:
         _events_any(*args)
+    bias = op[A7]                  # the synapse's own integer bias (it feeds a product), or -1
     if post == 0:                  # Conv / pooling: Lava Conv's 24-bit signed clamp (a wrap)
-        for j in range(dst_size):
-            acc[j] = _wrap24(acc[j])
-    else:                          # Dense: the weight exponent on the sum, then wrap32
+        if bias >= 0:
+            for j in range(dst_size):
+                acc[j] = _wrap24(np.int64(acc[j]) + aux[bias + j])
+        else:
+            for j in range(dst_size):
+                acc[j] = _wrap24(acc[j])
+    else:                          # Dense: the weight exponent on the sum, (the bias,) then wrap32
         for j in range(dst_size):
             a = np.int64(acc[j])
-            acc[j] = _wrap32(a << exp if exp >= 0 else a >> (-exp))
+            a = a << exp if exp >= 0 else a >> (-exp)
+            acc[j] = _wrap32(a + aux[bias + j] if bias >= 0 else a)
 
 
 @njit(cache=True)
@@ -312,8 +321,151 @@ def _neuron(val, bits, op, U, V, par):
     _pack(val, dst, size, bits, op[DST_BITS])
 
 
+# -- spiking-transformer kinds (ir.fixed): index maps, Scale, Mul, ReduceSum, MatMul ----------
+
+@njit(cache=True)
+def _gather(val, bits, op, aux):
+    """dst[j] = val[aux[t + j]]: a layout that is not a renaming (Slice, a value needed in
+    another order); with A1 also the bit map of the copied (spike) values."""
+    dst, n, t = op[DST], op[SIZE], op[A0]
+    for j in range(n):
+        val[dst + j] = val[load(aux, t + j)]
+    if op[A1]:
+        _pack(val, dst, n, bits, op[DST_BITS])
+
+
+@njit(cache=True)
+def _scale(val, op, aux):
+    """Scale: ``wrap24(shift(weight * m, weight_exp) + bias)``, per element (int64); binary
+    messages (``num_message_bits == 0``) are ``m != 0``."""
+    src, n, dst, w, b, exp, binary = op[SRC], op[SIZE], op[DST], op[A0], op[A1], op[A2], op[A3]
+    for j in range(n):
+        m = np.int64(val[src + j])
+        if binary:
+            m = np.int64(m != 0)
+        p = m * load(aux, w + j)
+        p = p << exp if exp >= 0 else p >> (-exp)
+        if b >= 0:
+            p += load(aux, b + j)
+        val[dst + j] = _wrap24(p)
+
+
+@njit(cache=True)
+def _mul(val, op, aux):
+    """Mul: ``wrap24(a * b)`` per output element, its operands read through index tables
+    (broadcast axes repeat an offset); the int64 product of two int32 values is exact."""
+    n, dst, ia, ib = op[SIZE], op[DST], op[A0], op[A1]
+    for j in range(n):
+        val[dst + j] = _wrap24(np.int64(val[load(aux, ia + j)]) * np.int64(val[load(aux, ib + j)]))
+
+
+@njit(cache=True)
+def _reduce(val, op, aux):
+    """ReduceSum: input element i adds into output ``aux[t + i]``; int32 lanes wrap modulo
+    2**32, then the 24-bit wrap (exact modulo 2**24)."""
+    src, n, dst, n_out, t = op[SRC], op[SIZE], op[DST], op[DST_SIZE], op[A0]
+    for j in range(n_out):
+        val[dst + j] = 0
+    for i in range(n):
+        x = val[src + i]
+        if x != 0:
+            o = dst + load(aux, t + i)
+            val[o] = val[o] + x
+    for j in range(n_out):
+        val[dst + j] = _wrap24(val[dst + j])
+
+
+@njit(cache=True)
+def _matmul_popcount(val, bits, op, aux):
+    """Both operands spikes: ``c[b, i, j] = popcount(row(a)[b, i] AND col(b)[b, j])``; the
+    bit rows (and columns) over the contracted axis are packed each step from the values."""
+    h = op[A1]
+    a_src, a_size, a_tab = aux[h], aux[h + 1], aux[h + 2]
+    b_src, b_size, b_tab = aux[h + 3], aux[h + 4], aux[h + 5]
+    rw, cw, nw, nb, n, m = aux[h + 6], aux[h + 7], aux[h + 8], aux[h + 9], aux[h + 10], aux[h + 11]
+    for w in range(nb * n * nw):
+        bits[rw + w] = 0
+    for w in range(nb * m * nw):
+        bits[cw + w] = 0
+    for i in range(a_size):
+        if val[a_src + i] != 0:
+            p = load(aux, a_tab + i)
+            bits[rw + (p >> 6)] |= np.int64(1) << (p & 63)
+    for i in range(b_size):
+        if val[b_src + i] != 0:
+            p = load(aux, b_tab + i)
+            bits[cw + (p >> 6)] |= np.int64(1) << (p & 63)
+    dst = op[DST]
+    for b in range(nb):
+        for i in range(n):
+            r = rw + (b * n + i) * nw
+            o = dst + (b * n + i) * m
+            for j in range(m):
+                c = cw + (b * m + j) * nw
+                s = 0
+                for w in range(nw):
+                    s += popcount(bits[r + w] & bits[c + w])
+                val[o + j] = _wrap24(s)   # <= the contracted length
+
+
+@njit(cache=True)
+def _matmul_events(val, op, aux):
+    """One operand spikes: each spike adds a row of the other operand (gathered into a
+    scratch slot in the needed order) to one output row -- sums of the selected values."""
+    h = op[A1]
+    tmp, tmp_size, g_tab = aux[h], aux[h + 1], aux[h + 2]
+    ev_src, ev_size, t_tab, o_tab, run = aux[h + 3], aux[h + 4], aux[h + 5], aux[h + 6], aux[h + 7]
+    for q in range(tmp_size):
+        val[tmp + q] = val[load(aux, g_tab + q)]
+    dst, n_out = op[DST], op[DST_SIZE]
+    for j in range(n_out):
+        val[dst + j] = 0
+    for i in range(ev_size):
+        if val[ev_src + i] != 0:
+            t = tmp + load(aux, t_tab + i)
+            o = dst + load(aux, o_tab + i)
+            for j in range(run):
+                val[o + j] += val[t + j]
+    for j in range(n_out):             # int32 sums wrapped modulo 2**32: exact modulo 2**24
+        val[dst + j] = _wrap24(val[dst + j])
+
+
+@njit(cache=True)
+def _matmul_dense(val, op, aux):
+    """Neither operand spikes: ``wrap24(sum_k a * b)`` with each product (int64, exact)
+    reduced modulo 2**24 before the sum (no int64 overflow for any K)."""
+    h = op[A1]
+    ta, ta_size, tab_a, tb, tb_size, tab_b = aux[h], aux[h + 1], aux[h + 2], aux[h + 3], aux[h + 4], aux[h + 5]
+    nb, n, m, k = aux[h + 6], aux[h + 7], aux[h + 8], aux[h + 9]
+    for q in range(ta_size):
+        val[ta + q] = val[load(aux, tab_a + q)]
+    for q in range(tb_size):
+        val[tb + q] = val[load(aux, tab_b + q)]
+    dst = op[DST]
+    for b in range(nb):
+        for i in range(n):
+            ra = ta + (b * n + i) * k
+            for j in range(m):
+                rb = tb + (b * m + j) * k
+                s = np.int64(0)
+                for q in range(k):
+                    s += (np.int64(val[ra + q]) * np.int64(val[rb + q])) & M24
+                val[dst + (b * n + i) * m + j] = _wrap24(s & M24)
+
+
+@njit(cache=True)
+def _matmul(val, bits, op, aux):
+    mode = op[A0]
+    if mode == MM_POPCOUNT:
+        _matmul_popcount(val, bits, op, aux)
+    elif mode == MM_EVENTS:
+        _matmul_events(val, op, aux)
+    else:
+        _matmul_dense(val, op, aux)
+
+
 @njit(inline="always")
-def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par):
+def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux):
     for k in range(ops.shape[0]):
         op = ops[k]
         if op[STATIC] and t > 0:
@@ -325,7 +477,7 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
                 messages[i] = x_t[i]
             _pack(val, op[DST], op[SIZE], bits, op[DST_BITS])
         elif kind == SYNAPSE:
-            _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts)
+            _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux)
         elif kind == NEURON:
             _neuron(val, bits, op, U, V, par)
         elif kind == MAXPOOL:
@@ -343,10 +495,20 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
             source, copy = val[op[SRC]:op[SRC] + op[SIZE]], val[op[DST]:op[DST] + op[SIZE]]
             for i in range(op[SIZE]):
                 copy[i] = source[i]
+        elif kind == GATHER:
+            _gather(val, bits, op, aux)
+        elif kind == SCALE:
+            _scale(val, op, aux)
+        elif kind == MUL:
+            _mul(val, op, aux)
+        elif kind == REDUCE:
+            _reduce(val, op, aux)
+        elif kind == MATMUL:
+            _matmul(val, bits, op, aux)
 
 
 @njit(nogil=True, cache=True)
-def run_samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, u_init, v_init,
+def run_samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux, u_init, v_init,
                 val_size, n_words, zero_ranges, out_src, out_size, out_bias, out_potential, out_membrane,
                 rec, out, counts, steps):
     """Run every sample of ``x`` (N, T or 1, input size; uint8 0/1 for binary messages, else
@@ -368,7 +530,7 @@ def run_samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, 
             val[zero_ranges[r, 0]:zero_ranges[r, 0] + zero_ranges[r, 1]] = 0
         for t in range(T):
             _step(val, bits, U, V, x[n, t if x.shape[1] > 1 else 0], t, ops, add_srcs, indptr,
-                  ent_out, ent_w, ent_len, wts, par)
+                  ent_out, ent_w, ent_len, wts, par, aux)
             readout = V[out_src:out_src + out_size] if out_membrane else val[out_src:out_src + out_size]
             for i in range(out_size):
                 out[n, t, i] = np.int64(readout[i]) + out_bias[i] if out_potential else readout[i]

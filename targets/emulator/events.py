@@ -14,6 +14,22 @@ in how the work is laid out:
 * MaxPool2d uses the same geometry with max instead of sum; Flatten is a renaming (no op);
   recurrent (delay 1) edges read a copy of the previous step's value.
 
+The spiking-transformer kinds (``ir.fixed``: the same integers as the torch engine):
+
+* Reshape and Permute are renamings: the node shares its input's slot, only ``perm`` changes
+  (a reshape keeps every C-order index, a permute maps them); Slice gathers the selected
+  values (in the source's internal order); a synapse whose input is laid out in another order
+  than channel-last gets its entry table re-sorted to that order (no copy at run time), an
+  Add of differently laid out values gathers the others into the first one's order;
+* MatMul of two spike operands: each step packs the rows of ``a`` and the columns of ``b`` over
+  the contracted axis into bit words, then ``popcount(row AND column)``; with one spike operand
+  each spike adds one row of the other operand (gathered into a scratch slot in row order) to one
+  output row, the sums of the selected values; of two graded operands a dense integer product;
+  each then wrapped to 24 bits;
+* Mul (index tables, broadcast axes repeat an offset), ReduceSum (a scatter-add), Scale
+  (per-element mantissa, shift and bias) in int64 then wrap24; synapse biases (a synapse
+  feeding a product) are added before the synapse's wrap.
+
 ``build_program`` refuses (``NotEventEligible``, with the reason) a graph it cannot lay out;
 ``targets.emulator.run`` then uses the torch engine.
 """
@@ -139,6 +155,48 @@ def conv_entries(in_shape, w_shape, stride, padding, dilation, groups):
     return indptr, out, w, cog
 
 
+def reordered_rows(indptr, out, w, table_perm, value_perm):
+    """A synapse's entry table (rows per input element in the internal order ``table_perm``)
+    re-sorted into the internal order ``value_perm`` of the value it actually reads (a token
+    layout feeding a 1x1 conv, a permuted map): the same entries, no copy of the value."""
+    if np.array_equal(table_perm, value_perm):
+        return indptr, out, w
+    inv = np.empty(len(table_perm), np.int64)
+    inv[table_perm] = np.arange(len(table_perm))
+    rows = inv[value_perm]                      # value element -> its row of the table
+    lens = np.diff(indptr)[rows]
+    new_ptr = np.concatenate([[0], np.cumsum(lens)])
+    idx = np.repeat(indptr[:-1][rows] - new_ptr[:-1], lens) + np.arange(new_ptr[-1])
+    return new_ptr, np.asarray(out)[idx], np.asarray(w)[idx]
+
+
+def permuted(in_shape, axes, perm) -> np.ndarray:
+    """The internal order of ``permute(axes)`` of a value laid out as ``perm``."""
+    n = int(np.prod(in_shape))
+    order = np.arange(n).reshape(in_shape).transpose(axes).reshape(-1)   # new C index -> old
+    new_index = np.empty(n, np.int64)
+    new_index[order] = np.arange(n)
+    return new_index[perm]
+
+
+def sliced(in_shape, node, perm):
+    """(internal positions of the selected values in their source's order, their internal
+    -> C-order map in the slice)."""
+    in_shape = tuple(in_shape)
+    ax = node.axis % len(in_shape)
+    idx = np.indices(in_shape)[ax].reshape(-1)
+    keep = (idx >= node.start) & (idx < node.stop)
+    out_index = np.full(len(keep), -1, np.int64)
+    out_index[keep] = np.arange(int(keep.sum()))
+    sel = np.nonzero(keep[perm])[0]
+    return sel, out_index[perm[sel]]
+
+
+def _mm_dims(a_shape, b_shape):
+    """(batch, n, k, m) of ``(..., n, k) @ (..., k, m)``."""
+    return int(np.prod(a_shape[:-2])), int(a_shape[-2]), int(a_shape[-1]), int(b_shape[-1])
+
+
 def conv_weight_rows(weight: np.ndarray, groups: int) -> np.ndarray:
     """Conv weights (Co, Cig, KH, KW) as rows [input channel, ky, kx] of the group's Co/groups
     output channels: the order ``conv_entries``' weight offsets index."""
@@ -153,6 +211,7 @@ class EventProgram:
     ops: np.ndarray
     add_srcs: np.ndarray
     tables: list                  # indptr, entry out, entry w, entry length, weights
+    aux: np.ndarray               # int64 tables of the transformer kinds and synapse biases
     params: np.ndarray            # (6, n): keep_u, keep_v, bias, (vth << 6) - [>=], reset value, amount
     u_init: np.ndarray
     v_init: np.ndarray
@@ -189,6 +248,46 @@ class _Builder:
         #: Neuron name -> offset of its states (u, v) in the kernel's state arrays.
         self.state_at = {}
         self.record = record
+        #: int64 tables of the transformer kinds (index maps, mantissas, biases, headers)
+        self.aux, self.n_aux = [], 0
+        self._binary = {}
+
+    def put(self, values) -> int:
+        """Append int64 ``values`` to the aux table; returns their offset."""
+        values = np.asarray(values, np.int64).reshape(-1)
+        at = self.n_aux
+        self.aux.append(values)
+        self.n_aux += values.size
+        return at
+
+    def words_scratch(self, n: int) -> int:
+        """``n`` bit-map words of per-sample scratch (a MatMul's packed rows)."""
+        at, self.n_words = self.n_words, self.n_words + n
+        return at
+
+    def binary(self, name: str) -> bool:
+        """Does ``name`` carry 0/1 values only (a Neuron's spikes, a binary Input, through
+        layouts, max-pools and ANDs)? Decides how a product is laid out."""
+        if name not in self._binary:
+            self._binary[name] = False          # (a cycle through delayed edges: not binary)
+            node, ins = self.g.node(name), self.g.inputs_of(name)
+            if isinstance(node, ir.Neuron):
+                val = True
+            elif isinstance(node, ir.Input):
+                val = (getattr(node, "fixed", None) or fx.InputFixed()).num_message_bits == 0
+            elif isinstance(node, ir.LAYOUTS + (ir.MaxPool2d, ir.Mul)):
+                val = all(self.binary(i) for i in ins)
+            else:
+                val = False
+            self._binary[name] = val
+        return self._binary[name]
+
+    def inverse(self, name: str) -> np.ndarray:
+        """PyTorch (C-order) index -> internal index of ``name``'s value."""
+        perm = self.perm[name]
+        inv = np.empty(len(perm), np.int64)
+        inv[perm] = np.arange(len(perm))
+        return inv
 
     def alloc(self, size: int, room: int = 0) -> int:
         """A value slot of ``size`` values (plus ``room`` values that synapses may write),
@@ -221,10 +320,23 @@ class _Builder:
         def of(name):
             if name not in perm:
                 node = g.node(name)
+                ins = g.inputs_of(name)
                 if isinstance(node, (ir.Input, ir.Conv2d, ir.SumPool2d, ir.AvgPool2d, ir.MaxPool2d)):
                     perm[name] = hwc_perm(g.shape(name))
-                elif isinstance(node, ir.Linear):
+                elif isinstance(node, (ir.Linear, ir.Mul, ir.ReduceSum)):
                     perm[name] = np.arange(int(np.prod(g.shape(name))))
+                elif isinstance(node, (ir.Reshape, ir.Permute, ir.Slice)):
+                    if g.delay(ins[0], name):
+                        raise NotEventEligible(f"node '{name}': {node.kind} of a delayed value")
+                    src = of(ins[0])
+                    if isinstance(node, ir.Permute):
+                        perm[name] = permuted(g.shape(ins[0]), node.perm, src)
+                    elif isinstance(node, ir.Slice):
+                        perm[name] = sliced(g.shape(ins[0]), node, src)[1]
+                    else:
+                        perm[name] = src
+                elif isinstance(node, ir.MatMul):
+                    perm[name] = self.matmul_layout(node)[1]
                 else:
                     ready = [i for i in g.inputs_of(name) if not g.delay(i, name)]
                     if not ready:
@@ -233,6 +345,7 @@ class _Builder:
             return perm[name]
         for name in g.order():
             of(name)
+        self.layout_of = dict(perm)
         return perm
 
     def build(self) -> EventProgram:
@@ -241,6 +354,8 @@ class _Builder:
         for name in g.order():
             node = g.node(name)
             getattr(self, f"_{type(node).__name__}")(node, g.inputs_of(name))   # see _refuse_kinds
+            if not np.array_equal(self.perm[name], self.layout_of[name]):   # layouts() decides
+                raise AssertionError(f"node '{name}': laid out unlike layouts() said")
         for src, at in self.prev.items():      # end of step: keep the values delayed edges read
             self.op(K.COPY, "", self.slot[src], int(np.prod(g.shape(src))), at)
         out = g.output
@@ -260,6 +375,7 @@ class _Builder:
         return EventProgram(
             ops=np.asarray(self.ops, np.int64).reshape(-1, K.N_COLS),
             add_srcs=np.asarray(self.add_srcs, np.int64), tables=self.syn.arrays(),
+            aux=np.concatenate(self.aux + [np.zeros(1, np.int64)]),
             params=np.ascontiguousarray(params, np.int32),
             u_init=np.concatenate(self.u0 or [np.zeros(0, np.int32)]),
             v_init=np.concatenate(self.v0 or [np.zeros(0, np.int32)]),
@@ -308,13 +424,22 @@ class _Builder:
         self._new_value(node.name, np.arange(n_out), room=K.DENSE_COPIES * lanes - n_out)
         src = self.source(ins[0], node.name)
         self.op(K.SYNAPSE, node.name, src, n_in, self.slot[node.name], n_out,
-                int(binary), 1, f.weight_exp, int(src in self.listed), 0, lanes, w0)
+                int(binary), 1, f.weight_exp, int(src in self.listed), 0, lanes, w0, self.bias_of(node))
+
+    def bias_of(self, node) -> int:
+        """aux offset of a synapse's own integer bias in its output's internal order, or -1."""
+        bias = getattr(getattr(node, "fixed", None), "bias", None)
+        if bias is None or not np.any(bias):
+            return -1
+        return self.put(np.broadcast_to(np.asarray(bias, np.int64), self.g.shape(node.name)).reshape(-1)
+                        [self.perm[node.name]])
 
     def _conv_like(self, node, ins, weight, stride, padding, dilation, groups, kind=K.SYNAPSE):
         in_shape, out_shape = self.g.shape(ins[0]), self.g.shape(node.name)
         if len(in_shape) != 3:
             raise NotEventEligible(f"node '{node.name}': input of shape {in_shape} is not (C, H, W)")
         indptr, out, w, run = conv_entries(in_shape, weight.shape, stride, padding, dilation, groups)
+        indptr, out, w = reordered_rows(indptr, out, w, hwc_perm(in_shape), self.perm[ins[0]])
         at, run = self.syn.add(indptr, out, w, run, conv_weight_rows(weight, groups))
         n_out = int(np.prod(out_shape))
         self._new_value(node.name, hwc_perm(out_shape))
@@ -324,7 +449,7 @@ class _Builder:
         # be 0/1 as well (spikes) to pool by events
         listed = src in (self.listed if kind == K.SYNAPSE else self.spikes)
         self.op(kind, node.name, src, int(np.prod(in_shape)), self.slot[node.name],
-                n_out, binary, 0, 0, int(listed), at, run)
+                n_out, binary, 0, 0, int(listed), at, run, 0, self.bias_of(node) if kind == K.SYNAPSE else -1)
 
     def _Conv2d(self, node, ins):
         w = np.asarray(_need_fixed(node).weight, np.int64)
@@ -350,12 +475,132 @@ class _Builder:
 
     def _Add(self, node, ins):
         perm = self.perm[ins[0]]
-        if any(not np.array_equal(self.perm[i], perm) for i in ins[1:]):
-            raise NotEventEligible(f"node '{node.name}': Add of values laid out differently")
+        srcs = [self.in_order(i, node.name, perm) for i in ins]
         self._new_value(node.name, perm)
         at = len(self.add_srcs)
-        self.add_srcs.extend(self.source(i, node.name) for i in ins)
+        self.add_srcs.extend(srcs)
         self.op(K.ADD, node.name, 0, len(perm), self.slot[node.name], len(perm), at, len(ins))
+
+    def in_order(self, src: str, dst: str, perm: np.ndarray) -> int:
+        """The slot holding ``src``'s value (as ``dst`` reads it) in the internal order
+        ``perm``: its own slot, or a gathered copy (labelled with ``dst``: input-only if it is)."""
+        slot = self.source(src, dst)
+        if np.array_equal(self.perm[src], perm):
+            return slot
+        return self.gather(dst, slot + self.inverse(src)[perm], slot in self.listed)
+
+    def gather(self, name: str, offsets: np.ndarray, spikes: bool) -> int:
+        """A new slot whose value j is ``val[offsets[j]]`` each step (with a bit map when the
+        source's values are listed spikes)."""
+        n = len(offsets)
+        at = self.alloc(n)
+        if spikes:
+            self.listed.add(at)
+            self.spikes.add(at)
+        self.op(K.GATHER, name, 0, n, at, n, self.put(offsets), int(spikes))
+        return at
+
+    # spiking-transformer kinds (ir.fixed) ----------------------------------------------------
+    def _renaming(self, node, ins):
+        if self.g.delay(ins[0], node.name):
+            raise NotEventEligible(f"node '{node.name}': {node.kind} of a delayed value")
+        self.slot[node.name] = self.slot[ins[0]]
+
+    _Reshape = _Permute = _renaming
+
+    def _Slice(self, node, ins):
+        sel, perm = sliced(self.g.shape(ins[0]), node, self.perm[ins[0]])
+        src = self.source(ins[0], node.name)
+        self.slot[node.name] = self.gather(node.name, src + sel, src in self.spikes)
+
+    def _Scale(self, node, ins):
+        f = _need_fixed(node)
+        shape, perm = tuple(self.g.shape(node.name)), self.perm[ins[0]]
+
+        def per_element(value):
+            return np.broadcast_to(np.asarray(value, np.int64), shape).reshape(-1)[perm]
+        bias = self.put(per_element(f.bias)) if np.any(f.bias) else -1
+        src = self.source(ins[0], node.name)
+        self._new_value(node.name, perm)
+        self.op(K.SCALE, node.name, src, len(perm), self.slot[node.name], len(perm),
+                self.put(per_element(f.weight)), bias, f.weight_exp, int(f.num_message_bits == 0))
+
+    def _Mul(self, node, ins):
+        out_shape = tuple(self.g.shape(node.name))
+        tabs = []
+        for i in ins:
+            shape = tuple(self.g.shape(i))
+            canon = np.broadcast_to(np.arange(int(np.prod(shape))).reshape(shape), out_shape).reshape(-1)
+            tabs.append(self.put(self.source(i, node.name) + self.inverse(i)[canon]))
+        n = int(np.prod(out_shape))
+        self._new_value(node.name, np.arange(n))
+        self.op(K.MUL, node.name, 0, n, self.slot[node.name], n, *tabs)
+
+    def _ReduceSum(self, node, ins):
+        in_shape = tuple(self.g.shape(ins[0]))
+        ax = node.axis % len(in_shape)
+        keep = in_shape[:ax] + (1,) + in_shape[ax + 1:]
+        n_out = int(np.prod(keep))
+        out_of = np.broadcast_to(np.arange(n_out).reshape(keep), in_shape).reshape(-1)
+        src = self.source(ins[0], node.name)
+        self._new_value(node.name, np.arange(n_out))
+        self.op(K.REDUCE, node.name, src, len(out_of), self.slot[node.name], n_out,
+                self.put(out_of[self.perm[ins[0]]]))
+
+    def matmul_layout(self, node):
+        """(mode, output perm) of a MatMul: AND + popcount of two spike operands; events of the
+        spike operand (the right one's output rows are columns: laid out (…, m, n)); dense."""
+        a, b = self.g.inputs_of(node.name)
+        nb, n, k, m = _mm_dims(self.g.shape(a), self.g.shape(b))
+        if self.binary(a) and self.binary(b):
+            return K.MM_POPCOUNT, np.arange(nb * n * m)
+        if self.binary(b):
+            bb, j, i = np.meshgrid(np.arange(nb), np.arange(m), np.arange(n), indexing="ij")
+            return K.MM_EVENTS, ((bb * n + i) * m + j).reshape(-1)
+        if self.binary(a):
+            return K.MM_EVENTS, np.arange(nb * n * m)
+        return K.MM_DENSE, np.arange(nb * n * m)
+
+    def _MatMul(self, node, ins):
+        a, b = ins
+        nb, n, k, m = _mm_dims(self.g.shape(a), self.g.shape(b))
+        mode, perm = self.matmul_layout(node)
+        sa, sb = self.source(a, node.name), self.source(b, node.name)
+        ia, ib = self.inverse(a), self.inverse(b)
+        pa, pb = self.perm[a], self.perm[b]
+        # canonical (C-order) index of a[bb, i, q] and of b[bb, q, j]
+        bb, i, q = np.meshgrid(np.arange(nb), np.arange(n), np.arange(k), indexing="ij", sparse=True)
+        ca = lambda bb, i, q: (bb * n + i) * k + q      # noqa: E731
+        cb = lambda bb, q, j: (bb * k + q) * m + j      # noqa: E731
+        if mode == K.MM_POPCOUNT:
+            nw = -(-k // 64)
+            rw, cw = self.words_scratch(nb * n * nw), self.words_scratch(nb * m * nw)
+            a_b, a_i, a_q = np.unravel_index(pa, (nb, n, k))       # internal element -> (bb, i, q)
+            b_b, b_q, b_j = np.unravel_index(pb, (nb, k, m))
+            hdr = [sa, len(pa), self.put((a_b * n + a_i) * nw * 64 + a_q),
+                   sb, len(pb), self.put((b_b * m + b_j) * nw * 64 + b_q), rw, cw, nw, nb, n, m]
+        elif mode == K.MM_EVENTS and self.binary(b):
+            # scratch: a transposed, rows (bb, q) over i; each spike b[bb, q, j] adds row (bb, q)
+            # to output row (bb, j) (the output is laid out (bb, j, i))
+            bb, q, i = np.meshgrid(np.arange(nb), np.arange(k), np.arange(n), indexing="ij")
+            tmp = self.alloc(nb * k * n)
+            b_b, b_q, b_j = np.unravel_index(pb, (nb, k, m))
+            hdr = [tmp, nb * k * n, self.put(sa + ia[ca(bb, i, q).reshape(-1)]),
+                   sb, len(pb), self.put((b_b * k + b_q) * n), self.put((b_b * m + b_j) * n), n]
+        elif mode == K.MM_EVENTS:
+            # scratch: b in C order, rows (bb, q) over j; each spike a[bb, i, q] adds row (bb, q)
+            # to output row (bb, i)
+            tmp = self.alloc(nb * k * m)
+            a_b, a_i, a_q = np.unravel_index(pa, (nb, n, k))
+            hdr = [tmp, nb * k * m, self.put(sb + ib),
+                   sa, len(pa), self.put((a_b * k + a_q) * m), self.put((a_b * n + a_i) * m), m]
+        else:
+            ta, tb = self.alloc(nb * n * k), self.alloc(nb * m * k)
+            bb, j, q = np.meshgrid(np.arange(nb), np.arange(m), np.arange(k), indexing="ij")
+            hdr = [ta, nb * n * k, self.put(sa + ia), tb, nb * m * k,
+                   self.put(sb + ib[cb(bb, q, j).reshape(-1)]), nb, n, m, k]
+        self._new_value(node.name, perm)
+        self.op(K.MATMUL, node.name, 0, 0, self.slot[node.name], len(perm), mode, self.put(hdr))
 
     def _Neuron(self, node, ins):
         f = _need_fixed(node)
@@ -495,7 +740,7 @@ def run_program(prog: EventProgram, xs: np.ndarray, T: int):
     def task(lo):
         hi = min(n, lo + CHUNK)
         K.run_samples(_input_messages(prog, xs[lo:hi]), T, prog.ops, prog.add_srcs, *prog.tables,
-                      prog.params, prog.u_init, prog.v_init, prog.val_size, max(prog.n_words, 1),
+                      prog.params, prog.aux, prog.u_init, prog.v_init, prog.val_size, max(prog.n_words, 1),
                       prog.zero_ranges, prog.out_src, len(prog.out_perm), prog.out_bias,
                       prog.out_potential, prog.out_membrane, prog.rec, out[lo:hi], cnt[lo:hi], stp[lo:hi])
     note = cold_cache_note(np.int32 if prog.input_fixed.num_message_bits else np.uint8)
