@@ -337,8 +337,20 @@ def _gather(val, bits, op, aux):
 @njit(cache=True)
 def _scale(val, op, aux):
     """Scale: ``wrap24(shift(weight * m, weight_exp) + bias)``, per element (int64); binary
-    messages (``num_message_bits == 0``) are ``m != 0``."""
+    messages (``num_message_bits == 0``) are ``m != 0``. The common case (graded, no shift,
+    no bias: ``* 0.125`` into a LIF) has a loop of its own."""
     src, n, dst, w, b, exp, binary = op[SRC], op[SIZE], op[DST], op[A0], op[A1], op[A2], op[A3]
+    if exp == 0 and b < 0 and not binary:
+        x, y = val[src:src + n], val[dst:dst + n]   # views: plain indices, loops that vectorise
+        if op[A4]:                 # one mantissa for every element
+            k = load(aux, w)
+            for j in range(n):
+                y[j] = _wrap24(np.int64(x[j]) * k)
+        else:
+            ws = aux[w:w + n]
+            for j in range(n):
+                y[j] = _wrap24(np.int64(x[j]) * ws[j])
+        return
     for j in range(n):
         m = np.int64(val[src + j])
         if binary:
@@ -375,27 +387,56 @@ def _reduce(val, op, aux):
         val[dst + j] = _wrap24(val[dst + j])
 
 
+@njit(inline="always")
+def _pack_rows(val, bits, src, size, listed, wat, tab, words):
+    """Set bit ``tab[i]`` of the scratch words for every non-zero value i of a slot (through
+    the slot's own bit map when it has one)."""
+    if listed:
+        for wi in range((size + 63) // 64):
+            word = bits[wat + wi]
+            while word != 0:
+                i = wi * 64 + trailing_zeros(word)
+                word &= word - 1
+                p = load(tab, i)
+                bits[words + (p >> 6)] |= np.int64(1) << (p & 63)
+    else:
+        for i in range(size):
+            if val[src + i] != 0:
+                p = load(tab, i)
+                bits[words + (p >> 6)] |= np.int64(1) << (p & 63)
+
+
 @njit(cache=True)
 def _matmul_popcount(val, bits, op, aux):
     """Both operands spikes: ``c[b, i, j] = popcount(row(a)[b, i] AND col(b)[b, j])``; the
-    bit rows (and columns) over the contracted axis are packed each step from the values."""
+    bit rows (and columns) over the contracted axis are packed each step from the spikes.
+    With ``transposed`` the output is laid out (b, j, i)."""
     h = op[A1]
     a_src, a_size, a_tab = aux[h], aux[h + 1], aux[h + 2]
     b_src, b_size, b_tab = aux[h + 3], aux[h + 4], aux[h + 5]
     rw, cw, nw, nb, n, m = aux[h + 6], aux[h + 7], aux[h + 8], aux[h + 9], aux[h + 10], aux[h + 11]
+    a_bits, b_bits, transposed = aux[h + 12], aux[h + 13], aux[h + 14]
     for w in range(nb * n * nw):
         bits[rw + w] = 0
     for w in range(nb * m * nw):
         bits[cw + w] = 0
-    for i in range(a_size):
-        if val[a_src + i] != 0:
-            p = load(aux, a_tab + i)
-            bits[rw + (p >> 6)] |= np.int64(1) << (p & 63)
-    for i in range(b_size):
-        if val[b_src + i] != 0:
-            p = load(aux, b_tab + i)
-            bits[cw + (p >> 6)] |= np.int64(1) << (p & 63)
+    _pack_rows(val, bits, a_src, a_size, a_bits >= 0, a_bits, aux[a_tab:a_tab + a_size], rw)
+    _pack_rows(val, bits, b_src, b_size, b_bits >= 0, b_bits, aux[b_tab:b_tab + b_size], cw)
     dst = op[DST]
+    if transposed:                 # rows of the output are columns of b
+        rw, cw, n, m = cw, rw, m, n
+    if nw == 1:                    # (the result <= the contracted length < 2**23: no wrap)
+        for b in range(nb):
+            cols = bits[cw + b * m:cw + (b + 1) * m]
+            for i in range(n):
+                r = bits[rw + b * n + i]
+                out = val[dst + (b * n + i) * m:dst + (b * n + i + 1) * m]
+                if r == 0:
+                    out[:] = 0
+                else:
+                    for j in range(m):
+                        out[j] = popcount(r & cols[j])
+        return
     for b in range(nb):
         for i in range(n):
             r = rw + (b * n + i) * nw
@@ -405,27 +446,45 @@ def _matmul_popcount(val, bits, op, aux):
                 s = 0
                 for w in range(nw):
                     s += popcount(bits[r + w] & bits[c + w])
-                val[o + j] = _wrap24(s)   # <= the contracted length
+                val[o + j] = _wrap24(s)
+
+
+@njit(inline="always")
+def _add_row(val, o, t, run):
+    """val[o:o + run] += val[t:t + run]: 16-lane vector adds, then the rest lane by lane."""
+    q = 0
+    while q + 16 <= run:
+        add16(val, o + q, val, t + q)
+        q += 16
+    while q < run:
+        val[o + q] += val[t + q]
+        q += 1
 
 
 @njit(cache=True)
-def _matmul_events(val, op, aux):
+def _matmul_events(val, bits, op, aux):
     """One operand spikes: each spike adds a row of the other operand (gathered into a
     scratch slot in the needed order) to one output row -- sums of the selected values."""
     h = op[A1]
     tmp, tmp_size, g_tab = aux[h], aux[h + 1], aux[h + 2]
     ev_src, ev_size, t_tab, o_tab, run = aux[h + 3], aux[h + 4], aux[h + 5], aux[h + 6], aux[h + 7]
-    for q in range(tmp_size):
+    for q in range(tmp_size):      # (none when the operand is laid out in row order already)
         val[tmp + q] = val[load(aux, g_tab + q)]
     dst, n_out = op[DST], op[DST_SIZE]
     for j in range(n_out):
         val[dst + j] = 0
-    for i in range(ev_size):
-        if val[ev_src + i] != 0:
-            t = tmp + load(aux, t_tab + i)
-            o = dst + load(aux, o_tab + i)
-            for j in range(run):
-                val[o + j] += val[t + j]
+    ev_bits = aux[h + 8]
+    if ev_bits >= 0:               # the spikes' own bit map
+        for wi in range((ev_size + 63) // 64):
+            word = bits[ev_bits + wi]
+            while word != 0:
+                i = wi * 64 + trailing_zeros(word)
+                word &= word - 1
+                _add_row(val, dst + load(aux, o_tab + i), tmp + load(aux, t_tab + i), run)
+    else:
+        for i in range(ev_size):
+            if val[ev_src + i] != 0:
+                _add_row(val, dst + load(aux, o_tab + i), tmp + load(aux, t_tab + i), run)
     for j in range(n_out):             # int32 sums wrapped modulo 2**32: exact modulo 2**24
         val[dst + j] = _wrap24(val[dst + j])
 
@@ -459,7 +518,7 @@ def _matmul(val, bits, op, aux):
     if mode == MM_POPCOUNT:
         _matmul_popcount(val, bits, op, aux)
     elif mode == MM_EVENTS:
-        _matmul_events(val, op, aux)
+        _matmul_events(val, bits, op, aux)
     else:
         _matmul_dense(val, op, aux)
 

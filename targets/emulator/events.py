@@ -522,8 +522,9 @@ class _Builder:
         bias = self.put(per_element(f.bias)) if np.any(f.bias) else -1
         src = self.source(ins[0], node.name)
         self._new_value(node.name, perm)
+        w = per_element(f.weight)
         self.op(K.SCALE, node.name, src, len(perm), self.slot[node.name], len(perm),
-                self.put(per_element(f.weight)), bias, f.weight_exp, int(f.num_message_bits == 0))
+                self.put(w), bias, f.weight_exp, int(f.num_message_bits == 0), int(np.all(w == w[:1])))
 
     def _Mul(self, node, ins):
         out_shape = tuple(self.g.shape(node.name))
@@ -547,16 +548,38 @@ class _Builder:
         self.op(K.REDUCE, node.name, src, len(out_of), self.slot[node.name], n_out,
                 self.put(out_of[self.perm[ins[0]]]))
 
+    def bits_of(self, slot: int) -> int:
+        """Offset of the bit map of a slot whose op writes one (listed), else -1."""
+        return self.words[slot] if slot in self.listed else -1
+
+    def feeds_row_events(self, name: str) -> bool:
+        """Does ``name``'s value reach, through Scales only (elementwise, same layout), the left
+        operand of a MatMul that adds its columns per spike of the right one (``attn @ v``)?
+        Then a popcount MatMul lays its output out transposed and no gather is needed."""
+        g = self.g
+        while True:
+            consumers = g.consumers(name)
+            if len(consumers) != 1 or g.delay(name, consumers[0]):
+                return False
+            node = g.node(consumers[0])
+            if isinstance(node, ir.Scale):
+                name = node.name
+                continue
+            ins = g.inputs_of(node.name)
+            return (isinstance(node, ir.MatMul) and ins[0] == name and ins[1] != name
+                    and self.binary(ins[1]) and not self.binary(ins[0]))
+
     def matmul_layout(self, node):
         """(mode, output perm) of a MatMul: AND + popcount of two spike operands; events of the
         spike operand (the right one's output rows are columns: laid out (…, m, n)); dense."""
         a, b = self.g.inputs_of(node.name)
         nb, n, k, m = _mm_dims(self.g.shape(a), self.g.shape(b))
+        bb, j, i = np.meshgrid(np.arange(nb), np.arange(m), np.arange(n), indexing="ij")
+        columns = ((bb * n + i) * m + j).reshape(-1)      # internal (bb, j, i) -> C index
         if self.binary(a) and self.binary(b):
-            return K.MM_POPCOUNT, np.arange(nb * n * m)
+            return K.MM_POPCOUNT, columns if self.feeds_row_events(node.name) else np.arange(nb * n * m)
         if self.binary(b):
-            bb, j, i = np.meshgrid(np.arange(nb), np.arange(m), np.arange(n), indexing="ij")
-            return K.MM_EVENTS, ((bb * n + i) * m + j).reshape(-1)
+            return K.MM_EVENTS, columns
         if self.binary(a):
             return K.MM_EVENTS, np.arange(nb * n * m)
         return K.MM_DENSE, np.arange(nb * n * m)
@@ -565,6 +588,7 @@ class _Builder:
         a, b = ins
         nb, n, k, m = _mm_dims(self.g.shape(a), self.g.shape(b))
         mode, perm = self.matmul_layout(node)
+        transposed = mode == K.MM_POPCOUNT and not np.array_equal(perm, np.arange(len(perm)))
         sa, sb = self.source(a, node.name), self.source(b, node.name)
         ia, ib = self.inverse(a), self.inverse(b)
         pa, pb = self.perm[a], self.perm[b]
@@ -578,22 +602,31 @@ class _Builder:
             a_b, a_i, a_q = np.unravel_index(pa, (nb, n, k))       # internal element -> (bb, i, q)
             b_b, b_q, b_j = np.unravel_index(pb, (nb, k, m))
             hdr = [sa, len(pa), self.put((a_b * n + a_i) * nw * 64 + a_q),
-                   sb, len(pb), self.put((b_b * m + b_j) * nw * 64 + b_q), rw, cw, nw, nb, n, m]
+                   sb, len(pb), self.put((b_b * m + b_j) * nw * 64 + b_q), rw, cw, nw, nb, n, m,
+                   self.bits_of(sa), self.bits_of(sb), int(transposed)]
         elif mode == K.MM_EVENTS and self.binary(b):
             # scratch: a transposed, rows (bb, q) over i; each spike b[bb, q, j] adds row (bb, q)
             # to output row (bb, j) (the output is laid out (bb, j, i))
             bb, q, i = np.meshgrid(np.arange(nb), np.arange(k), np.arange(n), indexing="ij")
-            tmp = self.alloc(nb * k * n)
+            rows = sa + ia[ca(bb, i, q).reshape(-1)]
+            if np.array_equal(rows, rows[0] + np.arange(len(rows))):   # a laid out so already
+                tmp, n_tmp = int(rows[0]), 0
+            else:
+                tmp, n_tmp = self.alloc(nb * k * n), nb * k * n
             b_b, b_q, b_j = np.unravel_index(pb, (nb, k, m))
-            hdr = [tmp, nb * k * n, self.put(sa + ia[ca(bb, i, q).reshape(-1)]),
-                   sb, len(pb), self.put((b_b * k + b_q) * n), self.put((b_b * m + b_j) * n), n]
+            hdr = [tmp, n_tmp, self.put(rows), sb, len(pb), self.put((b_b * k + b_q) * n),
+                   self.put((b_b * m + b_j) * n), n, self.bits_of(sb)]
         elif mode == K.MM_EVENTS:
             # scratch: b in C order, rows (bb, q) over j; each spike a[bb, i, q] adds row (bb, q)
             # to output row (bb, i)
-            tmp = self.alloc(nb * k * m)
+            rows = sb + ib
+            if np.array_equal(rows, rows[0] + np.arange(len(rows))):
+                tmp, n_tmp = int(rows[0]), 0
+            else:
+                tmp, n_tmp = self.alloc(nb * k * m), nb * k * m
             a_b, a_i, a_q = np.unravel_index(pa, (nb, n, k))
-            hdr = [tmp, nb * k * m, self.put(sb + ib),
-                   sa, len(pa), self.put((a_b * k + a_q) * m), self.put((a_b * n + a_i) * m), m]
+            hdr = [tmp, n_tmp, self.put(rows), sa, len(pa), self.put((a_b * k + a_q) * m),
+                   self.put((a_b * n + a_i) * m), m, self.bits_of(sa)]
         else:
             ta, tb = self.alloc(nb * n * k), self.alloc(nb * m * k)
             bb, j, q = np.meshgrid(np.arange(nb), np.arange(m), np.arange(k), indexing="ij")
