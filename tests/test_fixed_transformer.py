@@ -21,6 +21,7 @@ from snncompile.ir.graph import Graph
 from snncompile.passes import mark_operands
 from snncompile.quantize import quantize
 from snncompile.targets import emulator, reference
+from snncompile.targets.emulator.events import build_program, run_program
 from snncompile.targets.emulator.integer import IntegerSimulator
 from snncompile.targets.reference import simulate
 
@@ -242,9 +243,10 @@ def _quantized(block):
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))
-def test_emulator_fixed_is_the_documented_integer_semantics(block):
+@pytest.mark.parametrize("engine", ["torch", "events"])
+def test_emulator_fixed_is_the_documented_integer_semantics(block, engine):
     g, qg, _, x = _quantized(block)
-    rq = emulator.run(qg, x, precision="fixed", record=True, engine="torch")
+    rq = emulator.run(qg, x, precision="fixed", record=True, engine=engine)
     outs, counts = numpy_fixed(qg, x)
     assert np.array_equal(rq.outputs, outs)
     for name, c in counts.items():
@@ -359,10 +361,10 @@ def test_product_of_two_reals_is_refused_by_name():
         quantize(g)
 
 
-def test_event_engine_refuses_and_auto_runs_the_torch_engine():
-    _, qg, _, x = _quantized("sdt")
-    with pytest.raises(SnnCompileError, match=r"cannot run on the event engine: .*Reshape"):
-        emulator.run(qg, x[:4], precision="fixed", engine="events")
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_event_engine_lays_the_blocks_out_and_auto_runs_it(block):
+    _, qg, _, x = _quantized(block)
+    assert emulator._event_program(qg, False, False, "auto") is not None     # auto: the event engine
     auto = emulator.run(qg, x[:4], precision="fixed")
     assert np.array_equal(auto.outputs, emulator.run(qg, x[:4], precision="fixed", engine="torch").outputs)
 
@@ -401,6 +403,8 @@ def _run_kind(make, x, shape, bits=24):
 
     xs = np.asarray(x, dtype=np.float64).reshape((1, 1) + shape)
     outs, _, _ = simulate(g, xs, 1, simulator=Counting)
+    # the event engine (it counts no wraps) computes the same integers
+    assert np.array_equal(run_program(build_program(g), xs, 1)[0], outs)
     return outs.reshape(-1).astype(np.int64), sum(w["wrap"] for w in wraps)
 
 
@@ -560,10 +564,14 @@ def test_zoo_transformer_runs_in_fixed_point(zoo_export, name):
     mean_agree, max_rel, corr = ZOO_AGREEMENT[name]
     assert np.mean(agree) >= mean_agree - 0.01 and max(rel) <= max_rel + 0.01
     assert np.corrcoef(rf.counts.ravel(), rq.counts.ravel())[0, 1] >= corr - 0.01
-    # the event engine lays out no transformer kind: it says which node, and auto runs torch
-    with pytest.raises(SnnCompileError, match=r"cannot run on the event engine: node '[^']+': kind "
-                                              r"(Reshape|Permute|Slice|MatMul|Mul|ReduceSum|Scale) has no event"):
-        emulator.run(qg, x[:2], precision="fixed", engine="events")
+    # the event engine lays every family out: the same integers, spike for spike, node for node
+    ev = emulator.run(qg, x, precision="fixed", record=True, engine="events")
+    assert np.array_equal(ev.outputs, rq.outputs)
+    assert ev.layer_counts.keys() == rq.layer_counts.keys()
+    for key in rq.layer_counts:
+        assert np.array_equal(ev.layer_counts[key], rq.layer_counts[key]), key
+        assert np.array_equal(ev.layer_steps[key], rq.layer_steps[key]), key
+    assert emulator._event_program(qg, False, False, "auto") is not None     # auto runs it
     assert np.array_equal(emulator.run(qg, x[:2], precision="fixed").outputs, rq.outputs[:2])
 
 

@@ -394,7 +394,7 @@ FIXED_OF = {"Input": "InputFixed", "Linear": "SynapseFixed", "Conv2d": "SynapseF
             "Neuron": "NeuronFixed", "Output": "ReadoutFixed"}
 
 
-#: The kinds whose graphs run on the emulator's torch engine only (Lava, NIR, events refuse them).
+#: The spiking-transformer kinds (Lava and NIR refuse them; the emulator runs them on both engines).
 TRANSFORMER_KIND_NAMES = ("Reshape", "Permute", "Slice", "MatMul", "Mul", "ReduceSum", "Scale")
 
 
@@ -418,7 +418,7 @@ def check_graph(graph) -> None:
         except FixedRangeError as exc:
             raise SnnCompileError(f"node '{node.name}': fixed-point {exc}") from None
         if isinstance(fixed, SynapseFixed) and np.any(fixed.bias) and not transformer:
-            # Lava and the event engine have no synapse bias: only graphs they refuse may carry one
+            # Lava's synapses have no bias: only graphs it refuses (transformers) may carry one
             raise SnnCompileError(f"node '{node.name}': fixed-point synapse bias is only part of "
                                   f"spiking-transformer graphs (a synapse feeding a product); this graph "
                                   f"has none, and Lava's synapses have no bias")

@@ -23,8 +23,8 @@ THROUGH = (ir.Add,) + ir.LAYOUTS + (ir.ReduceSum,)
 GAINS = ir.SYNAPSES + (ir.Scale,)
 
 
-#: The spiking-transformer kinds: graphs with them run on the emulator's torch engine only
-#: (Lava, NIR and the event engine refuse them), the one engine that applies synapse biases.
+#: The spiking-transformer kinds: graphs with them run on the emulator only (both engines apply
+#: synapse biases; Lava and NIR refuse them).
 TRANSFORMER_KINDS = tuple(ir.NODE_TYPES[k] for k in fx.TRANSFORMER_KIND_NAMES)
 
 

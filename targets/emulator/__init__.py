@@ -6,7 +6,8 @@ give the same integers:
 
 * ``events`` (default where the graph allows): the graph compiled to flat tables that a
   numba kernel steps one sample at a time, all samples in parallel, touching only the
-  fan-out of non-zero messages (``events.py``, ``event_kernel.py``);
+  fan-out of non-zero messages (``events.py``, ``event_kernel.py``); spiking transformers
+  too (products of spikes as AND + popcount, layouts as renamings or gathers);
 * ``torch``: the whole batch one layer at a time with torch tensor ops (``integer.py``),
   int32/float where provably exact, else int64; optionally fused by torch.compile.
 
