@@ -94,14 +94,20 @@ def main(argv=None):
         for i in range(0, len(images), batch):
             ex.forward(model, torch.as_tensor(images[i:i + batch]))
 
-    def emulate(images):
-        emulator.run(qgraph, images, precision="fixed")
+    def emulate(images, engine="auto"):
+        return emulator.run(qgraph, images, precision="fixed", engine=engine)
 
     eager(x[:50])
     emulate(x[:50])  # warm-up: first-call costs (kernel choice, allocations) out of the figures
+    emulate(x[:50], "torch")
+    events_out, torch_out = emulate(x, "events").outputs, emulate(x, "torch").outputs
+    identical = bool(np.array_equal(events_out, torch_out))
+    assert identical, f"{int(np.sum(events_out != torch_out))} integers differ between the emulator's engines"
+    engine = "events" if emulator._event_program(qgraph, False, True, "auto") is not None else "torch"
     one = x[:args.single]
-    t_eager, t_emu, s_eager, s_emu = _best_interleaved(
-        [lambda: eager(x), lambda: emulate(x),
+    load0 = os.getloadavg()[0]
+    t_eager, t_emu, t_torch, s_eager, s_emu = _best_interleaved(
+        [lambda: eager(x), lambda: emulate(x), lambda: emulate(x, "torch"),
          lambda: [eager(one[i:i + 1]) for i in range(len(one))],
          lambda: [emulate(one[i:i + 1]) for i in range(len(one))]], args.repeat)
 

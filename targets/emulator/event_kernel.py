@@ -82,6 +82,9 @@ def _events16(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_le
             if binary:
                 for e in range(lo, hi):
                     add16(val, dst + load(ent_out, e), wts, load(ent_w, e))
+            elif val[src + i] == 1:    # (a count of 1: no multiply)
+                for e in range(lo, hi):
+                    add16(val, dst + load(ent_out, e), wts, load(ent_w, e))
             else:
                 m = np.int64(val[src + i])
                 for e in range(lo, hi):
@@ -104,10 +107,16 @@ def _events16n(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_l
                         add16(val, o + (q << 4), wts, w + (q << 4))
             else:
                 m = np.int64(val[src + i])
-                for e in range(lo, hi):
-                    o, w = dst + load(ent_out, e), load(ent_w, e)
-                    for q in range(run >> 4):
-                        madd16(val, o + (q << 4), wts, w + (q << 4), m)
+                if m == 1:             # counts of spike adds are mostly 1: no multiply
+                    for e in range(lo, hi):
+                        o, w = dst + load(ent_out, e), load(ent_w, e)
+                        for q in range(run >> 4):
+                            add16(val, o + (q << 4), wts, w + (q << 4))
+                else:
+                    for e in range(lo, hi):
+                        o, w = dst + load(ent_out, e), load(ent_w, e)
+                        for q in range(run >> 4):
+                            madd16(val, o + (q << 4), wts, w + (q << 4), m)
 
 
 @njit(cache=True)
@@ -164,7 +173,7 @@ def _events_dense(val, bits, wat, src, size, dst, wts, w0, lanes, binary):
             word &= word - 1
             w, at = w0 + i * lanes, dst + (k & (DENSE_COPIES - 1)) * lanes
             k += 1
-            if binary:
+            if binary or val[src + i] == 1:     # (a count of 1: no multiply)
                 for q in range(lanes >> 4):
                     add16(val, at + (q << 4), wts, w + (q << 4))
             else:
