@@ -23,9 +23,12 @@ The spiking-transformer kinds (``ir.fixed``: the same integers as the torch engi
   Add of differently laid out values gathers the others into the first one's order;
 * MatMul of two spike operands: each step packs the rows of ``a`` and the columns of ``b`` over
   the contracted axis into bit words, then ``popcount(row AND column)``; with one spike operand
-  each spike adds one row of the other operand (gathered into a scratch slot in row order) to one
-  output row, the sums of the selected values; of two graded operands a dense integer product;
-  each then wrapped to 24 bits;
+  each spike adds one row of the other operand to one output row, the sums of the selected
+  values (the rows are gathered into a scratch slot unless the operand is laid out so already:
+  a popcount product that feeds ``attn @ v`` through Scales writes its output transposed); of
+  two graded operands a dense integer product; each then wrapped to 24 bits. Which operand is
+  spikes is read off the graph (``_Builder.binary``: a Neuron's or binary Input's values
+  through layouts, max-pools and ANDs), not off the ``lhs``/``rhs`` marks;
 * Mul (index tables, broadcast axes repeat an offset), ReduceSum (a scatter-add), Scale
   (per-element mantissa, shift and bias) in int64 then wrap24; synapse biases (a synapse
   feeding a product) are added before the synapse's wrap.
@@ -593,7 +596,6 @@ class _Builder:
         ia, ib = self.inverse(a), self.inverse(b)
         pa, pb = self.perm[a], self.perm[b]
         # canonical (C-order) index of a[bb, i, q] and of b[bb, q, j]
-        bb, i, q = np.meshgrid(np.arange(nb), np.arange(n), np.arange(k), indexing="ij", sparse=True)
         ca = lambda bb, i, q: (bb * n + i) * k + q      # noqa: E731
         cb = lambda bb, q, j: (bb * k + q) * m + j      # noqa: E731
         if mode == K.MM_POPCOUNT:
