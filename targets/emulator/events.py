@@ -715,19 +715,26 @@ _PROGRAMS_LOCK = threading.Lock()
 
 def graph_digest(graph) -> bytes:
     """A digest of a graph's structure and every node's attributes and fixed-point
-    parameters (arrays by dtype, shape and bytes): of their pickle (one C pass, ~1 ms for
-    ex5's graph where walking the fields in Python took ~15 ms, the whole cost of a run of one
-    digit), or field by field where something does not pickle. Only a cache key: two pickles
-    of equal graphs may differ (a cache miss), equal pickles are equal graphs."""
+    parameters (arrays by dtype, shape and bytes), as the layout reads them: the pickle of the
+    nodes without their float arrays (one C pass, ~1-2 ms for ex5's graph where walking every
+    field in Python took ~15 ms, most of the cost of a run of one digit), or every field one by
+    one where something does not pickle. Only a cache key: two pickles of equal graphs may
+    differ (a cache miss), equal pickles are equal layouts."""
     import hashlib
     import pickle
     h = hashlib.blake2b(digest_size=20)
     nodes = graph.nx.nodes
     class _Hashing:              # the pickle goes into the hash as it is written: no copy of it
         write = h.update
+
+    def integer_part(node):
+        # the layout reads the integers (``node.fixed``) and the geometry, never a node's float
+        # parameters (weights, BatchNorm-folded biases, float thresholds): leave those out
+        return type(node).__name__, {k: v for k, v in vars(node).items()
+                                     if not (isinstance(v, np.ndarray) and v.dtype.kind == "f")}
     try:
         pickle.Pickler(_Hashing(), protocol=pickle.HIGHEST_PROTOCOL).dump(
-            (graph.timesteps, [nodes[n]["node"] for n in nodes],
+            (graph.timesteps, [integer_part(nodes[n]["node"]) for n in nodes],
              [(a, b, d.get("index"), d.get("delay", 0)) for a, b, d in graph.nx.edges(data=True)]))
         return b"p" + h.digest()
     except Exception:       # noqa: BLE001 (an unpicklable attribute: the field walk below)
