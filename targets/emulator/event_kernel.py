@@ -213,7 +213,7 @@ def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux):
         if bias >= 0:
             for j in range(dst_size):
                 acc[j] = _wrap24(np.int64(acc[j]) + aux[bias + j])
-        else:
+        elif not op[A8]:           # (A8: binary messages whose sums stay below 2**23: no wrap)
             for j in range(dst_size):
                 acc[j] = _wrap24(acc[j])
     else:                          # Dense: the weight exponent on the sum, (the bias,) then wrap32

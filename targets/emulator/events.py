@@ -451,8 +451,13 @@ class _Builder:
         # a synapse reads the source's bit map if it has one; a max-pool needs the values to
         # be 0/1 as well (spikes) to pool by events
         listed = src in (self.listed if kind == K.SYNAPSE else self.spikes)
+        # binary messages: |sum| <= the row L1 of the weights; below 2**23 the wrap24 is the
+        # identity (and is skipped), as in the torch engine
+        row_l1 = int(np.abs(weight).reshape(weight.shape[0], -1).sum(1).max(initial=0))
+        no_wrap = int(kind == K.SYNAPSE and binary and row_l1 < fx.STATE_MAX)
         self.op(kind, node.name, src, int(np.prod(in_shape)), self.slot[node.name],
-                n_out, binary, 0, 0, int(listed), at, run, 0, self.bias_of(node) if kind == K.SYNAPSE else -1)
+                n_out, binary, 0, 0, int(listed), at, run, 0, self.bias_of(node) if kind == K.SYNAPSE else -1,
+                no_wrap)
 
     def _Conv2d(self, node, ins):
         w = np.asarray(_need_fixed(node).weight, np.int64)
