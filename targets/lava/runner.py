@@ -253,12 +253,13 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
 
 
 def _read_back(net: LavaNet, graph, precision: str, n: int, T: int) -> RunResult:
+    # the collectors keep their values in IR (C) order already
     with np.load(net.output) as f:
-        outputs = net.output_layout.batch_to_ir(f["values"])
+        outputs = f["values"]
     layer_counts, layer_steps = {}, {}
     for name, (path, layout) in net.records.items():
         with np.load(path) as f:
-            counts = layout.batch_to_ir(f["counts"])
+            counts = f["counts"]
             layer_counts[name] = counts.reshape((n,) + tuple(graph.shape(name)))
             layer_steps[name] = f["step_sums"].copy()
     return RunResult(outputs=outputs.reshape(n, T, -1), readout=graph.output.mode, backend="lava",
