@@ -359,28 +359,26 @@ class _Builder:
         return Value([proc.s_out], val.latency + 1, self._flat_out(name), False)
 
     def _reduce_sum(self, node: ir.ReduceSum, name: str) -> Value:
-        """A sum of spikes is Lava's Dense of ones (exact: at most n); of graded values our
+        """A sum of spikes is Lava's Sparse of ones (exact: at most n); of graded values our
         Accumulate (the IR's 24-bit wrap, which Lava's 32-bit Dense would not do)."""
         src = self.g.inputs_of(name)[0]
         in_shape = tuple(self.g.shape(src))
         val = self.values[src]
         axis = node.axis % len(in_shape)
         if val.binary and self.p.const[src] is None:
-            from lava.proc.dense.process import Dense
+            from lava.proc.sparse.process import Sparse
+            from scipy.sparse import csr_matrix
 
             out_index = np.arange(int(np.prod(self.g.shape(name)))).reshape(
                 tuple(self.g.shape(name)) if node.keepdim else
                 tuple(in_shape[:axis]) + (1,) + tuple(in_shape[axis + 1:]))
             out_of_in = np.broadcast_to(out_index.reshape(
                 tuple(in_shape[:axis]) + (1,) + tuple(in_shape[axis + 1:])), in_shape).reshape(-1)
-            ones = np.zeros((out_index.size, val.layout.size), dtype=np.int64)
-            ones[out_of_in, np.arange(val.layout.size)] = 1
-            kwargs = dict(weights=val.layout.dense_weights(ones))
-            if self.precision == "fixed":
-                kwargs.update(weight_exp=0, num_weight_bits=8)
-            else:
-                kwargs["weights"] = kwargs["weights"].astype(np.float64)
-            dense = self._add(Dense(**kwargs, num_message_bits=0, name=name))
+            fixed = self.precision == "fixed"
+            ones = csr_matrix((np.ones(val.layout.size, dtype=np.int64 if fixed else np.float64),
+                               (out_of_in, val.layout.positions())), shape=(out_index.size, val.layout.port_size))
+            kwargs = dict(weight_exp=0, num_weight_bits=8) if fixed else {}
+            dense = self._add(Sparse(weights=ones, num_message_bits=0, name=name, **kwargs))
             self._connect(val, dense.s_in)
             return Value([dense.a_out], val.latency + 1, self._flat_out(name), False)
         from snncompile.targets.lava.procs.process import Accumulate

@@ -17,6 +17,7 @@ from snncompile.errors import SnnCompileError
 from snncompile.targets.base import RunResult, prepare_inputs
 from snncompile.targets.lava import limits
 from snncompile.targets.lava import params as prm
+from snncompile.targets.lava import size
 from snncompile.targets.lava.builder import LavaNet, build
 from snncompile.targets.lava.plan import plan
 
@@ -230,11 +231,16 @@ def _static_or_train(graph, x, steps):
 
 
 def run(graph, x, steps: Optional[int] = None, precision: str = "float",
-        record: bool = False) -> RunResult:
-    """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava."""
+        record: bool = False, max_units: Optional[int] = None,
+        max_synapses: Optional[int] = None) -> RunResult:
+    """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava.
+
+    A graph whose mapping needs more than the budget (``size.py``: ``max_units``,
+    ``max_synapses``, else the environment or the defaults) is refused before anything is built."""
     global last_timings
     graph = prm.prepare_graph(graph, precision)
     limits.check_graph(graph, precision)
+    size.check_budget(graph, size.LavaBudget.resolve(max_units, max_synapses))
     xs, T, static = _static_or_train(graph, x, steps)
     if xs.shape[0] == 0:
         raise SnnCompileError(f"graph '{graph.name}': no input samples to run")
