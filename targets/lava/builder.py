@@ -76,6 +76,13 @@ class _Builder:
         self.final_step = sched.final_step(max(p.latency.values()))
 
     # -- helpers ----------------------------------------------------------------
+    def _recorded(self, node) -> bool:
+        """``record``: True records every node but the re-indexing layouts (their values are
+        their input's elements), or a collection of the node names to record."""
+        if isinstance(self.record, bool):
+            return self.record and not isinstance(node, ir.LAYOUTS[1:])
+        return node.name in self.record
+
     def _add(self, proc):
         self.processes.append(proc)
         return proc
@@ -172,7 +179,7 @@ class _Builder:
             else:
                 val = self._map(node, name)
             self.values[name] = val
-            if self.record and not isinstance(node, ir.LAYOUTS[1:]):   # re-indexed copies: not recorded
+            if self._recorded(node):
                 path = self._collector(name, val, False, self._const_ir(name))
                 records[name] = (path, val.layout)
         for src, delay_proc in self.pending_recurrent:

@@ -235,6 +235,9 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
         max_synapses: Optional[int] = None) -> RunResult:
     """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava.
 
+    ``record``: True records the spike counts of every node (but Reshape/Permute/Slice), or give
+    the node names to record (each recorded node costs one more Lava process).
+
     A graph whose mapping needs more than the budget (``size.py``: ``max_units``,
     ``max_synapses``, else the environment or the defaults) is refused before anything is built."""
     global last_timings

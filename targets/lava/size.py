@@ -49,6 +49,8 @@ class LavaSize:
     nodes: list
     #: Lava processes of a real build (by role), when it was built (``count_processes``).
     processes: Optional[dict] = None
+    #: Lava steps of pipeline latency of that build (a sample's last step leaves this much later).
+    latency: Optional[int] = None
 
     @property
     def units(self) -> int:
@@ -64,7 +66,8 @@ class LavaSize:
 
     def as_dict(self) -> dict:
         return dict(units=self.units, product_units=self.product_units, synapses=self.synapses,
-                    processes=self.processes, nodes=[asdict(n) for n in self.nodes])
+                    processes=self.processes, latency_steps=self.latency,
+                    nodes=[asdict(n) for n in self.nodes])
 
 
 def _prod(shape) -> int:
