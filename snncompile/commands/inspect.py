@@ -5,7 +5,7 @@ import json
 
 import click
 
-from snncompile.commands._common import reports_errors
+from snncompile.commands._common import lava_budget_options, reports_errors
 
 
 @click.command("inspect")
@@ -18,6 +18,7 @@ from snncompile.commands._common import reports_errors
 @click.option("--precision", type=click.Choice(["float", "fixed"]), default="float", show_default=True,
               help="With --target lava: the float or the fixed-point mapping (an unquantized graph is "
                    "quantized with default scales, as run does).")
+@lava_budget_options
 @reports_errors
 def command(graph_file, as_json, target, precision):
     """Show each node of GRAPH.onnx: kind, inputs, output shape, key parameters, neuron settings
