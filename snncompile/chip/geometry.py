@@ -53,6 +53,10 @@ class Dense(Geometry):
     def source_shape(self):
         return (1, self.n_sources)
 
+    @property
+    def synapses(self) -> int:
+        return self.n_sources * self.n_targets
+
     def fanin(self, start, stop):
         return [Entry(0, 1, np.full(self.n_sources, stop - start, dtype=np.int64))]
 
@@ -67,6 +71,10 @@ class Identity(Geometry):
     @property
     def source_shape(self):
         return (1, self.n_targets)
+
+    @property
+    def synapses(self) -> int:
+        return self.n_targets
 
     def fanin(self, start, stop):
         counts = np.zeros(self.n_targets, dtype=np.int64)

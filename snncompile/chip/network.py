@@ -311,7 +311,8 @@ class _Builder:
             (src,) = self.g.inputs_of(name)
             if self.is_current(src):
                 raise self.fail(name, "max-pools a current; on the chip a max-pool is an OR of spikes, "
-                                      "so it needs spikes as input")
+                                      "so it needs spikes as input (a compartment sums its synaptic inputs: "
+                                      "no core layout computes their maximum)")
             if self.g.node(src).kind == "Add":
                 raise self.fail(name, "max-pools a sum of spikes (several spikes per position); "
                                       "an OR neuron cannot compute that max")
