@@ -1,6 +1,6 @@
 """ONNX round trips of the spiking-transformer kinds (issue 11): a tiny attention block with every
 kind, the full checker with every tensor's shape inferred, hostile edits refused by node name,
-random layouts (hypothesis), `inspect` of the new kinds and the chip mapper's refusal."""
+random layouts (hypothesis), `inspect` of the new kinds and the chip mapper on them."""
 from __future__ import annotations
 
 import json

@@ -43,7 +43,9 @@ The spiking-transformer kinds, with the counts of the Lava mapping (``targets/la
 * Accumulators, scales, graded products and relays send graded values: exact with graded
   spikes (Loihi 2); on a binary-spike chip (Loihi 1) the report notes that they would have
   to rate-code their value (resources counted, accuracy not), as for relays. So does a
-  product unit or a ``ReduceSum`` with a graded operand.
+  product unit or a ``ReduceSum`` with a graded operand. Noted, not refused: the layout and its
+  counts are the same on both chips, only the exactness of the values differs, and a binary
+  chip still answers "does it fit, on how many cores" (the question ``map`` is asked).
 * The chip adds one synapse per element where a population reads another one-to-one (a
   neuron fed by an accumulator or a scale, through layouts or not): Lava connects those
   ports without a synapse process, so ``size.py`` does not count them; every other unit and
