@@ -12,6 +12,11 @@ A source is seen as ``(channels, positions)``: ``(C_in, H*W)`` for a conv/pool i
 ``(1, n)`` for a dense one; its flat order is PyTorch's C-major order in both cases.
 Every tap of a kernel that falls inside the input counts as a stored weight (zeros too:
 nengo-loihi stores full kernels), taps in the padding do not.
+
+The spiking-transformer wiring adds :class:`Sparse` (explicit one-weight synapses, CSR by
+target: product-unit operands, masks, sums of ones, one-to-one reads through a layout) and
+:class:`Mapped` (a Dense/Conv whose input or output passes through Reshape/Permute/Slice);
+both report counts in the source population's flat order, as ``(1, n)``.
 """
 from __future__ import annotations
 

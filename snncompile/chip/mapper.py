@@ -16,6 +16,12 @@ Per core (Loihi 1 accounting as nengo-loihi's ``block.py``):
 * output axons: one per (neuron, destination core it reaches), plus one per neuron whose
   spikes go to the host.
 
+The spiking-transformer populations (product units, ANDs, accumulators, scales) are counted by
+the same rules: their explicit one-weight synapses (``Sparse``) store index bits where a source
+feeds several targets (a fan-out), none where each axon carries one weight; a Dense or Conv read
+or written through a Permute or Slice (``Mapped``) stores its weights per axon with the conv's
+index bits, also on Loihi 2 (no shared kernels across a re-indexing).
+
 Output axons depend on how the destinations are cut, so populations are cut in reverse
 graph order (consumers first); a recurrent edge is settled by a repair pass that re-cuts
 any core whose output axons grew past the limit.
