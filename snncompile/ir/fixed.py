@@ -394,7 +394,7 @@ FIXED_OF = {"Input": "InputFixed", "Linear": "SynapseFixed", "Conv2d": "SynapseF
             "Neuron": "NeuronFixed", "Output": "ReadoutFixed"}
 
 
-#: The kinds whose graphs run on the emulator's torch engine only (Lava, NIR, events refuse them).
+#: The spiking-transformer kinds (issue 11): Lava maps them (issue 12); NIR refuses them.
 TRANSFORMER_KIND_NAMES = ("Reshape", "Permute", "Slice", "MatMul", "Mul", "ReduceSum", "Scale")
 
 
