@@ -199,3 +199,16 @@ def test_cli_runs_verifies_and_inspects_a_transformer_on_lava(tmp_path, monkeypa
                             "-o", blocked])
     assert res.exit_code == 1 and "over the budget of 100" in res.output
     assert not (tmp_path / "blocked.npz").exists()
+
+
+def test_energy_counts_on_lava_equal_the_emulators():
+    """`energy --backend lava` needs every node's counts: Reshape/Permute are derived from their
+    input's (no process), the rest recorded; all equal the emulator's in fixed point."""
+    g, x = _block("ssa")
+    qg, _ = quantize(g, calib=x[:8])
+    lx = _lava().run(qg, x[:4], precision="fixed", record=True)
+    em = emulator.run(qg, x[:4], precision="fixed", record=True)
+    assert set(em.layer_counts) <= set(lx.layer_counts)
+    for name in em.layer_counts:
+        assert np.array_equal(lx.layer_counts[name], em.layer_counts[name]), name
+        assert np.array_equal(lx.layer_steps[name], em.layer_steps[name]), name

@@ -77,11 +77,16 @@ class _Builder:
 
     # -- helpers ----------------------------------------------------------------
     def _recorded(self, node) -> bool:
-        """``record``: True records every node but the re-indexing layouts (their values are
-        their input's elements), or a collection of the node names to record."""
+        """Whether a node gets a Collector: ``record`` is True (every node; a Reshape/Permute is
+        derived instead, :meth:`_derived`) or a collection of the node names to record."""
         if isinstance(self.record, bool):
-            return self.record and not isinstance(node, ir.LAYOUTS[1:])
+            return self.record and not isinstance(node, (ir.Reshape, ir.Permute))
         return node.name in self.record
+
+    def _derived(self, node) -> bool:
+        """Recorded without a process: a Reshape/Permute's counts are its input's, re-indexed."""
+        return isinstance(node, (ir.Reshape, ir.Permute)) and (
+            self.record is True or (not isinstance(self.record, bool) and node.name in self.record))
 
     def _add(self, proc):
         self.processes.append(proc)
@@ -179,7 +184,9 @@ class _Builder:
             else:
                 val = self._map(node, name)
             self.values[name] = val
-            if self._recorded(node):
+            if self._derived(node):
+                records[name] = ("derived", node)
+            elif self._recorded(node):
                 path = self._collector(name, val, False, self._const_ir(name))
                 records[name] = (path, val.layout)
         for src, delay_proc in self.pending_recurrent:

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from snncompile.errors import SnnCompileError
+from snncompile.ir import nodes as ir
 from snncompile.targets.base import RunResult, prepare_inputs
 from snncompile.targets.lava import limits
 from snncompile.targets.lava import params as prm
@@ -235,8 +236,8 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
         max_synapses: Optional[int] = None) -> RunResult:
     """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava.
 
-    ``record``: True records the spike counts of every node (but Reshape/Permute/Slice), or give
-    the node names to record (each recorded node costs one more Lava process).
+    ``record``: True records the spike counts of every node, or give the node names to record
+    (each costs one more Lava process, but a Reshape/Permute: its input's counts, re-indexed).
 
     A graph whose mapping needs more than the budget (``size.py``: ``max_units``,
     ``max_synapses``, else the environment or the defaults) is refused before anything is built."""
@@ -267,6 +268,13 @@ def _read_back(net: LavaNet, graph, precision: str, n: int, T: int) -> RunResult
         outputs = f["values"]
     layer_counts, layer_steps = {}, {}
     for name, (path, layout) in net.records.items():
+        if path == "derived":   # a Reshape / Permute: its input's counts, re-indexed (same step sums)
+            node, src = layout, graph.inputs_of(name)[0]
+            counts = layer_counts[src]
+            layer_counts[name] = (counts.reshape((n,) + tuple(node.shape)) if isinstance(node, ir.Reshape)
+                                  else counts.transpose((0,) + tuple(p + 1 for p in node.perm)))
+            layer_steps[name] = layer_steps[src].copy()
+            continue
         with np.load(path) as f:
             counts = f["counts"]
             layer_counts[name] = counts.reshape((n,) + tuple(graph.shape(name)))
