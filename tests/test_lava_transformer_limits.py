@@ -144,3 +144,60 @@ def test_the_membrane_saturates_identically():
         return "li"
     out = _same(_graph((3, 5), make, readout="membrane"), x)
     assert np.all(out[0, -1] == LIMIT - 1) and np.all(out[1, -1] == -(LIMIT - 1))
+
+
+@st.composite
+def _product_graphs(draw):
+    """A random small graph: two operands sliced from the input (spikes or 24-bit graded values),
+    optionally re-indexed, a MatMul or a broadcast Mul, optionally a sum over a random axis, and a
+    Scale into a potential readout."""
+    h, n, k = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    spikes = draw(st.booleans())
+    op = draw(st.sampled_from(["matmul", "mul"]))
+    transpose = draw(st.booleans())
+    reduce_axis = draw(st.sampled_from([None, 0, 1, 2]))
+    mant = draw(st.integers(-255, 255))
+    exp = draw(st.integers(fx.WEIGHT_EXP_MIN, fx.WEIGHT_EXP_MAX))
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    kind = "spike" if spikes else "real"
+    shape = (2 * h, n, k)
+
+    def make(g):
+        g.add(ir.Slice("a", axis=0, start=0, stop=h), ["in"])                # (h, n, k)
+        g.add(ir.Slice("b0", axis=0, start=h, stop=2 * h), ["in"])
+        if op == "matmul":                                                    # (h, n, k) @ (h, k, n)
+            g.add(ir.Permute("b", perm=(0, 2, 1)), ["b0"])
+            g.add(ir.MatMul("p", lhs=kind, rhs=kind), ["a", "b"])
+        else:                                                                 # (h, n, k) * (h, 1, k)
+            g.add(ir.Permute("bt", perm=(0, 2, 1)) if transpose else ir.Reshape("bt", shape=(h, n, k)), ["b0"])
+            src = "bt"
+            if transpose:
+                g.add(ir.Permute("bb", perm=(0, 2, 1)), ["bt"])
+                src = "bb"
+            g.add(ir.Slice("b", axis=1, start=0, stop=1), [src])
+            g.add(ir.Mul("p", lhs=kind, rhs=kind), ["a", "b"])
+        last = "p"
+        if reduce_axis is not None:
+            g.add(ir.ReduceSum("r", axis=reduce_axis, keepdim=True), ["p"])
+            last = "r"
+        return last
+    return shape, make, spikes, mant, exp, seed
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(_product_graphs())
+def test_random_product_graphs(case):
+    shape, make, spikes, mant, exp, seed = case
+    rng = np.random.default_rng(seed)
+    if spikes:
+        x = (rng.random((3, T) + shape) < 0.5).astype(np.float64)
+    else:
+        x = rng.integers(-LIMIT, LIMIT, (3, T) + shape).astype(np.float64)
+        x[0] = LIMIT - 1                                     # one sample at each end of the range
+        x[1] = -LIMIT
+
+    def with_scale(g):
+        last = make(g)
+        g.add(_scale("sc", (1,), mant, exp, 0), [last])
+        return "sc"
+    _same(_graph(shape, with_scale, bits=0 if spikes else 24), x)
