@@ -1,11 +1,18 @@
 """Graph -> a network of Lava processes that runs many samples back to back.
 
-One IR value becomes a list of Lava OutPorts whose (fan-in) sum it is, plus a
-constant (``plan.const``) added where it lands. Joins (Add) are fan-in: every operand's
-ports connect to the consumer's input port, shorter branches first pass a ``Delay``
-so all operands arrive on the same Lava step. Neurons restart at the first step of
-each sample as it reaches their stage (LIFReset-style staggering), so samples run
-back to back with no gap: ``period = T``.
+One IR value becomes a list of Lava OutPorts whose (fan-in) sum it is, arranged as its
+``Layout`` says (``layout.py``), plus a constant (``plan.const``) added where it lands. Joins
+(Add) are fan-in: every operand's ports connect to the consumer's input port, shorter
+branches first pass a ``Delay`` so all operands arrive on the same Lava step; the operands of
+a product or mask are balanced the same way. Neurons restart at the first step of each
+sample as it reaches their stage (LIFReset-style staggering), so samples run back to back
+with no gap: ``period = T``.
+
+Spiking-transformer kinds (issue 12): layouts relabel port positions (no process; a ``Route``
+only where a consumer needs another arrangement); a mask of two spike trains is stock Sparse
+fan-outs into an AND-firing LIF; a sum of spikes a stock Sparse of ones; graded sums and Scales
+our ``Accumulate``; MatMul and graded Mul our ``Product`` (``procs/process.py`` says what a
+Loihi 2 chip would use for each). The size of the result is ``size.py``'s.
 """
 from __future__ import annotations
 
@@ -70,7 +77,7 @@ class _Builder:
         self.precision = precision
         self.values: dict[str, Value] = {}
         self.processes: list = []
-        self.pending_recurrent: list = []  # (src name, Delay process)
+        self.pending_recurrent: list = []  # (src name, Delay process, the Add's Layout)
         #: Neuron name -> the Value of its membrane v (sent only by a neuron a membrane readout reads).
         self.membranes: dict[str, Value] = {}
         self.final_step = sched.final_step(max(p.latency.values()))
@@ -189,8 +196,11 @@ class _Builder:
             elif self._recorded(node):
                 path = self._collector(name, val, False, self._const_ir(name))
                 records[name] = (path, val.layout)
-        for src, delay_proc in self.pending_recurrent:
-            self._connect(self.values[src], delay_proc.a_in)
+        for src, delay_proc, layout in self.pending_recurrent:
+            val = self.values[src]
+            if not val.layout.same_as(layout):   # arranged as the Add it joins
+                val = self._route(val, layout, f"recurrent:{src}")
+            self._connect(val, delay_proc.a_in)
         return LavaNet(source=source, num_steps=self.final_step, output=out_path,
                        output_layout=out_layout, records=records, processes=self.processes)
 
@@ -304,7 +314,7 @@ class _Builder:
                     shape=layout.lava_shape, delay=self.p.recurrent_delay[(src, name)],
                     period=self.s.period, gate_phase=latency,
                     bias=self._const_lava(src, layout), name=f"recurrent:{src}->{name}"))
-                self.pending_recurrent.append((src, rec))
+                self.pending_recurrent.append((src, rec, layout))
                 ports.append(rec.s_out)
         return Value(ports, latency, layout, False)
 
@@ -331,7 +341,6 @@ class _Builder:
         self._add(neuron)
         self._connect(val, neuron.a_in)
         return Value([neuron.s_out], val.latency, val.layout, True)
-
 
     # -- spiking-transformer kinds --------------------------------------------------------
     def _relabel(self, node, name: str) -> Value:
@@ -392,9 +401,9 @@ class _Builder:
             ones = csr_matrix((np.ones(val.layout.size, dtype=np.int64 if fixed else np.float64),
                                (out_of_in, val.layout.positions())), shape=(out_index.size, val.layout.port_size))
             kwargs = dict(weight_exp=0, num_weight_bits=8) if fixed else {}
-            dense = self._add(Sparse(weights=ones, num_message_bits=0, name=name, **kwargs))
-            self._connect(val, dense.s_in)
-            return Value([dense.a_out], val.latency + 1, self._flat_out(name), False)
+            summed = self._add(Sparse(weights=ones, num_message_bits=0, name=name, **kwargs))
+            self._connect(val, summed.s_in)
+            return Value([summed.a_out], val.latency + 1, self._flat_out(name), False)
         from snncompile.targets.lava.procs.process import Accumulate
 
         val, read = self._operand(src, val.latency, name)
