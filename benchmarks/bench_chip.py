@@ -10,7 +10,15 @@
    compiler) and PilotNet SNN (74 cores; 1.66 mJ per inference at 16 steps, 0.679 W, 408.9 fps;
    lava-dl pilotnet_snn/benchmark.ipynb layer table). Ours beside theirs, with the ratio.
 
-Usage: .venv/bin/python benchmarks/bench_chip.py [--write]   (--write appends to RESULTS.md)
+4. The ex5 transformer (examples/ex5_spikformer.py, the trained tiny MNIST Spikformer): its
+   8-bit graph ``examples/out/ex5_spikformer/mnist_spikformer.q.onnx`` (written by the example;
+   run it first, or pass ``--ex5-train`` to run it here, 6-8 minutes) mapped by the real commands
+   ``snncompile map --chip`` and ``snncompile energy --chip`` (emulator, fixed point, on the first
+   ``--ex5-digits`` held-out digits) on loihi1 and loihi2: cores, chips, the binding limit per
+   layer, time per step, energy per inference.
+
+Usage: .venv/bin/python benchmarks/bench_chip.py [--only mnist,sew,published,ex5] [--write]
+(--write appends to RESULTS.md)
 """
 from __future__ import annotations
 
@@ -182,23 +190,103 @@ def published_section(lines, detail):
                   f"3, 2, dense 12, 1, 1, 1")
 
 
+EX5_DIR = ROOT / "examples/out/ex5_spikformer"
+
+
+def ex5_section(lines, detail, digits=200, train=False):
+    """The ex5 Spikformer through ``snncompile map`` and ``snncompile energy --chip`` (subprocesses:
+    start-up, ONNX load and the emulator run included in the times)."""
+    from snncompile.mnist import load_mnist
+
+    graph = EX5_DIR / "mnist_spikformer.q.onnx"
+    if not graph.exists():
+        if not train:
+            raise SystemExit(f"{graph} is missing: run examples/ex5_spikformer.py first (or --ex5-train)")
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        subprocess.run([sys.executable, str(ROOT / "examples/ex5_spikformer.py")], check=True, env=env)
+    summary = EX5_DIR / "mnist_spikformer.summary.json"
+    if summary.exists():
+        sm = json.loads(summary.read_text())
+        detail.append(f"- ex5 graph: the example's own export of its trained model (`{graph.relative_to(ROOT)}`; "
+                      f"its deploy: {100 * sm['float_accuracy']:.1f} % float, {100 * sm['fixed_accuracy']:.1f} % "
+                      f"8-bit fixed on {sm['n_test']} digits)")
+    cli = str(ROOT / ".venv/bin/snncompile")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "digits.npz"
+        np.savez(data, x=load_mnist().x_test[:digits])
+        for chip in ("loihi1", "loihi2"):
+            t = time.perf_counter()
+            proc = subprocess.run([cli, "map", str(graph), "--chip", chip, "--json"], capture_output=True, text=True)
+            map_s = time.perf_counter() - t
+            if proc.returncode:
+                lines.append(f"| ex5 Spikformer (8-bit) | {chip} | refused: {proc.stderr.strip()} | | | | | | "
+                             f"{map_s:.2f} s |")
+                continue
+            m = json.loads(proc.stdout)
+            out = Path(tmp) / f"energy_{chip}.json"
+            t = time.perf_counter()
+            proc = subprocess.run([cli, "energy", str(graph), "-i", str(data), "--backend", "emulator",
+                                   "--precision", "fixed", "--chip", chip, "-o", str(out)],
+                                  capture_output=True, text=True)
+            energy_s = time.perf_counter() - t
+            if proc.returncode:
+                raise SystemExit(f"snncompile energy --chip {chip} failed: {proc.stderr.strip()}")
+            rep = json.loads(out.read_text())["chip"]
+            c = rep["cost"]
+            neurons = sum(la["neurons"] for la in m["layers"])
+            lines.append(f"| ex5 Spikformer 8-bit ({neurons:,} units; emulator fixed counts, {digits} digits) | "
+                         f"{chip} | {m['cores']:,} | {m['chips']} | {fmt_s(c['time_per_step_s'])} | "
+                         f"{fmt_s(c['latency_per_inference_s'])} ({c['timesteps']} steps) | "
+                         f"{fmt_j(c['energy_per_inference_j'])} | {fmt_j(c['energy_breakdown_j']['static'])} | "
+                         f"{map_s:.2f} s (command) |")
+            from snncompile.chip.report import LIMIT_NAMES
+            binding = "; ".join(f"{la['name']}: {la['cores']} x {LIMIT_NAMES[la['binding_limit']]}" for la in m["layers"])
+            detail.append(f"- ex5 on {chip} (`snncompile map` {map_s:.1f} s, `snncompile energy --backend emulator "
+                          f"--precision fixed --chip {chip}` {energy_s:.1f} s on {digits} digits; energy "
+                          + ", ".join(f"{k} {fmt_j(v)}" for k, v in c["energy_breakdown_j"].items())
+                          + f"): {binding}")
+            notes = list(dict.fromkeys(rep.get("notes", []) + c.get("notes", [])))
+            if notes:
+                detail.append(f"  - notes on {chip}: " + " | ".join(notes))
+
+
+SECTIONS = {"mnist": mnist_section, "sew": sew_section, "published": published_section, "ex5": ex5_section}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
+    ap.add_argument("--ex5-digits", type=int, default=200)
+    ap.add_argument("--ex5-train", action="store_true", help="run examples/ex5_spikformer.py if its graph is missing")
     args = ap.parse_args(argv)
     lines, detail = list(HEADER), []
-    for section in (mnist_section, sew_section, published_section):
+    for key in args.only.split(","):
+        section = SECTIONS[key]
         t = time.perf_counter()
-        section(lines, detail)
+        if key == "ex5":
+            section(lines, detail, args.ex5_digits, args.ex5_train)
+        else:
+            section(lines, detail)
         print(f"{section.__name__}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
     load = os.getloadavg()[0]
-    head = [f"## Chip mapper and cost model (issue 15)", "",
-            f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({platform.system().lower()}), "
+    title = "## Chip mapper and cost model (issue 15)"
+    if args.only != ",".join(SECTIONS):
+        title += f": {args.only.replace(',', ', ')}"
+    head = [title, "",
+            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()} ({platform.system().lower()}), "
             f"{os.cpu_count()} shared CPU cores (load average {load:.1f}: the machine is shared, times are "
             f"upper bounds), by `benchmarks/bench_chip.py`. Profiles: `snncompile/chip/profiles/*.json`; "
             f"every limit and cost with its source and confidence. Time per step = slowest core "
             f"(synops x synop_ns + neurons x neuron_update_ns) + barrier (+ inter-chip hop); energy = "
             f"dynamic per-op energies + static power x chips x latency.", ""]
+    if "ex5" in args.only:
+        head += [f"ex5: spiking-transformer layers on cores as `snncompile/chip/network.py` lays them out "
+                     f"(MatMul = batch*n*k*m two-input product units + batch*n*m accumulators, the counts of "
+                     f"targets/lava/size.py); product-unit events estimated from operand rates and rescaled to "
+                     f"the recorded accumulator sums (spike x spike); graded values sent by accumulators and "
+                     f"scales need graded spikes (Loihi 2), noted on Loihi 1. Graph: "
+                     f"`examples/out/ex5_spikformer/mnist_spikformer.q.onnx`.", ""]
     text = "\n".join(head + lines + [""] + detail) + "\n"
     print(text)
     if args.write:

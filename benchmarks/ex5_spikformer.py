@@ -2,8 +2,8 @@
 
 One run, side by side on the 1,000 held-out test digits:
 - float (PyTorch, emulator float) and 8-bit fixed (emulator) accuracy, SOPs and energy per
-  sample (``snncompile.pipeline.deploy``, exact convention, horowitz45; Lava skipped: it
-  refuses transformer kinds, issue 12);
+  sample (``snncompile.pipeline.deploy``, exact convention, horowitz45; Lava skipped here:
+  ``benchmarks/bench_lava_transformer.py`` measures ex5 on Lava);
 - per-sample time of the emulator in fixed point against the same model in PyTorch eager
   (SpikingJelly multi-step, float, ``no_grad``), on the same ``--threads`` torch threads:
   all digits in batches (best of ``--repeat`` interleaved runs), and one digit at a time;

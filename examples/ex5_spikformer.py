@@ -19,9 +19,9 @@ training digits. The snncompile pipeline then runs on the 1,000 held-out digits:
 quantize (8-bit) -> emulator (float, fixed) -> energy report. Trained on one torch thread:
 95.3 % float, 96.0 % in 8-bit fixed point, 1.53 M synaptic operations and 1.9 uJ a digit
 (benchmarks/RESULTS.md; another thread count trains a slightly different model).
-Lava does not run spiking transformers yet (issue 12): its target refuses the token layouts,
-MatMul and the other transformer kinds by name, the table prints that refusal
-("! lava fixed not run: ...") and no Lava figure is reported.
+Lava runs it too (issue 12): the attention products as our own Product processes, the token
+layouts as re-indexed ports, bit-exact with the emulator in fixed point on the first
+``--lava`` digits (benchmarks/RESULTS.md: 50 digits, per-digit Lava time, process counts).
 
 Note: the model classes live in this script, so loading ``model.pt`` back needs
 ``--trust-code`` and this folder on the path:
@@ -257,8 +257,6 @@ def main(fast: bool = False, out=None, n_lava: int = 100, seed: int = SEED):
     folder = output_dir("ex5_spikformer", out)
     torch.save(model, folder / "model.pt")
 
-    # Lava refuses the transformer kinds by name (issue 12): deploy records that under
-    # 'missing' (the table prints it) and every other figure still stands.
     from snncompile.pipeline import deploy
     result = deploy(model, "mnist_spikformer", INPUT_SHAPE, T, data.x_test, data.y_test, folder,
                     x_calib=data.x_train[:200], n_lava=6 if fast else n_lava, torch_accuracy=acc)

@@ -174,16 +174,18 @@ def test_verify_names_the_first_node_where_lava_fixed_disagrees(pooled, monkeypa
     assert "emulator and Lava fixed point DISAGREE" in res.output
 
 
-def test_verify_of_a_graph_lava_cannot_run_compares_the_rest_and_exits_3(tmp_path):
-    """A spiking-transformer graph: Lava refuses its products by name (issue 12), so verify still
-    prints the reference and emulator columns and exits 3, which no usage error (2) shares."""
+def test_verify_of_a_graph_lava_cannot_run_compares_the_rest_and_exits_3(tmp_path, monkeypatch):
+    """A spiking-transformer graph whose Lava mapping is over the budget (--lava-max-units): Lava
+    refuses it before building anything, so verify still prints the reference and emulator
+    columns and exits 3, which no usage error (2) shares."""
     from test_onnx_transformer import _attention_graph, _inputs
 
+    monkeypatch.setenv("SNNCOMPILE_LAVA_MAX_UNITS", "")     # restored after the test (the flag sets it)
     save_onnx(_attention_graph(), tmp_path / "attn.onnx")
     np.savez(tmp_path / "d.npz", x=_inputs(6))
     res = CliRunner().invoke(main, ["verify", str(tmp_path / "attn.onnx"), "--input", str(tmp_path / "d.npz"),
-                                    "--lava-samples", "2"])
+                                    "--lava-samples", "2", "--lava-max-units", "10"])
     assert res.exit_code == 3, res.output
     assert "reference float" in res.output and "emulator fixed" in res.output
     assert "Lava fixed point could not be run" in res.output
-    assert "has no Lava processes for spiking-transformer layers" in res.output
+    assert "its Lava mapping needs" in res.output and "over the budget of 10 " in res.output

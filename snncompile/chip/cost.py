@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from snncompile.chip.mapper import ChipMap, core_links
-from snncompile.chip.network import INPUT
+from snncompile.chip.network import GRADED_ROLES, INPUT
 from snncompile.errors import SnnCompileError
 
 PJ, NS = 1e-12, 1e-9
@@ -58,18 +58,50 @@ def activity_from_run(cmap: ChipMap, result, x) -> Activity:
     nz = (x != 0)
     events = {INPUT: (nz.sum(axis=1) if x.ndim == len(cmap.network.input_shape) + 2 else nz * T)
               .reshape(len(x), -1).mean(axis=0).astype(np.float64)}
+    pops = cmap.network.by_name()
     for p in cmap.network.populations:
         if p.role == "readout":
             events[p.name] = np.zeros(p.n)
+            continue
+        if p.role == "products":
+            events[p.name] = product_unit_events(p, pops[p.node], events, T, result.layer_counts.get(p.node))
             continue
         rec = result.layer_counts.get(p.name)
         if rec is None:
             raise SnnCompileError(f"the {result.backend} run recorded no counts for node '{p.name}' "
                                   f"({p.role} population): run with record=True on the emulator or reference")
         rec = np.asarray(rec, dtype=np.float64).reshape(len(rec), -1)
-        events[p.name] = (rec.mean(axis=0) if p.role != "relay"
-                          else (rec != 0).mean(axis=0) * T)   # a relay sends when its value is not 0
+        events[p.name] = (rec.mean(axis=0) if p.role not in GRADED_ROLES
+                          else (rec != 0).mean(axis=0) * T)   # a graded value is sent when it is not 0
     return Activity(T, events, f"{result.backend} counts ({result.precision}) on {len(x)} sample(s)")
+
+
+def product_unit_events(units, acc, events, T, acc_rec) -> np.ndarray:
+    """Events per sample of a MatMul's product units ``(..., n, k, m)``, which no backend records.
+
+    A unit sends when both its operands are non-zero on the same step: estimated as
+    ``T * ra * rb`` from its operands' events per step ``ra``, ``rb`` (independent operands;
+    an operand fed by several populations sums them, capped at 1). For spike x spike units the
+    recorded accumulator value summed over the run is exactly the number of unit spikes into
+    it, so the estimate is rescaled per accumulator to that count (exact per accumulator,
+    shared among its ``k`` units in proportion to the estimate, evenly where it is 0)."""
+    rate = {"lhs": np.zeros(units.n), "rhs": np.zeros(units.n)}
+    for g in units.groups:
+        rate[g.operand] += np.asarray(events[g.source], dtype=np.float64)[g.geometry.src] / T
+    est = T * np.minimum(rate["lhs"], 1.0) * np.minimum(rate["rhs"], 1.0)
+    if acc_rec is None or not units.binary_operands:
+        return est
+    (link,) = acc.groups                       # accumulator j reads units src[ptr[j]:ptr[j + 1]]
+    geo = link.geometry
+    acc_of = np.repeat(np.arange(geo.n_targets), np.diff(geo.ptr))
+    want = np.asarray(acc_rec, dtype=np.float64).reshape(len(acc_rec), -1).mean(axis=0)
+    unit = geo.src
+    have = np.bincount(acc_of, weights=est[unit], minlength=geo.n_targets)
+    k = np.diff(geo.ptr)
+    share = np.where(have[acc_of] > 0, est[unit] / np.where(have[acc_of] > 0, have[acc_of], 1), 1.0 / k[acc_of])
+    out = np.zeros(units.n)
+    out[unit] = want[acc_of] * share
+    return out
 
 
 def merge_activities(parts) -> Activity:
@@ -183,8 +215,12 @@ def estimate(cmap: ChipMap, activity: Activity) -> ChipCost:
               "static": p.static_w_per_chip * chips * T * step * NS}
     notes = ["every neuron is charged an active update every step (no idle-neuron discount)",
              "input values arrive from the host on input axons; the host link is not charged"]
-    if any(p_.role == "relay" for p_ in pops.values()):
-        notes.append("a relay population is charged one message per step whenever its value summed over "
-                     "the run is non-zero (an upper bound from the recorded counts)")
+    if any(p_.role in GRADED_ROLES for p_ in pops.values()):
+        notes.append("a relay, accumulator, scale or graded-product population is charged one message per step "
+                     "whenever its value summed over the run is non-zero (an upper bound from the recorded counts)")
+    if any(p_.role == "products" for p_ in pops.values()):
+        notes.append("a MatMul's product units are not recorded by any backend: each unit's events are "
+                     "estimated as T x (lhs rate) x (rhs rate); for spike x spike units they are rescaled to "
+                     "the recorded accumulator sums, which count those unit spikes exactly (per accumulator)")
     return ChipCost(p.name, T, activity.source, cores, step, compute, barrier, hop_ns, energy,
                     msgs, inter, chips, notes)

@@ -16,6 +16,12 @@ Per core (Loihi 1 accounting as nengo-loihi's ``block.py``):
 * output axons: one per (neuron, destination core it reaches), plus one per neuron whose
   spikes go to the host.
 
+The spiking-transformer populations (product units, ANDs, accumulators, scales) are counted by
+the same rules: their explicit one-weight synapses (``Sparse``) store index bits where a source
+feeds several targets (a fan-out), none where each axon carries one weight; a Dense or Conv read
+or written through a Permute or Slice (``Mapped``) stores its weights per axon with the conv's
+index bits, also on Loihi 2 (no shared kernels across a re-indexing).
+
 Output axons depend on how the destinations are cut, so populations are cut in reverse
 graph order (consumers first); a recurrent edge is settled by a repair pass that re-cuts
 any core whose output axons grew past the limit.
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from snncompile.chip.geometry import Conv
 from snncompile.chip.network import INPUT, ChipNetwork, Population, build_network
 from snncompile.chip.profile import ChipProfile, load_profile
 from snncompile.errors import SnnCompileError
@@ -118,7 +125,8 @@ class _Resources:
                 ax, un = self.shared_conv(g.geometry, a, b)
                 axons, units = axons + ax, units + un
                 continue
-            bits = int(self.p.weight_bits) + (self.index_bits(b - a) if g.geometry.kind == "conv" else 0)
+            indexed = g.geometry.kind == "conv" or getattr(g.geometry, "indexed", False)
+            bits = int(self.p.weight_bits) + (self.index_bits(b - a) if indexed else 0)
             for e in g.geometry.fanin(a, b):
                 used = e.counts[e.counts > 0]
                 width = e.c1 - e.c0
@@ -184,8 +192,9 @@ def _cut(pop: Population, res: _Resources, lo: int, hi: int, chip_name: str) -> 
 
 
 def is_shared(group, profile) -> bool:
-    """A conv/pool group stored with shared kernels and population axons (Loihi 2)."""
-    return group.geometry.kind == "conv" and bool(profile.conv_weight_sharing)
+    """A conv/pool group stored with shared kernels and population axons (Loihi 2); not one read
+    or written through a Permute or Slice (``Mapped``): its kernels are stored per axon."""
+    return isinstance(group.geometry, Conv) and bool(profile.conv_weight_sharing)
 
 
 class _OutAxons:
@@ -302,7 +311,8 @@ def core_links(cmap: ChipMap, weights: dict | None = None) -> dict[int, dict[int
             if g.source == INPUT:
                 continue
             c, hw = g.geometry.source_shape
-            if g.source not in prefix:
+            key = (g.source, c, hw)       # a source read as (C, H*W) by a conv, as (1, n) through a layout
+            if key not in prefix:
                 w = (np.ones(c * hw) if weights is None else np.asarray(weights[g.source], dtype=np.float64))
                 w = w.reshape(c, hw)
                 cw = np.zeros((c + 1, hw))
@@ -310,8 +320,8 @@ def core_links(cmap: ChipMap, weights: dict | None = None) -> dict[int, dict[int
                 ids = layer_of[g.source].cores
                 starts = np.array([cmap.cores[i].start for i in ids])
                 stops = np.array([cmap.cores[i].stop for i in ids])
-                prefix[g.source] = (w, cw, ids, starts, stops)
-            w, cw, ids, starts, stops = prefix[g.source]
+                prefix[key] = (w, cw, ids, starts, stops)
+            w, cw, ids, starts, stops = prefix[key]
             for e in g.geometry.fanin(core.start, core.stop):
                 m = (e.counts > 0).astype(np.float64)
                 lo, hi = e.c0 * hw, e.c1 * hw

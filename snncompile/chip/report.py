@@ -205,7 +205,7 @@ def chip_activity(cmap, graph, result, x):
     from snncompile.chip.cost import activity_from_run
 
     missing = [p.name for p in cmap.network.populations
-               if p.role != "readout" and p.name not in result.layer_counts]
+               if p.role not in ("readout", "products") and p.name not in result.layer_counts]
     note = None
     if missing:
         from snncompile.targets import run

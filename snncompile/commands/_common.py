@@ -66,6 +66,30 @@ def stop_on_signals():
                 signal.signal(sig, old)
 
 
+def _set_environment(variable: str):
+    def callback(ctx, param, value):
+        if value is not None:
+            os.environ[variable] = str(value)
+        return value
+    return callback
+
+
+def lava_budget_options(func):
+    """``--lava-max-units`` / ``--lava-max-synapses``: the budget of a graph's Lava mapping
+    (``targets/lava/size.py``), handed on through the environment so that every Lava run of the
+    command sees it (the function's arguments stay as they are)."""
+    func = click.option("--lava-max-synapses", type=click.IntRange(min=1), default=None, expose_value=False,
+                        callback=_set_environment("SNNCOMPILE_LAVA_MAX_SYNAPSES"),
+                        help="Refuse a Lava mapping with more synapses [default: 2e9, or "
+                             "SNNCOMPILE_LAVA_MAX_SYNAPSES].")(func)
+    func = click.option("--lava-max-units", type=click.IntRange(min=1), default=None, expose_value=False,
+                        callback=_set_environment("SNNCOMPILE_LAVA_MAX_UNITS"),
+                        help="Refuse a Lava mapping with more neurons and product units (a spatial "
+                             "attention layout grows as N*N*d per head) [default: 1e7, or "
+                             "SNNCOMPILE_LAVA_MAX_UNITS].")(func)
+    return func
+
+
 def reports_errors(func):
     """Turn SnnCompileError into one ``error:`` line (exit 1), a stop signal into one
     ``error:`` line (exit 128 + signal); anything unexpected into one ``error: internal

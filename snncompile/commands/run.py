@@ -24,7 +24,7 @@ import click
 import numpy as np
 
 from snncompile.cluster import compute_chunks, ray_option
-from snncompile.commands._common import atomic_output, reports_errors
+from snncompile.commands._common import atomic_output, lava_budget_options, reports_errors
 from snncompile.errors import SnnCompileError
 from snncompile.streaming import Progress, RunJob, RunWriter, auto_chunk_size, chunk_ranges, open_inputs
 from snncompile.targets.base import BACKENDS, PRECISIONS
@@ -90,6 +90,7 @@ def readout_scale(graph, precision: str) -> float:
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="Run only the first N samples of DATA.npz [default: all].")
 @chunk_size_option
+@lava_budget_options
 @ray_option
 @reports_errors
 def command(graph_file, data_file, backend, precision, steps, out_file, samples, chunk_size, ray_address):

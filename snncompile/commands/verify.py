@@ -33,7 +33,7 @@ import click
 import numpy as np
 
 from snncompile.cluster import compute_chunks, ray_option
-from snncompile.commands._common import reports_errors
+from snncompile.commands._common import lava_budget_options, reports_errors
 from snncompile.commands.run import chunk_size_option
 from snncompile.errors import SnnCompileError
 
@@ -294,6 +294,7 @@ def _table(rows) -> list[str]:
 @click.option("--no-lava-float", is_flag=True, help="Skip the Lava float run.")
 @click.option("--steps", type=click.IntRange(min=1), default=None)
 @chunk_size_option
+@lava_budget_options
 @ray_option
 @reports_errors
 def command(graph_file, data_file, samples, lava_samples, calib_file, no_lava_float, steps, chunk_size,

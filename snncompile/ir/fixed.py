@@ -394,7 +394,8 @@ FIXED_OF = {"Input": "InputFixed", "Linear": "SynapseFixed", "Conv2d": "SynapseF
             "Neuron": "NeuronFixed", "Output": "ReadoutFixed"}
 
 
-#: The spiking-transformer kinds (Lava and NIR refuse them; the emulator runs them on both engines).
+#: The spiking-transformer kinds (issue 11): Lava maps them (issue 12), both emulator engines run
+#: them; NIR refuses them.
 TRANSFORMER_KIND_NAMES = ("Reshape", "Permute", "Slice", "MatMul", "Mul", "ReduceSum", "Scale")
 
 
@@ -418,7 +419,7 @@ def check_graph(graph) -> None:
         except FixedRangeError as exc:
             raise SnnCompileError(f"node '{node.name}': fixed-point {exc}") from None
         if isinstance(fixed, SynapseFixed) and np.any(fixed.bias) and not transformer:
-            # Lava's synapses have no bias: only graphs it refuses (transformers) may carry one
+            # a synapse bias belongs to a synapse feeding a product: transformer graphs only
             raise SnnCompileError(f"node '{node.name}': fixed-point synapse bias is only part of "
                                   f"spiking-transformer graphs (a synapse feeding a product); this graph "
                                   f"has none, and Lava's synapses have no bias")

@@ -34,6 +34,11 @@ LIF u, v (stock)                           int32                  24-bit states:
 SnnNeuron u, v, parameters (ours)          int64                  fit
 SampleSource / Delay / MaxPool (ours)      int32 ports            messages <= 24 bits, Add wraps at
                                                                   int32 as ir.fixed specifies
+Route / Product / Accumulate (ours)        int32 ports, int64     products and sums exact in int64, then
+                                           arithmetic             wrap24 (ir.fixed); int64 overflow is
+                                                                  congruent mod 2**24, so still exact
+AND of spikes (stock Sparse + LIF)         8-bit weights of 1     exact: du = dv = 4095 forget the state
+Sum of spikes (stock Sparse of ones)       int32 sums             exact: at most n << 2**23
 Collector (ours)                           int64                  exact
 LIFReset reset_interval / offset           Python int             fit (any T)
 =========================================  =====================  =====================================

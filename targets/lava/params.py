@@ -160,13 +160,16 @@ def neuron_params(node: ir.Neuron, layout: Layout, u_bias: Optional[np.ndarray],
     return NeuronParams(arrays, node.reset_mode, node.compare, stock, "float")
 
 
-def readout_bias(graph, layout: Layout, float_const, precision: str):
-    """What the output collector adds per step: the float constant current of a potential
-    readout, or the fixed readout's integer bias."""
+def readout_bias(graph, float_const, precision: str):
+    """What the output collector adds per step, in IR (C) order: the float constant current of
+    a potential readout, or the fixed readout's integer bias."""
     out = graph.output
     if out.mode != "potential":
         return 0
+    shape = graph.shape(graph.inputs_of(out.name)[0])
     if precision == "fixed":
         f = getattr(out, "fixed", None) or fx.ReadoutFixed(mode=out.mode)
-        return layout.to_lava(f.bias, dtype=np.int64)
-    return 0.0 if float_const is None else layout.to_lava(float_const)
+        return np.broadcast_to(np.asarray(f.bias, dtype=np.int64), shape).reshape(-1).copy()
+    if float_const is None:
+        return 0.0
+    return np.broadcast_to(np.asarray(float_const, dtype=np.float64), shape).reshape(-1).copy()

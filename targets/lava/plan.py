@@ -6,7 +6,11 @@
   ``k * period + t + latency``.
 * ``const``: the constant part of every value (biases of synapses, carried through
   later linear stages). Lava's Dense/Conv have no bias; the constant is added where
-  the current lands (neuron ``u_bias``, MaxPool, readout), in the IR's own float64.
+  the current lands (neuron ``u_bias``, MaxPool, readout, a product's operand), in the IR's
+  own float64. In fixed point the quantizer has folded every bias into the neurons and the
+  readout except a synapse's own integer bias where it feeds a product (``ir.fixed``): that
+  one travels the same way (``const`` with ``const_wrap``, the synapse's wrap width) to the
+  MaxPool, Scale, ReduceSum or product that receives it.
 * recurrent edges: the extra delay each needs (``need - latency[src] + 1``).
 """
 from __future__ import annotations
@@ -29,8 +33,9 @@ class LavaMapping:
 
     #: Lava steps the node adds: 1 for Dense/Conv synapses (they deliver ``W s(t-1)``), else 0.
     latency: int
-    #: How the constant (bias) current passes the node: "synapse" (through its weights),
-    #: "sum" (Add), "reshape" (Flatten, Output), "consumed" (Neuron, MaxPool), "source" (Input).
+    #: How the constant (bias) current passes the node: "synapse" (through its float op: the
+    #: linear kinds), "sum" (Add), "reshape" (Flatten, Output), "consumed" (Neuron, MaxPool,
+    #: products), "source" (Input).
     const: str
     #: The ``_Builder`` method (``targets/lava/builder.py``) that creates its processes
     #: (``_Builder.build`` calls ``_input`` and ``_collector`` itself: the source and the readout).
@@ -53,9 +58,12 @@ for _table in TABLES.values():
     _table.add(LavaMapping(0, "reshape", "_flatten"), ir.Flatten)
     _table.add(LavaMapping(0, "sum", "_add_node"), ir.Add)
     _table.add(LavaMapping(0, "reshape", "_collector"), ir.Output)
-    for _kind in ir.LAYOUTS[1:] + ir.PRODUCTS + (ir.ReduceSum, ir.Scale):
-        _table.refuse(_kind, "has no Lava processes for spiking-transformer layers yet (products, masks, "
-                             "reductions and token layouts); run them with --backend emulator or reference")
+    # spiking transformers: layouts relabel the port positions (no process); the rest are
+    # one-step stages (synapses into product units or accumulators), see builder.py
+    _table.add(LavaMapping(0, "synapse", "_relabel"), ir.Reshape, ir.Permute, ir.Slice)
+    _table.add(LavaMapping(1, "synapse", "_scale"), ir.Scale)
+    _table.add(LavaMapping(1, "synapse", "_reduce_sum"), ir.ReduceSum)
+    _table.add(LavaMapping(1, "consumed", "_product"), ir.MatMul, ir.Mul)
 
 
 @dataclass
@@ -65,6 +73,8 @@ class Plan:
     const: dict[str, Optional[np.ndarray]] = field(default_factory=dict)
     #: (src, dst) -> extra steps a recurrent edge needs in Lava.
     recurrent_delay: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: fixed point: node -> the wrap (24 or 32 bits) of the synapse whose own bias ``const`` is.
+    const_wrap: dict[str, int] = field(default_factory=dict)
 
 
 def _forward_inputs(graph, name: str) -> list[str]:
@@ -98,6 +108,39 @@ def _const_through(node: ir.Node, c_in: Optional[np.ndarray], in_shape, out_shap
     return out if np.any(out) else None
 
 
+#: Fixed point: kinds that take a feeding synapse's own integer bias (ir.fixed) and the kinds
+#: it passes unchanged (re-indexed); any other consumer of one is refused.
+_FIXED_CONST_TAKERS = (ir.MaxPool2d, ir.Scale, ir.ReduceSum, ir.MatMul, ir.Mul)
+_FIXED_CONST_PASSERS = (ir.Flatten, ir.Reshape, ir.Permute, ir.Slice)
+
+
+def _fixed_const(graph, p: Plan, name: str, ins: list[str]) -> None:
+    """``const`` in fixed point: a Conv/Linear's own integer bias (``f.bias``, non-zero only
+    where it feeds a product) travelling to the node that adds it."""
+    node = graph.node(name)
+    pending = [s for s in ins if p.const.get(s) is not None]
+    p.const[name] = None
+    if pending and isinstance(node, _FIXED_CONST_PASSERS):
+        with torch.no_grad():
+            c = torch.as_tensor(np.asarray(p.const[pending[0]], dtype=np.float64))[None]
+            p.const[name] = np.rint(_synapse(node, c, {})[0].numpy()).astype(np.int64)
+        p.const_wrap[name] = p.const_wrap[pending[0]]
+        return
+    if pending and not isinstance(node, _FIXED_CONST_TAKERS):
+        raise SnnCompileError(
+            f"node '{name}' ({node.kind}): it receives the integer bias of synapse '{pending[0]}' "
+            f"(kept on that synapse because it feeds a product), which the Lava mapping can add only "
+            f"in a MaxPool, Scale, ReduceSum or product; not supported here")
+    f = getattr(node, "fixed", None)
+    if isinstance(node, (ir.Conv2d, ir.Linear)) and f is not None and np.any(f.bias):
+        shape = graph.shape(name)
+        bias = np.asarray(f.bias, dtype=np.int64)
+        if isinstance(node, ir.Conv2d) and bias.ndim == 1:
+            bias = bias.reshape(-1, 1, 1)
+        p.const[name] = np.array(np.broadcast_to(bias, shape))
+        p.const_wrap[name] = 24 if isinstance(node, ir.Conv2d) else 32
+
+
 def plan(graph, precision: str = "float") -> Plan:
     """Latency and constant current of every node; checks that everything maps."""
     graph.validate()
@@ -112,7 +155,9 @@ def plan(graph, precision: str = "float") -> Plan:
             continue
         lat_in = max(p.latency[s] for s in ins)
         p.latency[name] = lat_in + mapping.latency
-        if mapping.const == "synapse":
+        if precision == "fixed":
+            _fixed_const(graph, p, name, ins)
+        elif mapping.const == "synapse":
             p.const[name] = _const_through(node, p.const[ins[0]], graph.shape(ins[0]), shape)
         elif mapping.const == "sum":
             parts = [p.const[s] for s in ins if p.const[s] is not None]

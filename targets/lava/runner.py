@@ -14,9 +14,11 @@ from typing import Optional
 import numpy as np
 
 from snncompile.errors import SnnCompileError
+from snncompile.ir import nodes as ir
 from snncompile.targets.base import RunResult, prepare_inputs
 from snncompile.targets.lava import limits
 from snncompile.targets.lava import params as prm
+from snncompile.targets.lava import size
 from snncompile.targets.lava.builder import LavaNet, build
 from snncompile.targets.lava.plan import plan
 
@@ -230,11 +232,19 @@ def _static_or_train(graph, x, steps):
 
 
 def run(graph, x, steps: Optional[int] = None, precision: str = "float",
-        record: bool = False) -> RunResult:
-    """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava."""
+        record: bool = False, max_units: Optional[int] = None,
+        max_synapses: Optional[int] = None) -> RunResult:
+    """Run ``graph`` on ``x`` ((N, T, *shape) trains or (N, *shape) static) in Lava.
+
+    ``record``: True records the spike counts of every node, or give the node names to record
+    (each costs one more Lava process, but a Reshape/Permute: its input's counts, re-indexed).
+
+    A graph whose mapping needs more than the budget (``size.py``: ``max_units``,
+    ``max_synapses``, else the environment or the defaults) is refused before anything is built."""
     global last_timings
     graph = prm.prepare_graph(graph, precision)
     limits.check_graph(graph, precision)
+    size.check_budget(graph, size.LavaBudget.resolve(max_units, max_synapses))
     xs, T, static = _static_or_train(graph, x, steps)
     if xs.shape[0] == 0:
         raise SnnCompileError(f"graph '{graph.name}': no input samples to run")
@@ -253,12 +263,20 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float",
 
 
 def _read_back(net: LavaNet, graph, precision: str, n: int, T: int) -> RunResult:
+    # the collectors keep their values in IR (C) order already
     with np.load(net.output) as f:
-        outputs = net.output_layout.batch_to_ir(f["values"])
+        outputs = f["values"]
     layer_counts, layer_steps = {}, {}
     for name, (path, layout) in net.records.items():
+        if path == "derived":   # a Reshape / Permute: its input's counts, re-indexed (same step sums)
+            node, src = layout, graph.inputs_of(name)[0]
+            counts = layer_counts[src]
+            layer_counts[name] = (counts.reshape((n,) + tuple(node.shape)) if isinstance(node, ir.Reshape)
+                                  else counts.transpose((0,) + tuple(p + 1 for p in node.perm)))
+            layer_steps[name] = layer_steps[src].copy()
+            continue
         with np.load(path) as f:
-            counts = layout.batch_to_ir(f["counts"])
+            counts = f["counts"]
             layer_counts[name] = counts.reshape((n,) + tuple(graph.shape(name)))
             layer_steps[name] = f["step_sums"].copy()
     return RunResult(outputs=outputs.reshape(n, T, -1), readout=graph.output.mode, backend="lava",

@@ -12,9 +12,20 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from snncompile.ir import fixed as fx
-from snncompile.targets.lava.procs.process import Collector, Delay, MaxPool, SampleSource, SnnNeuron
+from snncompile.targets.lava.procs.process import (Accumulate, Collector, Delay, MaxPool, Product, Route,
+                                                   SampleSource, SnnNeuron)
 
 FLOAT, INT = float, np.int32
+
+
+def _wrap(x: np.ndarray, bits: int) -> np.ndarray:
+    """``ir.fixed``'s wrap of a synapse's output (24 bits: a Conv's, 32: a Dense's); 0: none."""
+    x = np.asarray(x, dtype=np.int64)
+    if bits == 24:
+        return fx.wrap24(x)
+    if bits == 32:
+        return fx.wrap32(x)
+    return x
 
 
 def _window(tau: int, phase: int, period: int, n_samples: int, steps: int):
@@ -119,10 +130,13 @@ class _MaxPoolLogic(PyLoihiProcessModel):
         p = self.proc_params
         self.kernel, self.stride, self.padding = p["kernel_size"], p["stride"], p["padding"]
         self.bias = np.asarray(p["bias"])
+        self.wrap_bits = p.get("wrap_bits", 0)
         self.out_shape = tuple(p["out_shape"])
 
     def run_spk(self):
         x = self.a_in.recv() + self.bias
+        if self.wrap_bits:
+            x = _wrap(x, self.wrap_bits)
         (px, py), (kx, ky), (sx, sy) = self.padding, self.kernel, self.stride
         x = np.pad(x.astype(np.float64), ((px, px), (py, py), (0, 0)), constant_values=-np.inf)
         win = np.lib.stride_tricks.sliding_window_view(x, (kx, ky), axis=(0, 1))
@@ -246,15 +260,17 @@ class _CollectorLogic(PyLoihiProcessModel):
     dtype = np.float64
 
     def prepare(self, a: np.ndarray) -> np.ndarray:
-        return a.reshape(-1) + self.bias
+        return a.reshape(-1)[self.gather] + self.bias
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
         self.n, self.steps, self.period, self.offset = p["n_samples"], p["steps"], p["period"], p["phase"]
         self.final_step, self.path, self.keep_steps = p["final_step"], p["path"], p["keep_steps"]
-        self.bias = np.asarray(p["bias"], dtype=self.dtype).reshape(-1)
-        size = int(np.prod(p["shape"]))
+        self.gather = np.asarray(p["gather"], dtype=np.int64)
+        size = self.gather.size
+        self.bias = np.broadcast_to(np.asarray(p["bias"], dtype=self.dtype).reshape(-1), (size,)).copy() \
+            if np.size(p["bias"]) > 1 else np.asarray(p["bias"], dtype=self.dtype).reshape(-1)
         if self.keep_steps:
             self.values = np.zeros((self.n, self.steps, size), dtype=self.dtype)
         else:
@@ -295,6 +311,151 @@ class PyCollectorFixed(_CollectorLogic):
     dtype = np.int64
 
     def prepare(self, a: np.ndarray) -> np.ndarray:
-        return fx.wrap32(a.reshape(-1).astype(np.int64)) + self.bias
+        return fx.wrap32(a.reshape(-1).astype(np.int64))[self.gather] + self.bias
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
+
+
+# -- Route --------------------------------------------------------------------
+class _RouteLogic(PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.gather = np.asarray(self.proc_params["gather"], dtype=np.int64)
+        self.out_shape = tuple(self.proc_params["out_shape"])
+
+    def run_spk(self):
+        self.s_out.send(self.a_in.recv().reshape(-1)[self.gather].reshape(self.out_shape))
+
+
+@implements(proc=Route, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyRouteFloat(_RouteLogic):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FLOAT)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FLOAT)
+
+
+@implements(proc=Route, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyRouteFixed(_RouteLogic):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
+
+
+# -- Product and Accumulate: one step of latency (send what the last step computed) ------
+class _Operand:
+    """One operand of a Product / the input of an Accumulate: gathered into IR order, its
+    constant part added (and, in fixed point, the feeding synapse's wrap applied)."""
+
+    def __init__(self, gather, shape, const, wrap: int, fixed: bool):
+        self.gather, self.shape, self.wrap, self.fixed = np.asarray(gather), tuple(shape), wrap, fixed
+        self.const = np.asarray(const, dtype=np.int64 if fixed else np.float64).reshape(-1)
+
+    def __call__(self, received: np.ndarray) -> np.ndarray:
+        x = received.reshape(-1)[self.gather]
+        if self.fixed:
+            x = x.astype(np.int64)
+            if np.any(self.const):
+                x = _wrap(x + self.const, self.wrap)
+        elif np.any(self.const):
+            x = x + self.const
+        return x.reshape(self.shape)
+
+
+class _BufferedLogic(PyLoihiProcessModel):
+    fixed = False
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        size = int(np.prod(self.proc_params["out_shape"]))
+        self.buffer = np.zeros(size, dtype=np.int64 if self.fixed else np.float64)
+
+    def result(self, value: np.ndarray) -> np.ndarray:
+        """The accumulator's value: exact integers wrapped to 24 bits (fixed) or float64."""
+        value = value.reshape(-1)
+        return fx.wrap24(value.astype(np.int64)) if self.fixed else value.astype(np.float64)
+
+    def out_dtype(self):
+        return INT if self.fixed else FLOAT
+
+
+class _ProductLogic(_BufferedLogic):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.lhs = _Operand(p["lhs_gather"], p["lhs_shape"], p["lhs_const"], p["lhs_wrap"], self.fixed)
+        self.rhs = _Operand(p["rhs_gather"], p["rhs_shape"], p["rhs_const"], p["rhs_wrap"], self.fixed)
+        self.matmul = p["op"] == "matmul"
+
+    def run_spk(self):
+        self.s_out.send(self.buffer.astype(self.out_dtype()))
+        a, b = self.lhs(self.lhs_in.recv()), self.rhs(self.rhs_in.recv())
+        self.buffer = self.result(np.matmul(a, b) if self.matmul else a * b)
+
+
+@implements(proc=Product, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyProductFloat(_ProductLogic):
+    lhs_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FLOAT)
+    rhs_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FLOAT)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FLOAT)
+
+
+@implements(proc=Product, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyProductFixed(_ProductLogic):
+    """Exact int64 products and sums, then the 24-bit accumulator's wrap (``ir.fixed``)."""
+
+    fixed = True
+    lhs_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
+    rhs_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
+
+
+class _AccumulateLogic(_BufferedLogic):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.x = _Operand(p["gather"], p["in_shape"], p["const"], p["wrap"], self.fixed)
+        dtype = np.int64 if self.fixed else np.float64
+        self.weight = np.asarray(p["weight"], dtype=dtype)
+        self.bias = np.asarray(p["bias"], dtype=dtype)
+        self.weight_exp, self.op = p["weight_exp"], p["op"]
+        self.axis, self.keepdim = p["axis"], p["keepdim"]
+        self.binary = p["binary"]
+
+    def compute(self, x: np.ndarray) -> np.ndarray:
+        if self.binary:     # a synapse with num_message_bits 0 reads spikes (ir.fixed)
+            x = (x != 0).astype(x.dtype)
+        if self.op == "sum":
+            return x.sum(self.axis, keepdims=self.keepdim)
+        out = x * self.weight
+        if self.fixed:
+            e = self.weight_exp
+            out = out << e if e > 0 else out >> -e
+            return out + self.bias
+        return out
+
+    def run_spk(self):
+        self.s_out.send(self.buffer.astype(self.out_dtype()))
+        self.buffer = self.result(self.compute(self.x(self.a_in.recv())))
+
+
+@implements(proc=Accumulate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyAccumulateFloat(_AccumulateLogic):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FLOAT)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FLOAT)
+
+
+@implements(proc=Accumulate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyAccumulateFixed(_AccumulateLogic):
+    fixed = True
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, INT, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, INT, precision=24)
