@@ -307,6 +307,44 @@ def _lif_decays(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, forget_u,
         _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, False, False, uniform)
 
 
+@njit(inline="always")
+def _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero, forget_u, hold_v):
+    """Shared decays and reset, a bias and threshold per neuron (BatchNorm folded per channel):
+    4 parameter streams fewer than the per-neuron loop, and no store of u where it is forgotten
+    (``forget_u``: the next step does not read it) -- the update is bound by its memory streams."""
+    for i in range(a_in.shape[0]):
+        up, vn, s = _lif(a_in[i], u_[i], v_[i], k_u, k_v, bias[i], vth[i], r_val, r_amt, to_zero,
+                         forget_u, hold_v)
+        if not forget_u:
+            u_[i] = up
+        v_[i] = vn
+        spikes[i] = s
+
+
+@njit(inline="always")
+def _lif_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero, forget_u, hold_v):
+    """``_lif_loop_mixed`` with the three flags as constants, one loop each."""
+    if to_zero:
+        if forget_u:
+            if hold_v:
+                _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, True, True, True)
+            else:
+                _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, True, True, False)
+        elif hold_v:
+            _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, True, False, True)
+        else:
+            _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, True, False, False)
+    elif forget_u:
+        if hold_v:
+            _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, False, True, True)
+        else:
+            _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, False, True, False)
+    elif hold_v:
+        _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, False, False, True)
+    else:
+        _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, False, False, False)
+
+
 @njit(cache=True)
 def _neuron(val, bits, op, U, V, par):
     """One population of one sample: a vectorised loop over contiguous slices (parameters
@@ -315,9 +353,13 @@ def _neuron(val, bits, op, U, V, par):
     to_zero = op[A3] == 0         # reset to a value, else subtract (no reset: subtract 0)
     a_in, spikes = val[op[SRC]:op[SRC] + size], val[dst:dst + size]
     u_, v_ = U[so:so + size], V[so:so + size]
-    flags = op[A4]                 # 1: shared parameters, 2: keep_u == 0, 4: keep_v == 4096
-    forget_u, hold_v = (flags & 2) != 0, (flags & 4) != 0
-    if flags & 1:
+    flags = op[A4]                 # 1: shared parameters, 2: keep_u == 0, 4: keep_v == 4096,
+    forget_u, hold_v = (flags & 2) != 0, (flags & 4) != 0   # 8: shared but bias and threshold
+    if flags & 8:
+        k_u, k_v, r_val, r_amt = np.int64(par[0, po]), np.int64(par[1, po]), np.int32(par[4, po]), np.int64(par[5, po])
+        _lif_mixed(a_in, spikes, u_, v_, k_u, k_v, par[2, po:po + size], par[3, po:po + size], r_val, r_amt,
+                   to_zero, forget_u, hold_v)
+    elif flags & 1:
         k_u, k_v, bias = np.int64(par[0, po]), np.int64(par[1, po]), np.int64(par[2, po])
         vth, r_val, r_amt = np.int64(par[3, po]), np.int32(par[4, po]), np.int64(par[5, po])
         _lif_variants(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero, forget_u,

@@ -665,8 +665,10 @@ class _Builder:
         self.spikes.add(self.slot[node.name])
         p_off = sum(p.shape[1] for p in self.params[:-1])
         par = self.params[-1]
-        flags = (int(np.all(par == par[:, :1])) | 2 * int(np.all(par[0] == 0))
-                 | 4 * int(np.all(par[1] == fx.DECAY_UNITY)))     # see event_kernel._neuron
+        shared = np.all(par == par[:, :1], axis=1)
+        flags = (int(shared.all()) | 2 * int(np.all(par[0] == 0))
+                 | 4 * int(np.all(par[1] == fx.DECAY_UNITY))      # see event_kernel._neuron
+                 | 8 * int(not shared.all() and bool(shared[[0, 1, 4, 5]].all())))
         self.op(K.NEURON, node.name, self.source(ins[0], node.name), len(perm), self.slot[node.name],
                 len(perm), self.n_state, p_off, 0, RESET_MODES[f.reset_mode], flags)
         self.state_at[node.name] = self.n_state
