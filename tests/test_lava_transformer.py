@@ -212,3 +212,26 @@ def test_energy_counts_on_lava_equal_the_emulators():
     for name in em.layer_counts:
         assert np.array_equal(lx.layer_counts[name], em.layer_counts[name]), name
         assert np.array_equal(lx.layer_steps[name], em.layer_steps[name]), name
+
+
+def test_a_kept_synapse_bias_that_reaches_a_neuron_is_refused_by_name():
+    """In fixed point a synapse keeps its own integer bias only where it feeds a product; Lava's
+    Conv has none, so the mapping adds it in the MaxPool, Scale, ReduceSum or product it reaches.
+    Anywhere else it would be lost: refused, naming both nodes."""
+    from snncompile.errors import SnnCompileError
+    from snncompile.ir import fixed as fx
+    from snncompile.ir.graph import Graph
+    from snncompile.targets.lava.plan import plan
+
+    g = Graph("kept_bias", timesteps=2)
+    g.add(ir.Input("in", shape=(2, 3, 3), fixed=fx.InputFixed(scale=1.0, num_message_bits=8)))
+    g.add(ir.Conv2d("conv", weight=np.ones((2, 2, 1, 1)), fixed=fx.SynapseFixed(
+        weight=np.ones((2, 2, 1, 1)), num_message_bits=8, bias=np.array([3, -4]))), ["in"])
+    g.add(ir.Reshape("tokens", shape=(2, 9, 1)), ["conv"])
+    g.add(ir.Neuron("lif", shape=(2, 9, 1), fixed=fx.NeuronFixed(vth=4)), ["tokens"])
+    g.add(ir.Output("out", fixed=fx.ReadoutFixed(mode="spikes")), ["lif"])
+    g.validate()
+    assert plan(g, "float").const["tokens"] is None            # float: no bias on the float node
+    with pytest.raises(SnnCompileError, match=r"node 'lif' \(Neuron\): it receives the integer bias of "
+                                              r"synapse 'conv'.*only in a MaxPool, Scale, ReduceSum or product"):
+        plan(g, "fixed")

@@ -75,6 +75,8 @@ class Plan:
     recurrent_delay: dict[tuple[str, str], int] = field(default_factory=dict)
     #: fixed point: node -> the wrap (24 or 32 bits) of the synapse whose own bias ``const`` is.
     const_wrap: dict[str, int] = field(default_factory=dict)
+    #: fixed point: node -> the name of that synapse.
+    const_origin: dict[str, str] = field(default_factory=dict)
 
 
 def _forward_inputs(graph, name: str) -> list[str]:
@@ -125,10 +127,12 @@ def _fixed_const(graph, p: Plan, name: str, ins: list[str]) -> None:
             c = torch.as_tensor(np.asarray(p.const[pending[0]], dtype=np.float64))[None]
             p.const[name] = np.rint(_synapse(node, c, {})[0].numpy()).astype(np.int64)
         p.const_wrap[name] = p.const_wrap[pending[0]]
+        p.const_origin[name] = p.const_origin[pending[0]]
         return
     if pending and not isinstance(node, _FIXED_CONST_TAKERS):
         raise SnnCompileError(
-            f"node '{name}' ({node.kind}): it receives the integer bias of synapse '{pending[0]}' "
+            f"node '{name}' ({node.kind}): it receives the integer bias of synapse "
+            f"'{p.const_origin[pending[0]]}' "
             f"(kept on that synapse because it feeds a product), which the Lava mapping can add only "
             f"in a MaxPool, Scale, ReduceSum or product; not supported here")
     f = getattr(node, "fixed", None)
@@ -139,6 +143,7 @@ def _fixed_const(graph, p: Plan, name: str, ins: list[str]) -> None:
             bias = bias.reshape(-1, 1, 1)
         p.const[name] = np.array(np.broadcast_to(bias, shape))
         p.const_wrap[name] = 24 if isinstance(node, ir.Conv2d) else 32
+        p.const_origin[name] = name
 
 
 def plan(graph, precision: str = "float") -> Plan:
