@@ -235,3 +235,30 @@ def test_a_kept_synapse_bias_that_reaches_a_neuron_is_refused_by_name():
     with pytest.raises(SnnCompileError, match=r"node 'lif' \(Neuron\): it receives the integer bias of "
                                               r"synapse 'conv'.*only in a MaxPool, Scale, ReduceSum or product"):
         plan(g, "fixed")
+
+
+def test_a_flat_product_output_feeding_a_conv_is_reshaped_not_routed():
+    """A MatMul's (1, N, 1) result sits on a flat port in the order of the (1, N, 1) image's WHC
+    port: the Conv after it gets the same ports reshaped (no Route), and computes the same."""
+    from snncompile.ir.graph import Graph
+    from snncompile.passes import mark_operands
+
+    rng = np.random.default_rng(3)
+    N, k = 6, 4
+    g = Graph("flat_to_conv", timesteps=3)
+    g.add(ir.Input("in", shape=(2, N, k)))
+    g.add(ir.Neuron("lif", shape=(2, N, k), du=1.0, dv=0.5, threshold=0.4), ["in"])
+    g.add(ir.Slice("a", axis=0, start=0, stop=1), ["lif"])                    # (1, N, k)
+    g.add(ir.Slice("b", axis=0, start=1, stop=2), ["lif"])
+    g.add(ir.Slice("b_col", axis=1, start=0, stop=1), ["b"])                  # (1, 1, k)
+    g.add(ir.Permute("b_t", perm=(0, 2, 1)), ["b_col"])                       # (1, k, 1)
+    g.add(ir.MatMul("mm"), ["a", "b_t"])                                      # (1, N, 1)
+    g.add(ir.Conv2d("conv", weight=rng.normal(0.5, 0.2, (3, 1, 1, 1)), bias=np.full(3, 0.1)), ["mm"])
+    g.add(ir.Output("out", mode="potential"), ["conv"])
+    g = mark_operands(g.validate())
+    x = rng.random((4, 3, 2, N, k))
+    ref = reference.run(g, x)
+    lf = _lava().run(g, x, precision="float")
+    from snncompile.targets.lava import runner
+    assert np.abs(lf.outputs - ref.outputs).max() <= 1e-12 and np.ptp(ref.outputs) > 0
+    assert runner.last_timings.processes == 5    # input, neuron, product, conv, output collector: no route

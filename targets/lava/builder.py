@@ -151,10 +151,15 @@ class _Builder:
         return Value([route.s_out], value.latency, target, value.binary)
 
     def _natural(self, value: Value, label: str) -> Value:
-        """``value`` in its natural layout (a WHC image for a Conv, a pool or a MaxPool)."""
-        if value.layout.is_natural():
-            return value
-        return self._route(value, Layout(value.layout.ir_shape), label)
+        """``value`` in its natural layout (a WHC image for a Conv, a pool or a MaxPool). Where
+        only the port's shape differs (a flat port holding the image's positions) the ports are
+        reshaped when connected: no process."""
+        target = Layout(value.layout.ir_shape)
+        if value.layout.same_as(target):
+            if value.layout.port_shape == target.port_shape:
+                return value
+            return Value(value.ports, value.latency, target, value.binary)
+        return self._route(value, target, label)
 
     def _one_to_one(self, value: Value, label: str) -> Value:
         """``value`` on a port where each position holds one element (a neuron population)."""
