@@ -9,6 +9,19 @@ import torch
 
 
 @pytest.fixture(scope="module")
+def tzoo():
+    """The zoo module with the timm stand-ins, on one torch thread (see zoo_export)."""
+    from stubs import timm_helpers
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with timm_helpers.installed():
+        import transformer_zoo
+        yield transformer_zoo
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def zoo_export():
     """name -> (ZooTransformer, graph exported from its float64 build), each family exported once
     per module; the zoo imported with the timm stand-ins, on one torch thread (tiny models: a

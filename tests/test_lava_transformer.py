@@ -10,13 +10,11 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from snncompile.frontend import MappingWarning, from_torch
 from snncompile.ir import nodes as ir
 from snncompile.quantize import quantize
 from snncompile.targets import emulator, reference
-from stubs import timm_helpers
 from transformer_eager import PER_SAMPLE_EAGER, eager_run
 
 pytestmark = [pytest.mark.lava, pytest.mark.slow]
@@ -28,16 +26,6 @@ N = 10
 def _lava():
     from snncompile.targets import lava
     return lava
-
-
-@pytest.fixture(scope="module")
-def tzoo():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with timm_helpers.installed():
-        import transformer_zoo
-        yield transformer_zoo
-    torch.set_num_threads(threads)
 
 
 def _neurons(graph) -> list[str]:

@@ -23,7 +23,6 @@ from snncompile.ir import nodes as ir
 from snncompile.ir.graph import Graph
 from snncompile.ir.onnx_format import load_onnx
 from snncompile.targets import run
-from stubs import timm_helpers
 from transformer_eager import PER_SAMPLE_EAGER, eager_run as _eager
 
 NAMES = ["qkformer", "sdt_v1", "sdt_v2", "spikformer_cifar", "spikformer_imagenet", "spikingformer", "spikingresformer"]
@@ -48,17 +47,6 @@ KINDS = {
     "qkformer": {"ReduceSum", "Scale", "Permute", "Reshape"},
     "spikingresformer": {"Slice", "Scale", "Permute", "Reshape", "AvgPool2d"},
 }
-
-
-@pytest.fixture(scope="module")
-def tzoo():
-    """The zoo with the timm stand-ins, on one torch thread (see test_transformer_zoo)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with timm_helpers.installed():
-        import transformer_zoo
-        yield transformer_zoo
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -269,8 +269,7 @@ class _CollectorLogic(PyLoihiProcessModel):
         self.final_step, self.path, self.keep_steps = p["final_step"], p["path"], p["keep_steps"]
         self.gather = np.asarray(p["gather"], dtype=np.int64)
         size = self.gather.size
-        self.bias = np.broadcast_to(np.asarray(p["bias"], dtype=self.dtype).reshape(-1), (size,)).copy() \
-            if np.size(p["bias"]) > 1 else np.asarray(p["bias"], dtype=self.dtype).reshape(-1)
+        self.bias = np.asarray(p["bias"], dtype=self.dtype).reshape(-1)   # one per element, or one
         if self.keep_steps:
             self.values = np.zeros((self.n, self.steps, size), dtype=self.dtype)
         else:
