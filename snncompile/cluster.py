@@ -69,10 +69,51 @@ def compute_chunks(job: Callable, source, ranges: Sequence[tuple[int, int]],
     """``job(source, lo, hi)`` for every range, in range order: in this process, or sharded
     over the Ray cluster at ``ray_address`` (same results, same order)."""
     if ray_address is None:
-        for lo, hi in ranges:
-            yield job(source, lo, hi)
+        with ReadAhead(source, ranges) as ahead:
+            for lo, hi in ranges:
+                yield job(ahead, lo, hi)
         return
     yield from map_chunks(ray_address, job, source, ranges)
+
+
+class ReadAhead:
+    """``source`` for a job run range after range in this process: while the job computes
+    range k, a thread already reads range k+1, so reading the data (``preadv``, which
+    releases the GIL) overlaps the engine instead of adding to it. At most two ranges of
+    input are in memory at once. A read of any other range, and every other attribute, go
+    to ``source`` itself; a read's error is raised where the job reads that range."""
+
+    def __init__(self, source, ranges: Sequence[tuple[int, int]]):
+        from concurrent.futures import ThreadPoolExecutor
+        self._source, self._ranges = source, [tuple(r) for r in ranges]
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="snncompile-read")
+        self._next = 0
+        self._pending = self._submit(0)
+
+    def _submit(self, k: int):
+        if k >= len(self._ranges):
+            return None
+        return self._ranges[k], self._pool.submit(self._source.read, *self._ranges[k])
+
+    def read(self, lo: int, hi: int):
+        if self._pending is None or self._pending[0] != (lo, hi):
+            return self._source.read(lo, hi)
+        future = self._pending[1]
+        self._next = self._ranges.index((lo, hi), self._next) + 1
+        self._pending = self._submit(self._next)
+        return future.result()
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def import_ray():

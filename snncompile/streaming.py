@@ -239,9 +239,14 @@ def _open_shard(file: Path, what: str) -> _Shard:
     return _Shard(file, x, y)
 
 
-def auto_chunk_size(source: InputSource, cap: int = RUN_CHUNK) -> int:
-    """The default chunk: ``cap`` samples, fewer when a sample is large (CHUNK_BYTES)."""
-    per_sample = max(1, int(np.prod(source.sample_shape, dtype=np.int64)) * 8)
+def auto_chunk_size(source: InputSource, cap: int = RUN_CHUNK, as_stored: bool = False) -> int:
+    """The default chunk: ``cap`` samples, fewer when a sample is large (CHUNK_BYTES).
+    ``as_stored``: the backend keeps integer and bool samples as stored (the event engine
+    runs uint8 spike trains as they are), so a sample costs its stored bytes, not float64's;
+    fewer, larger chunks then cut the per-chunk costs (15 -> 5 chunks for 20,000 MNIST
+    trains of 8 steps)."""
+    itemsize = source.dtype.itemsize if as_stored and source.dtype.kind in "biu" else 8
+    per_sample = max(1, int(np.prod(source.sample_shape, dtype=np.int64)) * itemsize)
     return int(max(1, min(cap, CHUNK_BYTES // per_sample)))
 
 

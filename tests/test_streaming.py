@@ -259,3 +259,41 @@ def test_quantize_calibrates_from_any_layout_reading_only_max_calib(files, tmp_p
         assert res.exit_code == 0, res.output
         assert "calibrated on 17 samples" in res.stdout
     assert (tmp_path / "train.npz.q.onnx").read_bytes() == (tmp_path / "shards.q.onnx").read_bytes()
+
+
+def test_read_ahead_gives_each_range_as_read_and_raises_a_read_error_where_it_is_read(files, tmp_path):
+    """Chunk k+1 is read on a thread while chunk k runs: the same arrays as a direct read,
+    other ranges read directly, and a failing read raises at the job's read of that range."""
+    from snncompile.cluster import ReadAhead
+    source = open_inputs(files / "shards")
+    ranges = chunk_ranges(len(source), 6)
+    with ReadAhead(source, ranges) as ahead:
+        assert len(ahead) == len(source) and ahead.sample_shape == source.sample_shape
+        for lo, hi in ranges:
+            (x, y), (x0, y0) = ahead.read(lo, hi), source.read(lo, hi)
+            np.testing.assert_array_equal(x, x0)
+            np.testing.assert_array_equal(y, y0)
+            assert x.dtype == x0.dtype == TRAIN.dtype
+        np.testing.assert_array_equal(ahead.read(1, 3)[0], TRAIN[1:3])     # not a prefetched range
+
+    class Failing:
+        def read(self, lo, hi):
+            if lo >= 6:
+                raise SnnCompileError(f"file 'late.npz' is truncated (samples {lo}..{hi - 1})")
+            return source.read(lo, hi)
+    with ReadAhead(Failing(), ranges) as ahead:
+        np.testing.assert_array_equal(ahead.read(*ranges[0])[0], TRAIN[:6])   # its successor fails
+        with pytest.raises(SnnCompileError, match=r"late.npz' is truncated \(samples 6\.\.11\)"):
+            ahead.read(*ranges[1])
+
+
+def test_default_chunks_of_integer_trains_count_their_stored_bytes(tmp_path):
+    """The event engine keeps uint8 trains as stored: its default chunk is 8x float64's."""
+    from snncompile.streaming import CHUNK_BYTES, auto_chunk_size
+    big = np.zeros((4, 8, 1, 64, 64), np.uint8)          # 32 KB a sample stored, 256 KB widened
+    np.savez(tmp_path / "big.npz", x=big)
+    source = open_inputs(tmp_path / "big.npz")
+    assert auto_chunk_size(source) == CHUNK_BYTES // (8 * 64 * 64 * 8)
+    assert auto_chunk_size(source, as_stored=True) == CHUNK_BYTES // (8 * 64 * 64)
+    np.savez(tmp_path / "f.npz", x=big.astype(np.float32))
+    assert auto_chunk_size(open_inputs(tmp_path / "f.npz"), as_stored=True) == CHUNK_BYTES // (8 * 64 * 64 * 8)

@@ -115,8 +115,11 @@ def command(graph_file, data_file, backend, precision, steps, out_file, samples,
                            source.has_labels, scale=readout_scale(graph, precision))
         try:
             start = time.perf_counter()
+            # the event engine keeps integer spike trains as stored: chunks by their stored size
+            as_stored = backend == "emulator" and precision == "fixed"
+            ranges = chunk_ranges(n, chunk_size or auto_chunk_size(source, as_stored=as_stored))
             with Progress(n, f"run ({backend})", announce=backend == "lava") as progress:
-                for chunk in compute_chunks(job, source, chunk_ranges(n, chunk_size or auto_chunk_size(source)), ray_address):
+                for chunk in compute_chunks(job, source, ranges, ray_address):
                     writer.add(chunk)
                     progress.update(chunk.hi - chunk.lo)
             writer.finish(tmp)
