@@ -38,6 +38,16 @@ M32 = 2 ** 32 - 1
 M24 = 2 ** 24 - 1
 NEG = -(2 ** 31)                  # the smallest int32 message: the max-pool's start value
 DECAY_SCALE = 2.0 ** -12          # 1 / 4096 (see _lif)
+I32_0, I32_6, I32_LIM, I32_2LIM = np.int32(0), np.int32(6), np.int32(LIM), np.int32(2 * LIM)
+I32_LO, I32_HI = np.int32(-(LIM - 1)), np.int32(LIM - 1)    # the state's clamp
+
+#: The per-op kernels (and ``_step``) are compiled without numba's reference counting
+#: (``_nrt=False``): they only take views of the arrays ``run_samples`` owns and allocate
+#: nothing (numba refuses to compile an allocation there). With counting, every view was an
+#: atomic increment and decrement of its parent's count, ~40 an op: 115 of the 185 ns a
+#: 10-neuron population cost (measured), and with one thread per core reading the same
+#: tables, those counts' cache lines moved between the cores at every op.
+kernel = njit(cache=True, _nrt=False)
 
 
 @njit(inline="always")
@@ -70,7 +80,7 @@ def _pack(val, at, size, bits, wat):
 # body made LLVM compile the whole event loop several times slower. Table entries are read
 # with ``load``: numba's own indexing adds a negative-index fix-up to every access.
 
-@njit(cache=True)
+@kernel
 def _events16(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
     """Runs of exactly 16 lanes: one 16-lane vector add each."""
     for wi in range((size + 63) // 64):
@@ -91,7 +101,7 @@ def _events16(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_le
                     madd16(val, dst + load(ent_out, e), wts, load(ent_w, e), m)
 
 
-@njit(cache=True)
+@kernel
 def _events16n(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
     """Runs of a multiple of 16 lanes: 16-lane vector adds."""
     for wi in range((size + 63) // 64):
@@ -119,7 +129,7 @@ def _events16n(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_l
                             madd16(val, o + (q << 4), wts, w + (q << 4), m)
 
 
-@njit(cache=True)
+@kernel
 def _events8(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
     """Runs of exactly 8 lanes: one 8-lane vector add each."""
     for wi in range((size + 63) // 64):
@@ -137,7 +147,7 @@ def _events8(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len
                     madd8(val, dst + load(ent_out, e), wts, load(ent_w, e), m)
 
 
-@njit(cache=True)
+@kernel
 def _events_any(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
     """Runs of any length: lane by lane."""
     for wi in range((size + 63) // 64):
@@ -159,7 +169,7 @@ def _events_any(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_
                         val[o + j] += m * wts[w + j]
 
 
-@njit(cache=True)
+@kernel
 def _events_dense(val, bits, wat, src, size, dst, wts, w0, lanes, binary):
     """A Dense: input i adds weight row i (rows in the input's internal order, ``lanes`` a
     multiple of 16) to the outputs; no table lookups. Every input adds into the same lanes,
@@ -182,7 +192,7 @@ def _events_dense(val, bits, wat, src, size, dst, wts, w0, lanes, binary):
                     madd16(val, at + (q << 4), wts, w + (q << 4), m)
 
 
-@njit(cache=True)
+@kernel
 def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux):
     src, size, dst, dst_size = op[SRC], op[SIZE], op[DST], op[DST_SIZE]
     binary, post, exp, listed, ip, run = op[A0], op[A1], op[A2], op[A3], op[A4], op[A5]
@@ -223,7 +233,7 @@ def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux):
             acc[j] = _wrap32(a + aux[bias + j] if bias >= 0 else a)
 
 
-@njit(cache=True)
+@kernel
 def _maxpool(val, bits, op, indptr, ent_out):
     """Max over each window. Of spikes (a listed source: values 0 or 1) it is an OR: the
     outputs start at 0 and each spike sets its windows to 1. Of other values every input
@@ -258,18 +268,20 @@ def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, to_zero, forget_u, ho
     |x| < 2**31 and keep <= 4096 the product is exact (< 2**43), and the conversion truncates
     toward zero, as Lava does (cheaper than int64 products on every CPU we tried).
     ``forget_u``: keep_u is 0 (du = 4095: the current is the input alone); ``hold_v``: keep_v
-    is 4096 (dv = 0: no leak, an IF neuron). The common cases, worth their own loops."""
-    du = 0 if forget_u else np.int32(u * (keep_u * DECAY_SCALE))
-    up = np.int32(du + np.int32(np.int64(a) << 6))
-    up = np.int32(up - 2 * LIM) if up > LIM else up
-    up = np.int32(up + 2 * LIM) if up <= -LIM else up
+    is 4096 (dv = 0: no leak, an IF neuron). The common cases, worth their own loops.
+    Every sum and bound is an int32 (``I32_*``): with numba's int64 promotion the clamps
+    were 64-bit vector min/max, half the lanes per instruction."""
+    du = I32_0 if forget_u else np.int32(u * (keep_u * DECAY_SCALE))
+    up = np.int32(du + np.int32(a << I32_6))
+    up = np.int32(up - I32_2LIM) if up > I32_LIM else up
+    up = np.int32(up + I32_2LIM) if up <= -I32_LIM else up
     dv = v if hold_v else np.int32(v * (keep_v * DECAY_SCALE))
-    vn = np.int32(np.int64(dv) + up + bias)
-    vn = min(max(vn, -(LIM - 1)), LIM - 1)
+    vn = np.int32(np.int32(dv + up) + np.int32(bias))
+    vn = min(max(vn, I32_LO), I32_HI)
     s = vn > vth
     if to_zero:                    # a constant in each loop (see _lif_variants)
         return up, (r_val if s else vn), s
-    return up, (min(max(vn - r_amt, -(LIM - 1)), LIM - 1) if s else vn), s
+    return up, (min(max(np.int32(vn - r_amt), I32_LO), I32_HI) if s else vn), s
 
 
 @njit(inline="always")
@@ -345,7 +357,7 @@ def _lif_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero,
         _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, False, False, False)
 
 
-@njit(cache=True)
+@kernel
 def _neuron(val, bits, op, U, V, par):
     """One population of one sample: a vectorised loop over contiguous slices (parameters
     as scalars when the population shares them), then the bit map of its spikes."""
@@ -374,7 +386,7 @@ def _neuron(val, bits, op, U, V, par):
 
 # -- spiking-transformer kinds (ir.fixed): index maps, Scale, Mul, ReduceSum, MatMul ----------
 
-@njit(cache=True)
+@kernel
 def _gather(val, bits, op, aux):
     """dst[j] = val[aux[t + j]]: a layout that is not a renaming (Slice, a value needed in
     another order); with A1 also the bit map of the copied (spike) values."""
@@ -385,7 +397,7 @@ def _gather(val, bits, op, aux):
         _pack(val, dst, n, bits, op[DST_BITS])
 
 
-@njit(cache=True)
+@kernel
 def _scale(val, op, aux):
     """Scale: ``wrap24(shift(weight * m, weight_exp) + bias)``, per element (int64); binary
     messages (``num_message_bits == 0``) are ``m != 0``. The common case (graded, no shift,
@@ -413,7 +425,7 @@ def _scale(val, op, aux):
         val[dst + j] = _wrap24(p)
 
 
-@njit(cache=True)
+@kernel
 def _mul(val, op, aux):
     """Mul: ``wrap24(a * b)`` per output element, its operands read through index tables
     (broadcast axes repeat an offset); the int64 product of two int32 values is exact."""
@@ -422,7 +434,7 @@ def _mul(val, op, aux):
         val[dst + j] = _wrap24(np.int64(val[load(aux, ia + j)]) * np.int64(val[load(aux, ib + j)]))
 
 
-@njit(cache=True)
+@kernel
 def _reduce(val, op, aux):
     """ReduceSum: input element i adds into output ``aux[t + i]``; int32 lanes wrap modulo
     2**32, then the 24-bit wrap (exact modulo 2**24)."""
@@ -457,7 +469,7 @@ def _pack_rows(val, bits, src, size, listed, wat, tab, words):
                 bits[words + (p >> 6)] |= np.int64(1) << (p & 63)
 
 
-@njit(cache=True)
+@kernel
 def _matmul_popcount(val, bits, op, aux):
     """Both operands spikes: ``c[b, i, j] = popcount(row(a)[b, i] AND col(b)[b, j])``; the
     bit rows (and columns) over the contracted axis are packed each step from the spikes.
@@ -512,7 +524,7 @@ def _add_row(val, o, t, run):
         q += 1
 
 
-@njit(cache=True)
+@kernel
 def _matmul_events(val, bits, op, aux):
     """One operand spikes: each spike adds a row of the other operand (gathered into a
     scratch slot in the needed order) to one output row -- sums of the selected values."""
@@ -540,7 +552,7 @@ def _matmul_events(val, bits, op, aux):
         val[dst + j] = _wrap24(val[dst + j])
 
 
-@njit(cache=True)
+@kernel
 def _matmul_dense(val, op, aux):
     """Neither operand spikes: ``wrap24(sum_k a * b)`` with each product (int64, exact)
     reduced modulo 2**24 before the sum (no int64 overflow for any K)."""
@@ -563,7 +575,7 @@ def _matmul_dense(val, op, aux):
                 val[dst + (b * n + i) * m + j] = _wrap24(s & M24)
 
 
-@njit(cache=True)
+@kernel
 def _matmul(val, bits, op, aux):
     mode = op[A0]
     if mode == MM_POPCOUNT:
@@ -574,7 +586,7 @@ def _matmul(val, bits, op, aux):
         _matmul_dense(val, op, aux)
 
 
-@njit(inline="always")
+@kernel
 def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux):
     for k in range(ops.shape[0]):
         op = ops[k]
@@ -628,10 +640,19 @@ def run_samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, 
     one call per thread on its own share of the samples."""
     buf = np.zeros(val_size + 64 + ALIGN, np.int32)   # room: _pack reads whole words
     skip = (-(buf.ctypes.data >> 2)) & (ALIGN - 1)
-    val = buf[skip:skip + val_size]
-    bits = np.empty(n_words, np.int64)
-    U = np.empty_like(u_init)
-    V = np.empty_like(v_init)
+    _samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux, u_init, v_init,
+             buf[skip:skip + val_size], np.empty(n_words, np.int64), np.empty_like(u_init),
+             np.empty_like(v_init), zero_ranges, out_src, out_size, out_bias, out_potential,
+             out_membrane, rec, out, counts, steps)
+
+
+@kernel
+def _samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux, u_init, v_init,
+             val, bits, U, V, zero_ranges, out_src, out_size, out_bias, out_potential, out_membrane,
+             rec, out, counts, steps):
+    """``run_samples``' loop over its samples, in buffers it allocated; without reference
+    counts (see ``kernel``): the tables are shared by every thread, and counting each view of
+    them per step made the two threads' cores trade those counts' cache lines."""
     for n in range(x.shape[0]):
         for i in range(U.shape[0]):                # (a loop: numba's U[:] = u_init is 10x slower)
             U[i] = u_init[i]
