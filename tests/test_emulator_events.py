@@ -279,3 +279,35 @@ def test_a_graph_changed_in_place_is_laid_out_again():
     neuron.fixed.vth[...] = neuron.fixed.vth // 4 + 1          # a much lower threshold
     after = assert_same_run(qg, x).outputs
     assert not np.array_equal(before, after)
+
+
+@pytest.mark.parametrize("channels", [20, 32])
+@pytest.mark.parametrize("graded", [False, True])
+def test_max_pool_windows_of_spikes_and_graded_values_over_whole_vectors_and_the_rest(channels, graded):
+    """Channel-last max-pools run window by window (16-lane vector max, the channels past the
+    last whole vector one by one, padded positions repeating a window input), with
+    overlapping windows and padding: of spike maps, and of a graded input image (graded)."""
+    import torch
+    import torch.nn as nn
+    from spikingjelly.activation_based import layer, neuron
+
+    from snncompile.frontend import from_torch
+    from snncompile.targets.emulator import event_kernel as K
+    torch.manual_seed(channels)
+    pool = layer.MaxPool2d(3, stride=2, padding=1)
+    c_in = channels if graded else 1
+    body = ([pool, layer.Conv2d(c_in, 8, 3, padding=1), neuron.IFNode()] if graded
+            else [layer.Conv2d(1, channels, 3, padding=1), neuron.IFNode(), pool])
+    n_flat = 8 * 25 if graded else channels * 25
+    m = nn.Sequential(*body, layer.Flatten(), layer.Linear(n_flat, 10), neuron.IFNode()).eval()
+    with torch.no_grad():                      # weights large enough that every layer fires
+        for mod in m:
+            if hasattr(mod, "weight"):
+                mod.weight.mul_(4.0)
+    x = torch.rand(8, c_in, 9, 9).numpy()
+    qg, _ = quantize(from_torch(m, (c_in, 9, 9), 4, name="pool"), calib=x)
+    assert K.MAXPOOL_WINDOWS in build_program(qg).ops[:, K.KIND]
+    run = assert_same_run(qg, x)
+    rates = [float(run.layer_counts[n].mean()) / 4 for n in run.layer_counts
+             if isinstance(qg.node(n), ir.Neuron)]
+    assert all(0.01 < r < 0.9 for r in rates), rates          # every layer fires

@@ -173,6 +173,20 @@ def reordered_rows(indptr, out, w, table_perm, value_perm):
     return new_ptr, np.asarray(out)[idx], np.asarray(w)[idx]
 
 
+def pool_windows(in_hw, out_hw, kernel, stride, padding) -> np.ndarray:
+    """(output pixels, KH * KW): the input pixel (y * W + x) of each window position; a
+    position in the padding repeats the window's first input (every window holds one)."""
+    (H, W), (Ho, Wo), (KH, KW), (sh, sw), (ph, pw) = in_hw, out_hw, kernel, stride, padding
+    oy, ox, ky, kx = np.meshgrid(np.arange(Ho), np.arange(Wo), np.arange(KH), np.arange(KW), indexing="ij")
+    iy, ix = oy * sh - ph + ky, ox * sw - pw + kx
+    valid = ((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)).reshape(Ho * Wo, KH * KW)
+    pix = (iy * W + ix).reshape(Ho * Wo, KH * KW)
+    if not valid.any(axis=1).all():
+        raise NotEventEligible("a max-pool window lies wholly in the padding")
+    first = pix[np.arange(len(pix)), np.argmax(valid, axis=1)]
+    return np.where(valid, pix, first[:, None]).astype(np.int64)
+
+
 def permuted(in_shape, axes, perm) -> np.ndarray:
     """The internal order of ``permute(axes)`` of a value laid out as ``perm``."""
     n = int(np.prod(in_shape))
@@ -474,7 +488,16 @@ class _Builder:
     _AvgPool2d = _SumPool2d
 
     def _MaxPool2d(self, node, ins):
-        self._pool(node, ins, 0, K.MAXPOOL)
+        in_shape = tuple(self.g.shape(ins[0]))
+        if not np.array_equal(self.perm[ins[0]], hwc_perm(in_shape)):
+            self._pool(node, ins, 0, K.MAXPOOL)        # another layout: the per-input table
+            return
+        C, H, W = in_shape
+        _, Ho, Wo = self.g.shape(node.name)
+        windows = pool_windows((H, W), (Ho, Wo), node.kernel_size, node.stride, node.padding)
+        self._new_value(node.name, hwc_perm(self.g.shape(node.name)))
+        self.op(K.MAXPOOL_WINDOWS, node.name, self.source(ins[0], node.name), C * H * W,
+                self.slot[node.name], C * Ho * Wo, self.put(windows * C), windows.shape[1], C, Ho * Wo)
 
     def _Flatten(self, node, ins):
         if self.g.delay(ins[0], node.name):
