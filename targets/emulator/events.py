@@ -11,7 +11,9 @@ in how the work is laid out:
 * every synapse (Linear, Conv2d, Sum/AvgPool2d) becomes, per input element, a list of
   entries (output offset, weight offset, run length): a message adds ``m * weights`` to
   those runs, and a zero message costs nothing (spikes are ~10 % dense);
-* MaxPool2d uses the same geometry with max instead of sum; Flatten is a renaming (no op);
+* MaxPool2d of a channel-last value runs window by window (each output pixel's channels the
+  vector max of its window's input pixels); of another layout it uses the synapse geometry
+  with max instead of sum; Flatten is a renaming (no op);
   recurrent (delay 1) edges read a copy of the previous step's value.
 
 The spiking-transformer kinds (``ir.fixed``: the same integers as the torch engine):
