@@ -311,3 +311,23 @@ def test_max_pool_windows_of_spikes_and_graded_values_over_whole_vectors_and_the
     rates = [float(run.layer_counts[n].mean()) / 4 for n in run.layer_counts
              if isinstance(qg.node(n), ir.Neuron)]
     assert all(0.01 < r < 0.9 for r in rates), rates          # every layer fires
+
+
+def test_strided_conv_fan_outs_are_padded_to_one_length_with_zero_weight_runs():
+    """A stride-2 conv's inputs fan out to 1, 2 or 4 runs; padded, every input lists 4, the
+    extra entries adding a zero weight run into room nothing reads (no mispredicted trip
+    counts); a padding that would more than double the table is not made."""
+    from snncompile.targets.emulator.events import conv_entries, padded_fan_outs
+    indptr, out, w, run = conv_entries((1, 16, 16), (8, 1, 3, 3), (2, 2), (1, 1), (1, 1), 1)
+    weights = np.arange(1, 8 * 9 + 1)
+    assert sorted(set(np.diff(indptr))) == [1, 2, 4]
+    p_ptr, p_out, p_w, p_weights, room = padded_fan_outs(indptr, out, w, weights, run, 8 * 64)
+    assert set(np.diff(p_ptr)) == {4} and room == run == 8
+    assert p_weights[-8:].tolist() == [0] * 8 and p_weights[:-8].tolist() == weights.tolist()
+    for i in range(256):                       # the real entries kept, in order, then padding
+        real = list(zip(out[indptr[i]:indptr[i + 1]], w[indptr[i]:indptr[i + 1]]))
+        got = list(zip(p_out[p_ptr[i]:p_ptr[i + 1]], p_w[p_ptr[i]:p_ptr[i + 1]]))
+        assert got == real + [(8 * 64, len(weights))] * (4 - len(real))
+    assert padded_fan_outs(indptr, out, w, weights, run, 8 * 64, budget=len(out))[4] == 0
+    small = conv_entries((1, 8, 8), (8, 1, 3, 3), (2, 2), (1, 1), (1, 1), 1)  # 4 x 64 > 2 x 121
+    assert padded_fan_outs(*small[:3], np.arange(72), 8, 8 * 16)[4] == 0
