@@ -38,7 +38,7 @@ M32 = 2 ** 32 - 1
 M24 = 2 ** 24 - 1
 NEG = -(2 ** 31)                  # the smallest int32 message: the max-pool's start value
 DECAY_SCALE = 2.0 ** -12          # 1 / 4096 (see _lif)
-I32_0, I32_6, I32_LIM, I32_2LIM = np.int32(0), np.int32(6), np.int32(LIM), np.int32(2 * LIM)
+I32_0, I32_LIM, I32_2LIM = np.int32(0), np.int32(LIM), np.int32(2 * LIM)
 I32_LO, I32_HI = np.int32(-(LIM - 1)), np.int32(LIM - 1)    # the state's clamp
 
 #: The per-op kernels (and ``_step``) are compiled without numba's reference counting
@@ -297,10 +297,11 @@ def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, to_zero, forget_u, ho
     toward zero, as Lava does (cheaper than int64 products on every CPU we tried).
     ``forget_u``: keep_u is 0 (du = 4095: the current is the input alone); ``hold_v``: keep_v
     is 4096 (dv = 0: no leak, an IF neuron). The common cases, worth their own loops.
-    Every sum and bound is an int32 (``I32_*``): with numba's int64 promotion the clamps
-    were 64-bit vector min/max, half the lanes per instruction."""
+    The state's sums and clamp are int32 (``I32_*``; with numba's int64 promotion they were
+    64-bit vector min/max, half the lanes per instruction); a subtractive reset stays int64
+    (``v - amount`` may pass 32 bits)."""
     du = I32_0 if forget_u else np.int32(u * (keep_u * DECAY_SCALE))
-    up = np.int32(du + np.int32(a << I32_6))
+    up = np.int32(du + np.int32(np.int64(a) << 6))   # (the torch engine passes float activations)
     up = np.int32(up - I32_2LIM) if up > I32_LIM else up
     up = np.int32(up + I32_2LIM) if up <= -I32_LIM else up
     dv = v if hold_v else np.int32(v * (keep_v * DECAY_SCALE))
@@ -309,7 +310,7 @@ def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, to_zero, forget_u, ho
     s = vn > vth
     if to_zero:                    # a constant in each loop (see _lif_variants)
         return up, (r_val if s else vn), s
-    return up, (min(max(np.int32(vn - r_amt), I32_LO), I32_HI) if s else vn), s
+    return up, (np.int32(min(max(np.int64(vn) - r_amt, -(LIM - 1)), LIM - 1)) if s else vn), s
 
 
 @njit(inline="always")
