@@ -266,8 +266,8 @@ def _maxpool_windows(val, op, aux):
     lane-wise max of its window's input pixels' C contiguous channels (16-lane vector max
     where C allows). Every window lists ``A1`` input pixels (a padded position repeats one of
     the window's inputs: max is idempotent), so no loop's trip count depends on the data;
-    spikes and graded values alike (the event OR per spike was 2-2.5 us a step on the
-    shipped MNIST model's 16x28x28 spike maps)."""
+    spikes and graded values alike (the per-spike OR it replaces: 2.2 -> 0.7 us a step on the
+    shipped MNIST model's 32x14x14 pool, the same 2.5 us on its 16x28x28 one)."""
     src, dst, t, k, C, n_pix = op[SRC], op[DST], op[A0], op[A1], op[A2], op[A3]
     vec = C & ~15 if k > 1 else 0
     for p in range(n_pix):
