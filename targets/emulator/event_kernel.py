@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .simd import add8, add16, load, madd8, madd16, max16, max16_of, nonzero_mask16, popcount, trailing_zeros
+from .simd import add8, add16, load, madd8, madd16, max16_of, nonzero_mask16, popcount, trailing_zeros
 
 # op kinds
 INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY, GATHER, SCALE, MUL, REDUCE, MATMUL, MAXPOOL_WINDOWS = range(12)
@@ -280,7 +280,7 @@ def _maxpool_windows(val, op, aux):
             for j in range(2, k):
                 q = src + load(aux, t + p * k + j)
                 for c in range(0, vec, 16):
-                    max16(val, o + c, val, q + c)
+                    max16_of(val, o + c, val, o + c, q + c)
         for c in range(vec, C):    # the channels past the last whole vector
             m = val[first + c]
             for j in range(1, k):

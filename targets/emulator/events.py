@@ -521,10 +521,10 @@ class _Builder:
         if not np.array_equal(self.perm[ins[0]], hwc_perm(in_shape)):
             self._pool(node, ins, 0, K.MAXPOOL)        # another layout: the per-input table
             return
-        C, H, W = in_shape
-        _, Ho, Wo = self.g.shape(node.name)
+        (C, H, W), out_shape = in_shape, tuple(self.g.shape(node.name))
+        Ho, Wo = out_shape[1:]
         windows = pool_windows((H, W), (Ho, Wo), node.kernel_size, node.stride, node.padding)
-        self._new_value(node.name, hwc_perm(self.g.shape(node.name)))
+        self._new_value(node.name, hwc_perm(out_shape))
         self.op(K.MAXPOOL_WINDOWS, node.name, self.source(ins[0], node.name), C * H * W,
                 self.slot[node.name], C * Ho * Wo, self.put(windows * C), windows.shape[1], C, Ho * Wo)
 

@@ -72,11 +72,13 @@ def _vector_add(width: int):
 
 
 add8, add16 = _vector_add(8), _vector_add(16)
+madd8, madd16 = _vector_madd(8), _vector_madd(16)
 
 
 @intrinsic
 def max16_of(typingctx, dst, dst_off, src, a_off, b_off):
-    """dst[dst_off:+16] = max(src[a_off:+16], src[b_off:+16]) (signed int32 lanes)."""
+    """dst[dst_off:+16] = max(src[a_off:+16], src[b_off:+16]) (signed int32 lanes); with
+    ``a_off`` the destination itself, a running max."""
     if not _int32_arrays(dst, src):
         return None
 
@@ -88,23 +90,6 @@ def max16_of(typingctx, dst, dst_off, src, a_off, b_off):
         builder.store(builder.select(builder.icmp_signed(">", b, a), b, a), dp, align=4)
         return context.get_dummy_value()
     return types.void(dst, dst_off, src, a_off, b_off), codegen
-
-
-@intrinsic
-def max16(typingctx, dst, dst_off, src, src_off):
-    """dst[dst_off:+16] = max(dst[dst_off:+16], src[src_off:+16]) (signed int32 lanes)."""
-    if not _int32_arrays(dst, src):
-        return None
-
-    def codegen(context, builder, sig, args):
-        d, doff, s, soff = args
-        dp = _vec_ptr(context, builder, sig.args[0], d, doff, 16)
-        sp = _vec_ptr(context, builder, sig.args[2], s, soff, 16)
-        a, b = builder.load(dp, align=4), builder.load(sp, align=4)
-        builder.store(builder.select(builder.icmp_signed(">", b, a), b, a), dp, align=4)
-        return context.get_dummy_value()
-    return types.void(dst, dst_off, src, src_off), codegen
-madd8, madd16 = _vector_madd(8), _vector_madd(16)
 
 
 @intrinsic
