@@ -349,8 +349,8 @@ class RunJob:
         self.check(x, lo)
         labels = None if y is None else self.labels(y)
         result = run(self.graph, x, steps=self.steps, backend=self.backend, precision=self.precision)
-        return RunChunk(lo, hi, chunk_arrays(result), None if labels is None
-                        else int(np.sum(result.pred == labels)))
+        arrays = chunk_arrays(result)
+        return RunChunk(lo, hi, arrays, None if labels is None else int(np.sum(arrays["pred"] == labels)))
 
     def check(self, x, lo: int = 0) -> None:
         """Samples ``lo:lo+len(x)`` fit the graph and are finite, else an error naming the file."""
@@ -373,7 +373,8 @@ class RunJob:
 
 def chunk_arrays(result) -> dict[str, np.ndarray]:
     """The per-sample OUT.npz members of a RunResult (``snncompile.commands.run`` docstring)."""
-    arrays = {"counts": result.counts, "pred": result.pred.astype(np.int64)}
+    counts = result.counts            # (a sum over the outputs: once, not once per member)
+    arrays = {"counts": counts, "pred": np.argmax(counts, axis=1).astype(np.int64)}
     if result.readout == "spikes":
         arrays["spikes"] = result.outputs.astype(np.uint8)
     elif result.readout == "membrane":

@@ -79,7 +79,7 @@ def neuron(draw, name, shape):
     p = lambda lo, hi, special=(): draw(_param(shape, lo, hi, special))  # noqa: E731
     vth = p(0, fx.VTH_MAX, (1, 2, 300))
     return ir.Neuron(name, shape=shape, fixed=fx.NeuronFixed(
-        du=p(-1, 4095, (0, 1, 4094)), dv=p(0, 4095, (1, 4094)), vth=vth,
+        du=p(-1, 4095, (0, 1, 4094)), dv=p(0, 4095, (1, 2048, 4094, 4095)), vth=vth,
         bias_mant=p(fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX, (0,)), bias_exp=p(0, 7),
         reset_mode=draw(st.sampled_from(["zero", "subtract", "none"])),
         reset_value=p(-BIG, BIG, (0,)), reset_amount=p(-BIG, BIG, (0,)),
@@ -331,3 +331,133 @@ def test_strided_conv_fan_outs_are_padded_to_one_length_with_zero_weight_runs():
     assert padded_fan_outs(indptr, out, w, weights, run, 8 * 64, budget=len(out))[4] == 0
     small = conv_entries((1, 8, 8), (8, 1, 3, 3), (2, 2), (1, 1), (1, 1), 1)  # 4 x 64 > 2 x 121
     assert padded_fan_outs(*small[:3], np.arange(72), 8, 8 * 16)[4] == 0
+
+
+def _apply_table(indptr, out, w, weights, run, messages, size):
+    """What a synapse table adds up (numpy): message i adds m_i * its entries' weight runs."""
+    acc = np.zeros(size, np.int64)
+    for i, m in enumerate(messages):
+        for e in range(indptr[i], indptr[i + 1]):
+            acc[out[e]:out[e] + run] += m * weights[w[e]:w[e] + run]
+    return acc
+
+
+@pytest.mark.parametrize("c_in, c_out, stride", [(8, 16, 2), (4, 16, 1), (3, 32, 2)])
+def test_paired_runs_join_neighbouring_pixels_into_one_entry_with_the_same_sums(c_in, c_out, stride):
+    """A 16- or 32-channel conv's entries joined two by two (an input's runs into neighbouring
+    output pixels become one run of twice the lanes, a lone run gets a zero half): fewer
+    entries, whole-vector runs, and the same sums for any messages; an 8-lane run (half a
+    vector) is left alone."""
+    from snncompile.targets.emulator.events import conv_entries, paired_runs
+    H = 9
+    indptr, out, w, run = conv_entries((c_in, H, H), (c_out, c_in, 3, 3), (stride, stride), (1, 1), (1, 1), 1)
+    Ho = (H - 1) // stride + 1
+    n_out = c_out * Ho * Ho
+    weights = np.random.default_rng(0).integers(-99, 99, c_in * 9 * c_out)
+    p_ptr, p_out, p_w, p_weights, p_run, room = paired_runs(indptr, out, w, weights, run, n_out)
+    assert p_run == 2 * run and len(p_out) < len(out)
+    assert np.all(np.diff(p_ptr) <= -(-np.diff(indptr) // 2) + 1)
+    assert 0 <= room <= run and np.all(p_out + p_run <= n_out + room)
+    messages = np.random.default_rng(1).integers(-3, 4, c_in * H * H)
+    want = _apply_table(indptr, out, w, weights, run, messages, n_out)
+    got = _apply_table(p_ptr, p_out, p_w, p_weights, p_run, messages, n_out + room)
+    assert np.array_equal(got[:n_out], want) and not np.any(got[n_out:])
+    eight = conv_entries((1, H, H), (8, 1, 3, 3), (2, 2), (1, 1), (1, 1), 1)
+    assert paired_runs(*eight[:3], np.arange(72), 8, 8 * 25)[4] == 8
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_conv_snn_with_paired_16_and_32_lane_runs_gives_the_same_integers(stride):
+    """End to end on LIF populations of SpikingJelly's default tau = 2 (the voltage decay as
+    a shift): convs of 16 and 32 channels laid out as paired runs (32 and 64 lanes), every
+    layer firing."""
+    import torch
+    import torch.nn as nn
+    from spikingjelly.activation_based import layer, neuron
+
+    from snncompile.frontend import from_torch
+    from snncompile.targets.emulator import event_kernel as K
+    torch.manual_seed(stride)
+    m = nn.Sequential(layer.Conv2d(2, 16, 3, stride=stride, padding=1), neuron.LIFNode(tau=2.0),
+                      layer.Conv2d(16, 32, 3, stride=stride, padding=1), neuron.LIFNode(tau=2.0),
+                      layer.Flatten(), layer.Linear(32 * (12 // stride // stride) ** 2, 10),
+                      neuron.LIFNode(tau=2.0)).eval()
+    with torch.no_grad():
+        for mod in m:
+            if hasattr(mod, "weight"):
+                mod.weight.mul_(6.0 if isinstance(mod, nn.Conv2d) else 6.0 * stride ** 2)
+    x = (torch.rand(6, 8, 2, 12, 12) < 0.3).float().numpy()
+    qg, _ = quantize(from_torch(m, (2, 12, 12), 8, name="paired"), calib=x)
+    prog = build_program(qg)
+    synapses = prog.ops[prog.ops[:, K.KIND] == K.SYNAPSE]
+    assert {32, 64} <= set(synapses[:, K.A5].tolist())
+    neurons = prog.ops[prog.ops[:, K.KIND] == K.NEURON]
+    assert np.all(neurons[:, K.A4] & 16)                       # the shift decay
+    run = assert_same_run(qg, x)
+    rates = [float(run.layer_counts[n].mean()) / 8 for n in run.layer_counts
+             if isinstance(qg.node(n), ir.Neuron)]
+    assert all(0.01 < r < 0.6 for r in rates), rates
+
+
+@pytest.mark.parametrize("params", ["shared", "bias per neuron", "all per neuron"])
+@pytest.mark.parametrize("reset_mode", ["zero", "subtract", "none"])
+def test_neuron_update_in_16_lane_vectors_and_the_rest_at_the_limits(params, reset_mode):
+    """The event kernel's neuron update (16 neurons a vector, ``lif_vector.lif16``, and the
+    rest one by one) == the torch engine's int64 equations (``integer.lif_step_exact``), u,
+    v, spikes and the bit map compared after every step: 37 neurons (two vectors and 5 more),
+    activations anywhere in int32, states and parameters at and around the wrap and
+    saturation limits, for every decay case -- current forgotten or decayed, voltage held,
+    decayed by a power of two (a shift, 1/2 to 1/4096) or by another factor -- and reset
+    amounts past 2**24 (clamped in the vector code)."""
+    import torch
+
+    from snncompile.targets.emulator import event_kernel as K
+    rng = np.random.default_rng(abs(hash((params, reset_mode))) % 2 ** 32)
+    n, steps = 37, 12
+
+    def per(values):      # one value, or per neuron: in the layout the case asks for
+        return np.asarray(values) if params == "all per neuron" else int(np.asarray(values).reshape(-1)[0])
+
+    fired, flags = [], set()
+    for du in (4095, 0, 1234):                  # keep_u 0 (forgotten), 4095, per neuron
+        for dv in (0, 2048, 4095, 3072, 1000):  # keep_v 4096 (held), 2048, 1, 1024, 3096
+            g = Graph("lanes", timesteps=steps)
+            prev = g.add(ir.Input("in", shape=(n,), fixed=fx.InputFixed(num_message_bits=24)))
+            fc = ir.Linear("fc", weight=np.zeros((n, n)), fixed=fx.SynapseFixed(
+                weight=np.eye(n, dtype=np.int64), num_message_bits=24))
+            bias = rng.integers(fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX + 1, n)
+            big = rng.choice([-BIG, BIG, 2 ** 31 - 1, -2 ** 31 + 1, 2 ** 30, 0, 12345], n)
+            lif = ir.Neuron("lif", shape=(n,), fixed=fx.NeuronFixed(
+                du=per(np.full(n, du) if du != 1234 else rng.integers(1, 4094, n)),
+                dv=per(np.full(n, dv)), vth=per(rng.integers(1, 3000, n)),
+                bias_mant=bias if params != "shared" else int(bias[0]), bias_exp=per(rng.integers(0, 7, n)),
+                reset_mode=reset_mode, reset_value=per(rng.integers(-BIG, BIG, n)),
+                reset_amount=per(np.clip(big, -2 ** 31 + 1, 2 ** 31 - 1)),
+                compare=">=", u_init=per(rng.integers(-BIG, BIG, n)), v_init=per(rng.integers(-BIG, BIG, n))))
+            g.add(ir.Output("out"), [g.add(lif, [g.add(fc, [prev])])])
+            prog = build_program(g)
+            op = prog.ops[np.nonzero(prog.ops[:, K.KIND] == K.NEURON)[0][0]]
+            flags.add(int(op[K.A4]))
+            src, dst, so = op[K.SRC], op[K.DST], op[K.A0]
+            val, bits = np.zeros(prog.val_size + 80, np.int32), np.zeros(prog.n_words, np.int64)
+            U, V = prog.u_init.copy(), prog.v_init.copy()
+            with int64_only():
+                ref = IntNeuronState(lif, 1)
+                for t in range(steps):
+                    a = rng.choice([rng.integers(-2 ** 31, 2 ** 31, n), rng.integers(-4000, 4000, n),
+                                    rng.integers(-3, 4, n)])
+                    val[src:src + n] = a
+                    K._neuron(val, bits, op, U, V, prog.params)
+                    s = ref.step(torch.from_numpy(a.astype(np.int64))[None]).numpy()[0]
+                    assert np.array_equal(V[so:so + n], ref.v.numpy()[0]), (du, dv, t)
+                    if op[K.A4] & 2 == 0:        # (a forgotten current is not stored)
+                        assert np.array_equal(U[so:so + n], ref.u.numpy()[0]), (du, dv, t)
+                    assert np.array_equal(val[dst:dst + n], s), (du, dv, t)
+                    want = sum(1 << i for i in np.nonzero(s)[0])
+                    assert int(bits[op[K.DST_BITS]]) % 2 ** 64 == want, (du, dv, t)   # (one word)
+                    fired.append(float(s.mean()))
+    assert 0.05 < np.mean(fired) < 0.95, np.mean(fired)
+    layout = {"shared": 1, "bias per neuron": 8, "all per neuron": 0}[params]
+    assert all(f & 9 == layout for f in flags), flags
+    kinds = {(f & 2, f & 4, f & 16) for f in flags}            # forgotten, held, shifted
+    assert len(kinds) == 6, kinds

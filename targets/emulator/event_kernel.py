@@ -17,8 +17,10 @@ are formed in int64 before their wraps; decays in float64 (exact, see ``_lif``).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
+from .lif_vector import lif16
 from .simd import add8, add16, load, madd8, madd16, max16_of, nonzero_mask16, popcount, trailing_zeros
 
 # op kinds
@@ -99,6 +101,28 @@ def _events16(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_le
                 m = np.int64(val[src + i])
                 for e in range(lo, hi):
                     madd16(val, dst + load(ent_out, e), wts, load(ent_w, e), m)
+
+
+@kernel
+def _events32(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+    """Runs of exactly 32 lanes (``events.paired_runs``): two 16-lane vector adds each."""
+    for wi in range((size + 63) // 64):
+        word = bits[wat + wi]
+        while word != 0:
+            i = wi * 64 + trailing_zeros(word)
+            word &= word - 1
+            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
+            m = np.int64(1) if binary else np.int64(val[src + i])
+            if m == 1:                 # (a count of 1: no multiply)
+                for e in range(lo, hi):
+                    o, w = dst + load(ent_out, e), load(ent_w, e)
+                    add16(val, o, wts, w)
+                    add16(val, o + 16, wts, w + 16)
+            else:
+                for e in range(lo, hi):
+                    o, w = dst + load(ent_out, e), load(ent_w, e)
+                    madd16(val, o, wts, w, m)
+                    madd16(val, o + 16, wts, w + 16, m)
 
 
 @kernel
@@ -212,6 +236,8 @@ def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux):
                 acc[j] += copy[j]
     elif run == 16:
         _events16(*args)
+    elif run == 32:
+        _events32(*args)
     elif run > 0 and run % 16 == 0:
         _events16n(*args)
     elif run == 8:
@@ -313,104 +339,105 @@ def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, to_zero, forget_u, ho
     return up, (np.int32(min(max(np.int64(vn) - r_amt, -(LIM - 1)), LIM - 1)) if s else vn), s
 
 
-@njit(inline="always")
-def _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, forget_u, hold_v, uniform):
-    """The population's update; ``uniform``: the parameters are scalars, else arrays."""
-    for i in range(a_in.shape[0]):
-        if uniform:
-            u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0, p1, p2, p3, p4, p5, to_zero,
-                                           forget_u, hold_v)
-        else:
-            u_[i], v_[i], spikes[i] = _lif(a_in[i], u_[i], v_[i], p0[i], p1[i], p2[i], p3[i], p4[i],
-                                           p5[i], to_zero, forget_u, hold_v)
+def _at(p, i):
+    """p[i] of a per-neuron parameter array, or the scalar p shared by the population."""
+
+
+@overload(_at, inline="always")
+def _at_impl(p, i):
+    if isinstance(p, types.Array):
+        return lambda p, i: p[i]
+    return lambda p, i: p
 
 
 @njit(inline="always")
-def _lif_variants(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, forget_u, hold_v, uniform):
-    """One loop per reset mode (to a value; subtract, which is also "none" with 0) and decay
-    case: constants inside each loop, so LLVM keeps only the arithmetic that case needs (a
-    select on a loop-invariant mode instead was 60 % slower on this CPU)."""
-    if to_zero:
-        _lif_decays(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, True, forget_u, hold_v, uniform)
-    else:
-        _lif_decays(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, False, forget_u, hold_v, uniform)
-
-
-@njit(inline="always")
-def _lif_decays(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, forget_u, hold_v, uniform):
-    if forget_u and hold_v:
-        _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, True, True, uniform)
-    elif forget_u:
-        _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, True, False, uniform)
-    elif hold_v:
-        _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, False, True, uniform)
-    else:
-        _lif_loop(a_in, spikes, u_, v_, p0, p1, p2, p3, p4, p5, to_zero, False, False, uniform)
-
-
-@njit(inline="always")
-def _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero, forget_u, hold_v):
-    """Shared decays and reset, a bias and threshold per neuron (BatchNorm folded per channel):
-    4 parameter streams fewer than the per-neuron loop, and no store of u where it is forgotten
-    (``forget_u``: the next step does not read it) -- the update is bound by its memory streams."""
-    for i in range(a_in.shape[0]):
-        up, vn, s = _lif(a_in[i], u_[i], v_[i], k_u, k_v, bias[i], vth[i], r_val, r_amt, to_zero,
-                         forget_u, hold_v)
+def _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+                to_zero, forget_u, hold_v, shift_v):
+    """One population's update and the bit map of its spikes: whole vectors of 16 neurons with
+    ``lif_vector.lif16`` (their words of the bit map as they complete), the rest with ``_lif``.
+    The parameters are scalars (shared) or arrays (per neuron); the flags constants (see
+    ``_neuron_flags``). ``u`` is not stored where ``forget_u``: no step reads it."""
+    size = a_in.shape[0]
+    vec = size & ~15
+    word = np.int64(0)
+    for i in range(0, vec, 16):
+        word |= lif16(a_in, spikes, u_, v_, i, k_u, k_v, v_shift, bias, vth, r_val, r_amt, to_zero,
+                      forget_u, hold_v, shift_v) << (i & 63)
+        if (i & 63) == 48:
+            bits[wat + (i >> 6)] = word
+            word = 0
+    for i in range(vec, size):
+        up, vn, s = _lif(a_in[i], u_[i], v_[i], _at(k_u, i), _at(k_v, i), _at(bias, i), _at(vth, i),
+                         _at(r_val, i), _at(r_amt, i), to_zero, forget_u, hold_v)
         if not forget_u:
             u_[i] = up
         v_[i] = vn
         spikes[i] = s
+    done = size & ~63              # the last, partial word of the bit map
+    if done < size:
+        _pack(val, dst + done, size - done, bits, wat + (done >> 6))
 
 
 @njit(inline="always")
-def _lif_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero, forget_u, hold_v):
-    """``_lif_loop_mixed`` with the three flags as constants, one loop each."""
+def _resets(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+            to_zero, forget_u, hold_v, shift_v):
     if to_zero:
         if forget_u:
-            if hold_v:
-                _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, True, True, True)
-            else:
-                _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, True, True, False)
-        elif hold_v:
-            _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, True, False, True)
+            _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val,
+                        r_amt, True, True, hold_v, shift_v)
         else:
-            _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, True, False, False)
+            _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val,
+                        r_amt, True, False, hold_v, shift_v)
     elif forget_u:
-        if hold_v:
-            _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, False, True, True)
-        else:
-            _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, False, True, False)
-    elif hold_v:
-        _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, False, False, True)
+        _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val,
+                    r_amt, False, True, hold_v, shift_v)
     else:
-        _lif_loop_mixed(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, False, False, False)
+        _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val,
+                    r_amt, False, False, hold_v, shift_v)
+
+
+@njit(inline="always")
+def _neuron_flags(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+                  to_zero, forget_u, hold_v, shift_v):
+    """``_population`` with the reset mode (to a value; subtract, which is also "none" with 0),
+    the current's decay (none or a product) and the voltage's (none, a shift or a product) as
+    constants, one loop each: LLVM keeps only the arithmetic that case needs (a select on a
+    loop-invariant mode instead was 60 % slower on this CPU)."""
+    if hold_v:
+        _resets(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+                to_zero, forget_u, True, False)
+    elif shift_v:
+        _resets(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+                to_zero, forget_u, False, True)
+    else:
+        _resets(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+                to_zero, forget_u, False, False)
 
 
 @kernel
 def _neuron(val, bits, op, U, V, par):
-    """One population of one sample: a vectorised loop over contiguous slices (parameters
-    as scalars when the population shares them), then the bit map of its spikes."""
+    """One population of one sample: parameters as scalars where the population shares them
+    (all of them, or all but bias and threshold: BatchNorm folded per channel), else arrays."""
     size, dst, so, po = op[SIZE], op[DST], op[A0], op[A1]
     to_zero = op[A3] == 0         # reset to a value, else subtract (no reset: subtract 0)
     a_in, spikes = val[op[SRC]:op[SRC] + size], val[dst:dst + size]
     u_, v_ = U[so:so + size], V[so:so + size]
     flags = op[A4]                 # 1: shared parameters, 2: keep_u == 0, 4: keep_v == 4096,
-    forget_u, hold_v = (flags & 2) != 0, (flags & 4) != 0   # 8: shared but bias and threshold
+    forget_u, hold_v = (flags & 2) != 0, (flags & 4) != 0   # 8: shared but bias and threshold,
+    shift_v = (flags & 16) != 0    # 16: a shared keep_v that is a power of two below 4096
+    wat = op[DST_BITS]
+    k_u, k_v, r_val, r_amt = np.int64(par[0, po]), np.int64(par[1, po]), np.int32(par[4, po]), np.int64(par[5, po])
+    v_shift = 12 - trailing_zeros(k_v) if shift_v else 0
     if flags & 8:
-        k_u, k_v, r_val, r_amt = np.int64(par[0, po]), np.int64(par[1, po]), np.int32(par[4, po]), np.int64(par[5, po])
-        _lif_mixed(a_in, spikes, u_, v_, k_u, k_v, par[2, po:po + size], par[3, po:po + size], r_val, r_amt,
-                   to_zero, forget_u, hold_v)
+        _neuron_flags(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, par[2, po:po + size],
+                      par[3, po:po + size], r_val, r_amt, to_zero, forget_u, hold_v, shift_v)
     elif flags & 1:
-        k_u, k_v, bias = np.int64(par[0, po]), np.int64(par[1, po]), np.int64(par[2, po])
-        vth, r_val, r_amt = np.int64(par[3, po]), np.int32(par[4, po]), np.int64(par[5, po])
-        _lif_variants(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero, forget_u,
-                      hold_v, True)
-    else:
-        k_u, k_v, bias = par[0, po:po + size], par[1, po:po + size], par[2, po:po + size]
-        vth, r_val, r_amt = par[3, po:po + size], par[4, po:po + size], par[5, po:po + size]
-        _lif_variants(a_in, spikes, u_, v_, k_u, k_v, bias, vth, r_val, r_amt, to_zero, forget_u,
-                      hold_v, False)
-    _pack(val, dst, size, bits, op[DST_BITS])
+        _neuron_flags(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, np.int64(par[2, po]),
+                      np.int64(par[3, po]), r_val, r_amt, to_zero, forget_u, hold_v, shift_v)
+    else:                          # (never shift_v: keep_v differs between neurons)
+        _neuron_flags(val, bits, a_in, spikes, u_, v_, dst, wat, par[0, po:po + size], par[1, po:po + size],
+                      0, par[2, po:po + size], par[3, po:po + size], par[4, po:po + size],
+                      par[5, po:po + size], to_zero, forget_u, hold_v, False)
 
 
 # -- spiking-transformer kinds (ir.fixed): index maps, Scale, Mul, ReduceSum, MatMul ----------
@@ -662,24 +689,25 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
 
 @njit(nogil=True, cache=True)
 def run_samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux, u_init, v_init,
-                val_size, n_words, zero_ranges, out_src, out_size, out_bias, out_potential, out_membrane,
+                val_size, n_words, zero_ranges, out_src, out_perm, out_bias, out_potential, out_membrane,
                 rec, out, counts, steps):
     """Run every sample of ``x`` (N, T or 1, input size; uint8 0/1 for binary messages, else
-    int32) through the program, one after the other; fills ``out`` (N, T, out_size: the values at
-    ``out_src``, or with ``out_membrane`` the neuron states ``V`` from ``out_src``) and, when
+    int32) through the program, one after the other; fills ``out`` (N, T, outputs; float64, in
+    PyTorch order: value i goes to ``out_perm[i]``) with the values at ``out_src``, or with
+    ``out_membrane`` the neuron states ``V`` from ``out_src``, and, when
     ``rec`` has rows, ``counts``/``steps`` (events.py). Releases the GIL: ``events.py`` runs
     one call per thread on its own share of the samples."""
     buf = np.zeros(val_size + 64 + ALIGN, np.int32)   # room: _pack reads whole words
     skip = (-(buf.ctypes.data >> 2)) & (ALIGN - 1)
     _samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux, u_init, v_init,
              buf[skip:skip + val_size], np.empty(n_words, np.int64), np.empty_like(u_init),
-             np.empty_like(v_init), zero_ranges, out_src, out_size, out_bias, out_potential,
+             np.empty_like(v_init), zero_ranges, out_src, out_perm, out_bias, out_potential,
              out_membrane, rec, out, counts, steps)
 
 
 @kernel
 def _samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux, u_init, v_init,
-             val, bits, U, V, zero_ranges, out_src, out_size, out_bias, out_potential, out_membrane,
+             val, bits, U, V, zero_ranges, out_src, out_perm, out_bias, out_potential, out_membrane,
              rec, out, counts, steps):
     """``run_samples``' loop over its samples, in buffers it allocated; without reference
     counts (see ``kernel``): the tables are shared by every thread, and counting each view of
@@ -693,9 +721,11 @@ def _samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux
         for t in range(T):
             _step(val, bits, U, V, x[n, t if x.shape[1] > 1 else 0], t, ops, add_srcs, indptr,
                   ent_out, ent_w, ent_len, wts, par, aux)
+            out_size = out_perm.shape[0]
             readout = V[out_src:out_src + out_size] if out_membrane else val[out_src:out_src + out_size]
-            for i in range(out_size):
-                out[n, t, i] = np.int64(readout[i]) + out_bias[i] if out_potential else readout[i]
+            for i in range(out_size):    # (float64 holds these integers exactly)
+                out[n, t, out_perm[i]] = np.float64(np.int64(readout[i]) + out_bias[i] if out_potential
+                                                    else readout[i])
             for r in range(rec.shape[0]):
                 off, size, c_off = rec[r, 0], rec[r, 1], rec[r, 2]
                 values, sums = val[off:off + size], counts[n, c_off:c_off + size]
