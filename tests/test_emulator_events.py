@@ -369,8 +369,9 @@ def test_paired_runs_join_neighbouring_pixels_into_one_entry_with_the_same_sums(
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_conv_snn_with_paired_16_and_32_lane_runs_gives_the_same_integers(stride):
     """End to end on LIF populations of SpikingJelly's default tau = 2 (the voltage decay as
-    a shift): convs of 16 and 32 channels laid out as paired runs (32 and 64 lanes), every
-    layer firing."""
+    a shift): convs of 16 and 32 channels laid out as paired runs (32 and 64 lanes), binary
+    input messages read from the uint8 input's bytes (the last 32 of 288 in a partial word),
+    every layer firing."""
     import torch
     import torch.nn as nn
     from spikingjelly.activation_based import layer, neuron
@@ -393,6 +394,7 @@ def test_a_conv_snn_with_paired_16_and_32_lane_runs_gives_the_same_integers(stri
     assert {32, 64} <= set(synapses[:, K.A5].tolist())
     neurons = prog.ops[prog.ops[:, K.KIND] == K.NEURON]
     assert np.all(neurons[:, K.A4] & 16)                       # the shift decay
+    assert prog.ops[prog.ops[:, K.KIND] == K.INPUT][0, K.A0] == 0   # the bit map straight from uint8
     run = assert_same_run(qg, x)
     rates = [float(run.layer_counts[n].mean()) / 8 for n in run.layer_counts
              if isinstance(qg.node(n), ir.Neuron)]
@@ -436,6 +438,7 @@ def test_neuron_update_in_16_lane_vectors_and_the_rest_at_the_limits(params, res
                 compare=">=", u_init=per(rng.integers(-BIG, BIG, n)), v_init=per(rng.integers(-BIG, BIG, n))))
             g.add(ir.Output("out"), [g.add(lif, [g.add(fc, [prev])])])
             prog = build_program(g)
+            assert prog.ops[prog.ops[:, K.KIND] == K.INPUT][0, K.A0] == 1   # graded: values copied
             op = prog.ops[np.nonzero(prog.ops[:, K.KIND] == K.NEURON)[0][0]]
             flags.add(int(op[K.A4]))
             src, dst, so = op[K.SRC], op[K.DST], op[K.A0]

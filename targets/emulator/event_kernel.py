@@ -21,7 +21,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .lif_vector import lif16
-from .simd import add8, add16, load, madd8, madd16, max16_of, nonzero_mask16, popcount, trailing_zeros
+from .simd import add8, add16, load, nonzero_mask64_u8, madd8, madd16, max16_of, nonzero_mask16, popcount, trailing_zeros
 
 # op kinds
 INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY, GATHER, SCALE, MUL, REDUCE, MATMUL, MAXPOOL_WINDOWS = range(12)
@@ -76,6 +76,30 @@ def _pack(val, at, size, bits, wat):
         word = (nonzero_mask16(val, base) | (nonzero_mask16(val, base + 16) << 16)
                 | (nonzero_mask16(val, base + 32) << 32) | (nonzero_mask16(val, base + 48) << 48))
         bits[wat + full] = word & ((np.int64(1) << (size & 63)) - 1)
+
+
+def _pack_messages(x_t, size, bits, wat):
+    """The bit map of a step's binary input messages, read straight from the uint8 input."""
+
+
+@overload(_pack_messages, inline="always")
+def _pack_messages_impl(x_t, size, bits, wat):
+    if x_t.dtype == types.uint8:
+        def impl(x_t, size, bits, wat):
+            full = size >> 6
+            for wi in range(full):
+                bits[wat + wi] = nonzero_mask64_u8(x_t, wi << 6)
+            if size & 63:              # the last word, byte by byte: x_t ends at the row's end
+                word = np.int64(0)
+                for i in range(full << 6, size):
+                    if x_t[i] != 0:
+                        word |= np.int64(1) << (i & 63)
+                bits[wat + full] = word
+        return impl
+
+    def never(x_t, size, bits, wat):   # (graded inputs copy their values: events.py)
+        raise AssertionError("binary input messages are uint8")
+    return never
 
 
 # One small function per run width, each a single simple loop nest: several cases in one
@@ -650,10 +674,13 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
             continue
         kind = op[KIND]
         if kind == INPUT:          # x_t: 0/1 (uint8) or int32 messages (events._input_messages)
-            messages = val[op[DST]:op[DST] + op[SIZE]]
-            for i in range(op[SIZE]):
-                messages[i] = x_t[i]
-            _pack(val, op[DST], op[SIZE], bits, op[DST_BITS])
+            if op[A0]:             # some op reads the values, not only their bit map
+                messages = val[op[DST]:op[DST] + op[SIZE]]
+                for i in range(op[SIZE]):
+                    messages[i] = x_t[i]
+                _pack(val, op[DST], op[SIZE], bits, op[DST_BITS])
+            else:
+                _pack_messages(x_t, op[SIZE], bits, op[DST_BITS])
         elif kind == SYNAPSE:
             _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux)
         elif kind == NEURON:

@@ -444,6 +444,7 @@ class _Builder:
                 raise AssertionError(f"node '{name}': laid out unlike layouts() said")
         for src, at in self.prev.items():      # end of step: keep the values delayed edges read
             self.op(K.COPY, "", self.slot[src], int(np.prod(g.shape(src))), at)
+        self.input_values_read(g.input.name)
         out = g.output
         out_in = g.inputs_of(out.name)[0]
         readout = getattr(out, "fixed", None) or fx.ReadoutFixed(mode=out.mode)
@@ -475,6 +476,22 @@ class _Builder:
             out_bias=np.broadcast_to(readout.bias, tuple(g.shape(out_in))).reshape(-1).astype(np.int64)[self.perm[out_in]],
             out_potential=out.mode == "potential", out_membrane=out.mode == "membrane",
             rec=np.asarray(rec, np.int64).reshape(-1, 3), rec_nodes=rec_nodes)
+
+    def input_values_read(self, name: str) -> None:
+        """Mark the Input op (A0) when an op reads its values; else it writes only their bit
+        map, straight from the uint8 input (one 64-byte compare a word). Read only through the
+        bit map: by binary synapses and pools of spikes, and nothing else in the program."""
+        at = self.slot[name]
+        plain_kinds = {K.INPUT, K.SYNAPSE, K.NEURON, K.MAXPOOL, K.ADD, K.COPY}   # (no aux tables)
+        readers = [row for row in self.ops if row[K.SRC] == at and row[K.KIND] != K.INPUT]
+        only_bits = (at in self.spikes and not self.record and at not in self.add_srcs
+                     and all(row[K.KIND] in plain_kinds for row in self.ops)
+                     and all((row[K.KIND] == K.SYNAPSE and row[K.A0]) or (row[K.KIND] == K.MAXPOOL and row[K.A3])
+                             for row in readers)
+                     and at != self.slot.get(self.g.inputs_of(self.g.output.name)[0]))
+        for row in self.ops:
+            if row[0] == K.INPUT:
+                row[K.A0] = int(not only_bits)
 
     # one method per node kind -------------------------------------------------------------
     def _Input(self, node, ins):

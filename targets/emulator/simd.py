@@ -135,3 +135,18 @@ def popcount(typingctx, x):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(I64, [I64]), "llvm.ctpop.i64")
         return builder.call(fn, [args[0]])
     return types.int64(types.int64), codegen
+
+
+@intrinsic
+def nonzero_mask64_u8(typingctx, arr, off):
+    """Bit l set where arr[off + l] != 0, for l < 64 (uint8 lanes): one 64-byte compare."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.layout == "C"):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, o = args
+        vty = ir.VectorType(ir.IntType(8), 64)
+        data = context.make_array(sig.args[0])(context, builder, a).data
+        x = builder.load(builder.bitcast(builder.gep(data, [o]), vty.as_pointer()), align=1)
+        return builder.bitcast(builder.icmp_unsigned("!=", x, ir.Constant(vty, [0] * 64)), I64)
+    return types.int64(arr, off), codegen
