@@ -69,7 +69,7 @@ def compute_chunks(job: Callable, source, ranges: Sequence[tuple[int, int]],
     """``job(source, lo, hi)`` for every range, in range order: in this process, or sharded
     over the Ray cluster at ``ray_address`` (same results, same order)."""
     if ray_address is None:
-        with ReadAhead(source, ranges) as ahead:
+        with ReadAhead(source, ranges, getattr(job, "reads_in_place", False)) as ahead:
             for lo, hi in ranges:
                 yield job(ahead, lo, hi)
         return
@@ -78,14 +78,15 @@ def compute_chunks(job: Callable, source, ranges: Sequence[tuple[int, int]],
 
 class ReadAhead:
     """``source`` for a job run range after range in this process: while the job computes
-    range k, a thread already reads range k+1, so reading the data (``preadv``, which
-    releases the GIL) overlaps the engine instead of adding to it. At most two ranges of
+    range k, a thread already reads range k+1, so reading the data (``preadv``, or mapping
+    it for a job that ``reads_in_place``; both release the GIL) overlaps the engine instead
+    of adding to it. At most two ranges of
     input are in memory at once. A read of any other range, and every other attribute, go
     to ``source`` itself; a read's error is raised where the job reads that range."""
 
-    def __init__(self, source, ranges: Sequence[tuple[int, int]]):
+    def __init__(self, source, ranges: Sequence[tuple[int, int]], mapped: bool = False):
         from concurrent.futures import ThreadPoolExecutor
-        self._source, self._ranges = source, [tuple(r) for r in ranges]
+        self._source, self._ranges, self._mapped = source, [tuple(r) for r in ranges], mapped
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="snncompile-read")
         self._next = 0
         self._pending = self._submit(0)
@@ -93,11 +94,14 @@ class ReadAhead:
     def _submit(self, k: int):
         if k >= len(self._ranges):
             return None
-        return self._ranges[k], self._pool.submit(self._source.read, *self._ranges[k])
+        return self._ranges[k], self._pool.submit(self._read, *self._ranges[k], self._mapped)
 
-    def read(self, lo: int, hi: int):
-        if self._pending is None or self._pending[0] != (lo, hi):
-            return self._source.read(lo, hi)
+    def _read(self, lo: int, hi: int, mapped: bool):
+        return self._source.read(lo, hi, mapped=True) if mapped else self._source.read(lo, hi)
+
+    def read(self, lo: int, hi: int, mapped: bool = False):
+        if self._pending is None or self._pending[0] != (lo, hi) or mapped != self._mapped:
+            return self._read(lo, hi, mapped)
         future = self._pending[1]
         self._next = self._ranges.index((lo, hi), self._next) + 1
         self._pending = self._submit(self._next)

@@ -297,3 +297,32 @@ def test_default_chunks_of_integer_trains_count_their_stored_bytes(tmp_path):
     assert auto_chunk_size(source, as_stored=True) == CHUNK_BYTES // (8 * 64 * 64)
     np.savez(tmp_path / "f.npz", x=big.astype(np.float32))
     assert auto_chunk_size(open_inputs(tmp_path / "f.npz"), as_stored=True) == CHUNK_BYTES // (8 * 64 * 64 * 8)
+
+
+def test_mapped_reads_are_read_only_views_of_the_same_rows(files, tmp_path):
+    """``read(..., mapped=True)`` (the event engine's: it reads its inputs in place) gives the
+    rows a copy would, from .npy files, .npz members and shards, as read-only maps of just
+    those rows; a file shorter than its header says is refused, as the copy refuses it. (`run`
+    on the event engine reads that way: the chunked-run tests above compare its OUT.npz.)"""
+    import zipfile as _zip
+
+    from snncompile.cluster import ReadAhead
+    for path in (files / "shards", files / "train.npz"):
+        source = open_inputs(path)
+        for lo, hi in [(0, 5), (3, 17), (len(source) - 4, len(source)), (2, 2)]:
+            (x, y), (x0, y0) = source.read(lo, hi, mapped=True), source.read(lo, hi)
+            np.testing.assert_array_equal(x, x0)
+            assert x.dtype == x0.dtype and x.shape == x0.shape
+            if hi > lo and path.suffix:            # (ranges across shards are joined: a copy)
+                assert not x.flags.writeable
+        with ReadAhead(source, chunk_ranges(len(source), 7), mapped=True) as ahead:
+            for lo, hi in chunk_ranges(len(source), 7):
+                np.testing.assert_array_equal(ahead.read(lo, hi, mapped=True)[0], source.read(lo, hi)[0])
+    np.save(tmp_path / "x.npy", TRAIN)
+    np.testing.assert_array_equal(open_inputs(tmp_path / "x.npy").read(4, 9, mapped=True)[0], TRAIN[4:9])
+    whole = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(whole[:len(whole) - 100])
+    with pytest.raises(SnnCompileError, match=r"cut.npy' is truncated"):
+        open_inputs(tmp_path / "cut.npy").read(0, len(TRAIN), mapped=True)
+    with _zip.ZipFile(files / "train.npz") as zf:
+        assert zf.getinfo("x.npy").compress_type == _zip.ZIP_STORED       # (the mapped case)

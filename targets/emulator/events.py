@@ -196,17 +196,18 @@ def paired_runs(indptr, out, w, weights, run: int, n_out: int, budget: int = MAX
     without such a neighbour takes a zero run as its second half (adding 0 to the next pixel,
     or to ``room`` values past the slot that nothing reads). Why: per message the work is per
     entry (two table loads, an address, a loop trip) as well as its vector adds; the
-    spike-train conv SNN's 16-channel conv, side by side in one process: 954 -> 830 ns a step.
-    Only runs of 16 or 32 lanes: each half stays whole, aligned vectors (8-lane runs paired
-    so overlap by half a vector, which defeats store-to-load forwarding: no gain, measured;
-    pairing them on aligned pixel pairs instead was 30 % slower). Returns (indptr, out, w,
+    spike-train conv SNN's 16-channel conv, side by side in one process: the whole run 20.4 ->
+    18.9 us a sample, one thread. Only runs of 16 lanes: each half a whole, aligned vector
+    (8-lane runs paired so overlap by half a vector, which defeats store-to-load forwarding:
+    no gain, measured; pairing them on aligned pixel pairs instead was 30 % slower; 32-lane
+    runs paired, the shipped model's 32-channel conv: 64.9 -> 69.1 us). Returns (indptr, out, w,
     weights, run, room); the tables unchanged (room 0) for other runs, or when the joined
     table would pass ``budget`` entries or more than quadruple the weights (a 3x3 conv's grow
     x2.7 to x4)."""
     out, w = np.asarray(out, np.int64), np.asarray(w, np.int64)
     weights = np.asarray(weights, np.int64)
     counts = np.diff(indptr)
-    if run not in (16, 32) or len(out) == 0:
+    if run != 16 or len(out) == 0:
         return indptr, out, w, weights, run, 0
     inp = np.repeat(np.arange(len(counts)), counts)
     order = np.lexsort((out, inp))                  # (entries stay in their input's rows)
