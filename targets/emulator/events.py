@@ -909,6 +909,18 @@ def _input_messages(prog: EventProgram, chunk: np.ndarray) -> np.ndarray:
 CHUNK = 64
 
 
+def task_ranges(n: int, threads: int) -> list[tuple[int, int]]:
+    """The samples' tasks: CHUNK each, but the last ``2 * threads * CHUNK`` samples in tasks
+    of a quarter of that, so that the threads finish together (a CLI run calls
+    ``run_program`` once per chunk of its data: with whole tasks to the end, one thread idled
+    half a task each time)."""
+    tail = n if threads == 1 else min(n, 2 * threads * CHUNK)
+    head = n - tail if threads > 1 else n
+    small = CHUNK // 4
+    return ([(lo, min(lo + CHUNK, head)) for lo in range(0, head, CHUNK)]
+            + [(lo, min(lo + small, n)) for lo in range(head, n, small)])
+
+
 def run_program(prog: EventProgram, xs: np.ndarray, T: int):
     """Run prepared inputs ``xs`` (N, T or 1 when static, *input shape; float64, or uint8
     for binary messages) on ``torch.get_num_threads()`` threads: (outputs (N, T, n_out)
@@ -923,8 +935,8 @@ def run_program(prog: EventProgram, xs: np.ndarray, T: int):
     cnt = np.zeros((n, c_size), np.int64)
     stp = np.zeros((n, n_rec, T), np.int64)
 
-    def task(lo):
-        hi = min(n, lo + CHUNK)
+    def task(lo_hi):
+        lo, hi = lo_hi
         K.run_samples(_input_messages(prog, xs[lo:hi]), T, prog.ops, prog.add_srcs, *prog.tables,
                       prog.params, prog.aux, prog.u_init, prog.v_init, prog.val_size, max(prog.n_words, 1),
                       prog.zero_ranges, prog.out_src, prog.out_perm, prog.out_bias,
@@ -933,13 +945,14 @@ def run_program(prog: EventProgram, xs: np.ndarray, T: int):
     if note:
         print(note, file=sys.stderr, flush=True)
     threads = max(1, min(torch.get_num_threads(), -(-n // CHUNK)))
+    tasks = task_ranges(n, threads)
     if threads == 1:
-        for lo in range(0, n, CHUNK):
-            task(lo)
+        for lo_hi in tasks:
+            task(lo_hi)
     else:
         pool = ThreadPoolExecutor(threads)
         try:
-            list(pool.map(task, range(0, n, CHUNK)))
+            list(pool.map(task, tasks))
         finally:   # on a stop signal (or an error) the queued chunks are dropped, not run
             pool.shutdown(wait=True, cancel_futures=True)
     layer_counts, layer_steps = {}, {}
