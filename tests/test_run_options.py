@@ -100,3 +100,18 @@ def test_without_the_filter_lava_would_print_runtime_warnings(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "lava/proc/lif/models.py" in proc.stderr and "RuntimeWarning: invalid value" in proc.stderr
+
+
+def test_counts_are_the_last_step_of_the_running_sum_exactly():
+    """``RunResult.counts`` (OUT.npz ``counts``) sums the steps in order, so that it equals the
+    last step of ``potential`` (their running sum) to the bit, also where ``np.sum`` would
+    sum a long single-output axis pairwise (one output, 300 steps of float potentials)."""
+    from snncompile.targets.base import RunResult
+    rng = np.random.default_rng(0)
+    for shape in [(5, 8, 10), (4, 300, 1), (3, 1, 2)]:
+        outputs = rng.standard_normal(shape) * 10.0 ** rng.uniform(-6, 6, shape)
+        result = RunResult(outputs=outputs, readout="potential", backend="reference")
+        np.testing.assert_array_equal(result.counts, np.cumsum(outputs, axis=1)[:, -1])
+    spikes = (rng.random((6, 9, 4)) < 0.3).astype(np.float64)
+    np.testing.assert_array_equal(RunResult(outputs=spikes, readout="spikes", backend="emulator").counts,
+                                  spikes.sum(axis=1))
