@@ -1,8 +1,8 @@
 """``python -m snncompile.targets.emulator``: compile the event kernel (and the torch engine's
 neuron update, ``lif_kernel.py``) once, ahead of use.
 
-numba compiles the kernel on first use (about 30 s for spike inputs, 15 s more for graded
-ones) and caches it next to the source; ``make install`` runs this so that the first
+numba compiles the kernel on first use (about 100 s for both message types on a 2-core VM,
+2026-12-02) and caches it next to the source; ``make install`` runs this so that the first
 ``snncompile run --backend emulator`` (and the test suite) starts warm.
 """
 from __future__ import annotations

@@ -21,21 +21,16 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from .simd import _splat
+
 LANES = 16
-I1, I16, I32, I64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-V32, VF64, VBOOL = ir.VectorType(I32, LANES), ir.VectorType(ir.DoubleType(), LANES), ir.VectorType(I1, LANES)
+I16, I32, I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+V32, VF64 = ir.VectorType(I32, LANES), ir.VectorType(ir.DoubleType(), LANES)
 LIM = 2 ** 23                      # fx.STATE_MAX
 
 
 def _vec(value) -> ir.Constant:
     return ir.Constant(V32, [value] * LANES)
-
-
-def _splat(builder, scalar, vty=V32):
-    if scalar.type != vty.element:
-        scalar = builder.trunc(scalar, vty.element) if isinstance(vty.element, ir.IntType) else scalar
-    one = builder.insert_element(ir.Constant(vty, ir.Undefined), scalar, ir.Constant(I32, 0))
-    return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), ir.Constant(V32, [0] * LANES))
 
 
 def _is_int32_array(t) -> bool:
@@ -60,7 +55,7 @@ class _Lanes:
 
     def param(self, typ, value):
         """A parameter: 16 lanes of a per-neuron array, or a scalar repeated."""
-        return self.load(typ, value) if isinstance(typ, types.Array) else _splat(self.builder, value)
+        return self.load(typ, value) if isinstance(typ, types.Array) else _splat(self.builder, value, LANES)
 
 
 def _min(builder, a, b):
@@ -110,7 +105,7 @@ def lif16(typingctx, a_in, spikes, u, v, i, keep_u, keep_v, v_shift, bias, vth, 
         up = builder.add(du, builder.shl(a, _vec(6)))
         up = builder.select(builder.icmp_signed(">", up, _vec(LIM)), builder.sub(up, _vec(2 * LIM)), up)
         up = builder.select(builder.icmp_signed("<=", up, _vec(-LIM)), builder.add(up, _vec(2 * LIM)), up)
-        s = _splat(builder, shift)
+        s = _splat(builder, shift, LANES)
         halved = builder.ashr(builder.add(v_old, builder.lshr(builder.ashr(v_old, _vec(31)),
                                                               builder.sub(_vec(32), s))), s)
         dv = builder.select(hold_v_, v_old, builder.select(shift_v_, halved, _decay(builder, v_old, k_v)))
