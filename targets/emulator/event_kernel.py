@@ -405,6 +405,7 @@ def _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bi
 @njit(inline="always")
 def _resets(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
             to_zero, forget_u, hold_v, shift_v):
+    """``_neuron_flags``' inner levels: the reset mode and the current's decay as constants."""
     if to_zero:
         if forget_u:
             _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val,

@@ -480,8 +480,9 @@ class _Builder:
 
     def input_values_read(self, name: str) -> None:
         """Mark the Input op (A0) when an op reads its values; else it writes only their bit
-        map, straight from the uint8 input (one 64-byte compare a word). Read only through the
-        bit map: by binary synapses and pools of spikes, and nothing else in the program."""
+        map, straight from the uint8 input (one 64-byte compare a word). Only the bit map is
+        read when every op reading the slot is a binary synapse or a pool of spikes, the slot
+        is not recorded, added or read out, and no op has aux tables (which read by offset)."""
         at = self.slot[name]
         plain_kinds = {K.INPUT, K.SYNAPSE, K.NEURON, K.MAXPOOL, K.ADD, K.COPY}   # (no aux tables)
         readers = [row for row in self.ops if row[K.SRC] == at and row[K.KIND] != K.INPUT]
@@ -491,7 +492,7 @@ class _Builder:
                              for row in readers)
                      and at != self.slot.get(self.g.inputs_of(self.g.output.name)[0]))
         for row in self.ops:
-            if row[0] == K.INPUT:
+            if row[K.KIND] == K.INPUT:
                 row[K.A0] = int(not only_bits)
 
     # one method per node kind -------------------------------------------------------------
@@ -914,8 +915,7 @@ def task_ranges(n: int, threads: int) -> list[tuple[int, int]]:
     of a quarter of that, so that the threads finish together (a CLI run calls
     ``run_program`` once per chunk of its data: with whole tasks to the end, one thread idled
     half a task each time)."""
-    tail = n if threads == 1 else min(n, 2 * threads * CHUNK)
-    head = n - tail if threads > 1 else n
+    head = n - (0 if threads == 1 else min(n, 2 * threads * CHUNK))
     small = CHUNK // 4
     return ([(lo, min(lo + CHUNK, head)) for lo in range(0, head, CHUNK)]
             + [(lo, min(lo + small, n)) for lo in range(head, n, small)])
