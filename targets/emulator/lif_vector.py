@@ -21,7 +21,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .simd import _splat
+from .simd import _int32_arrays, _splat, _vec_ptr
 
 LANES = 16
 I16, I32, I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
@@ -33,25 +33,17 @@ def _vec(value) -> ir.Constant:
     return ir.Constant(V32, [value] * LANES)
 
 
-def _is_int32_array(t) -> bool:
-    return isinstance(t, types.Array) and t.dtype == types.int32 and t.ndim == 1 and t.layout == "C"
-
-
 class _Lanes:
     """Loads and stores of 16 int32 lanes at index ``i`` of 1-D int32 arrays."""
 
     def __init__(self, context, builder, i):
         self.context, self.builder, self.i = context, builder, i
 
-    def ptr(self, arr_type, arr):
-        data = self.context.make_array(arr_type)(self.context, self.builder, arr).data
-        return self.builder.bitcast(self.builder.gep(data, [self.i]), V32.as_pointer())
-
     def load(self, arr_type, arr):
-        return self.builder.load(self.ptr(arr_type, arr), align=4)
+        return self.builder.load(_vec_ptr(self.context, self.builder, arr_type, arr, self.i, LANES), align=4)
 
     def store(self, value, arr_type, arr):
-        self.builder.store(value, self.ptr(arr_type, arr), align=4)
+        self.builder.store(value, _vec_ptr(self.context, self.builder, arr_type, arr, self.i, LANES), align=4)
 
     def param(self, typ, value):
         """A parameter: 16 lanes of a per-neuron array, or a scalar repeated."""
@@ -83,13 +75,9 @@ def lif16(typingctx, a_in, spikes, u, v, i, keep_u, keep_v, v_shift, bias, vth, 
     ``2 ** (12 - v_shift)`` (its decay is an arithmetic shift that rounds toward zero: 3
     instructions instead of the float product's 11 a vector; tau = 2 is SpikingJelly's
     default)."""
-    arrays = (a_in, spikes, u, v)
     params = (keep_u, keep_v, bias, vth, r_val, r_amt)
-    if not all(_is_int32_array(a) for a in arrays):
-        return None
-    if not all(_is_int32_array(p) or isinstance(p, types.Integer) for p in params):
-        return None
-    if not isinstance(v_shift, types.Integer):
+    if not (_int32_arrays(a_in, spikes, u, v) and isinstance(v_shift, types.Integer)
+            and all(isinstance(p, types.Integer) or _int32_arrays(p) for p in params)):
         return None
 
     def codegen(context, builder, sig, args):
