@@ -465,3 +465,118 @@ def test_neuron_update_in_16_lane_vectors_and_the_rest_at_the_limits(params, res
     assert all(f & 9 == layout for f in flags), flags
     kinds = {(f & 2, f & 4, f & 16) for f in flags}            # forgotten, held, shifted
     assert len(kinds) == 6, kinds
+
+
+def _one_channel_snn(c_out, kernel, stride, padding, hw, second=False, seed=0):
+    """Input (1, H, W) spike trains -> Conv(1 -> c_out) -> LIF [-> Conv(c_out -> 1) -> LIF ->
+    Conv(1 -> 8, 3x3) -> LIF: a patch conv reading a Neuron's bit map] -> Flatten -> Linear -> LIF."""
+    import torch
+    import torch.nn as nn
+    from spikingjelly.activation_based import layer, neuron
+    torch.manual_seed(seed)
+    conv = layer.Conv2d(1, c_out, kernel, stride=stride, padding=padding)
+    mods = [conv, neuron.LIFNode(tau=2.0)]
+    shape = conv(torch.zeros(1, 1, *hw)).shape[1:]
+    if second:
+        mods += [layer.Conv2d(c_out, 1, 1), neuron.LIFNode(tau=2.0),
+                 layer.Conv2d(1, 8, 3, padding=1), neuron.LIFNode(tau=2.0)]
+        shape = (8,) + tuple(shape[1:])
+    m = nn.Sequential(*mods, layer.Flatten(), layer.Linear(int(np.prod(shape)), 10), neuron.LIFNode(tau=2.0))
+    with torch.no_grad():
+        for mod in m:
+            if isinstance(mod, nn.Conv2d):
+                mod.weight.mul_(6.0 if mod.in_channels == 1 else 15.0)
+            elif isinstance(mod, nn.Linear):
+                mod.weight.mul_(8.0)
+    return m
+
+
+def _assert_layers_fire(run, qg, lo=0.01, hi=0.6):
+    rates = {n: float(run.layer_counts[n].mean()) / qg.timesteps for n in run.layer_counts
+             if isinstance(qg.node(n), ir.Neuron)}
+    assert all(lo < r < hi for r in rates.values()), rates
+
+
+@pytest.mark.parametrize("c_out, kernel, stride, padding, hw, second", [
+    (8, 3, 2, 1, (28, 28), False),        # the spike-train MNIST conv SNN's first conv
+    (16, 3, 1, 1, (13, 30), True),        # rows across word boundaries; a patch conv of spikes
+    (5, 2, 1, 0, (9, 62), False),         # 62 columns, no padding: the widest row; 5 lanes
+    (24, (1, 5), 1, (0, 2), (7, 20), False),   # one kernel row of 5 taps; 16 + 8 lanes
+    (8, 3, 3, 2, (20, 20), False),        # stride 3: the generic loops
+])
+def test_a_one_channel_conv_of_spikes_as_a_patch_table_gives_the_same_integers(
+        c_out, kernel, stride, padding, hw, second):
+    """A conv of binary messages from one input channel (``K.PATCH_CONV``: each output
+    pixel's window of input bits indexes a table of weight sums) == the torch engine's
+    int64 equations, counts and every layer's spikes, with every layer firing."""
+    from snncompile.frontend import from_torch
+    from snncompile.targets.emulator import event_kernel as K
+    m = _one_channel_snn(c_out, kernel, stride, padding, hw, second)
+    x = (torch_rand((5, 8, 1) + hw, seed=c_out) < 0.3).astype(np.float32)
+    qg, _ = quantize(from_torch(m, (1,) + hw, 8, name="patch"), calib=x)
+    prog = build_program(qg)
+    assert int(np.sum(prog.ops[:, K.KIND] == K.PATCH_CONV)) == (2 if second else 1)
+    assert prog.ops[prog.ops[:, K.KIND] == K.INPUT][0, K.A0] == 0   # only the input's bit map is read
+    run = assert_same_run(qg, x)
+    _assert_layers_fire(run, qg)
+
+
+def torch_rand(shape, seed):
+    return np.random.default_rng(seed).random(shape)
+
+
+@pytest.mark.parametrize("change, why", [
+    (dict(c_in=2), "two input channels: a table of 2**18 rows"),
+    (dict(dilation=2), "a dilated kernel"),
+    (dict(hw=(8, 64)), "64 columns and padding do not fit one word"),
+    (dict(bits=8), "graded input messages"),
+])
+def test_convs_a_patch_table_does_not_suit_keep_their_event_tables(change, why):
+    """Outside the patch conv's geometry the conv is a synapse of per-input fan-outs, and the
+    two engines still agree."""
+    from snncompile.targets.emulator import event_kernel as K
+    c_in, hw, bits = change.get("c_in", 1), change.get("hw", (10, 10)), change.get("bits", 0)
+    rng = np.random.default_rng(3)
+    w = rng.integers(-200, 200, (8, c_in, 3, 3))
+    g = Graph("no_patch", timesteps=6)
+    g.add(ir.Input("in", shape=(c_in,) + hw, fixed=fx.InputFixed(num_message_bits=bits)))
+    g.add(ir.Conv2d("conv", weight=np.zeros(w.shape), padding=change.get("dilation", 1),
+                    dilation=change.get("dilation", 1),
+                    fixed=fx.SynapseFixed(weight=w, num_message_bits=bits)), ["in"])
+    shape = g.shape("conv")
+    g.add(ir.Neuron("lif", shape=shape, fixed=fx.NeuronFixed(du=4095, dv=2048, vth=300)), ["conv"])
+    g.add(ir.Output("out"), ["lif"])
+    hi = 1 if bits == 0 else 100
+    x = rng.integers(0, hi + 1, (3, 6, c_in) + hw).astype(np.float64)
+    prog = build_program(g)
+    assert K.PATCH_CONV not in prog.ops[:, K.KIND], why
+    run = assert_same_run(g, x)
+    rate = float(run.outputs.mean())
+    assert 0.01 < rate < 0.9, rate
+
+
+def test_patch_table_rows_are_the_sums_of_the_set_taps():
+    from snncompile.targets.emulator.events import PATCH_TABLE_MAX, patch_table
+    w = np.arange(2 * 3 * 3).reshape(2, 1, 3, 3) - 7
+    table = patch_table(w)
+    assert table.shape == (512, 2)
+    for p in (0, 1, 0b101, 0b100010001, 511):
+        taps = [(p >> b) & 1 for b in range(9)]
+        assert table[p].tolist() == [int(np.dot(taps, w[c, 0].reshape(-1))) for c in range(2)]
+    assert patch_table(np.zeros((2, 2, 3, 3))) is None           # two input channels
+    assert patch_table(np.zeros((1, 1, 4, 2))) is None           # four kernel rows
+    assert patch_table(np.zeros((PATCH_TABLE_MAX // 512 + 1, 1, 3, 3))) is None
+
+
+@pytest.mark.lava
+def test_a_patch_conv_snn_equals_lava_fixed_pt():
+    """The patch conv on Lava's own fixed_pt processes: the same spikes, every layer firing."""
+    from snncompile.frontend import from_torch
+    from snncompile.targets import run
+    m = _one_channel_snn(8, 3, 2, 1, (12, 12), second=True, seed=4)
+    x = (torch_rand((2, 8, 1, 12, 12), seed=9) < 0.3).astype(np.float32)
+    qg, _ = quantize(from_torch(m, (1, 12, 12), 8, name="patch_lava"), calib=x)
+    emu = run(qg, x, backend="emulator", precision="fixed", record=True)
+    _assert_layers_fire(emu, qg)
+    lava = run(qg, x, backend="lava", precision="fixed")
+    assert np.array_equal(lava.outputs, emu.outputs)

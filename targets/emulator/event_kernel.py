@@ -21,10 +21,11 @@ from numba import njit, types
 from numba.extending import overload
 
 from .lif_vector import lif16
-from .simd import add8, add16, load, nonzero_mask64_u8, madd8, madd16, max16_of, nonzero_mask16, popcount, trailing_zeros
+from .simd import add8, add16, copy8, copy16, load, nonzero_mask64_u8, madd8, madd16, max16_of, nonzero_mask16, popcount, trailing_zeros
 
 # op kinds
-INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY, GATHER, SCALE, MUL, REDUCE, MATMUL, MAXPOOL_WINDOWS = range(12)
+(INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY, GATHER, SCALE, MUL, REDUCE, MATMUL, MAXPOOL_WINDOWS,
+ PATCH_CONV) = range(13)
 # MatMul modes: AND + popcount of two spike operands; events of one spike operand selecting
 # rows of the other; a dense integer product (neither operand is spikes)
 MM_POPCOUNT, MM_EVENTS, MM_DENSE = range(3)
@@ -336,6 +337,80 @@ def _maxpool_windows(val, op, aux):
             for j in range(1, k):
                 m = max(m, val[src + load(aux, t + p * k + j) + c])
             val[o + c] = m
+
+
+@njit(inline="always")
+def _row_bits(bits, wat, y, H, W, pw):
+    """Row ``y`` of a one-channel image's bit map (bit ``x + pw``: column x; 0 outside the
+    image, and in the ``pw`` padding bits below it). The row's W bits start at bit y * W of
+    the map and may run into the next word."""
+    if y < 0 or y >= H:
+        return np.int64(0)
+    at = y * W
+    k, s = wat + (at >> 6), at & 63
+    row = bits[k] >> s             # (an arithmetic shift: the sign copies are masked off)
+    if s + W > 64:
+        row = (row & ((np.int64(1) << (64 - s)) - 1)) | (bits[k + 1] << (64 - s))
+    return (row & ((np.int64(1) << W) - 1)) << pw
+
+
+@njit(inline="always")
+def _copy_run(val, o, wts, w, n):
+    """val[o:o + n] = wts[w:w + n]: 16- and 8-lane vector copies, then lane by lane."""
+    q = 0
+    while q + 16 <= n:
+        copy16(val, o + q, wts, w + q)
+        q += 16
+    if q + 8 <= n:
+        copy8(val, o + q, wts, w + q)
+        q += 8
+    while q < n:
+        val[o + q] = wts[w + q]
+        q += 1
+
+
+@njit(inline="always")
+def _patch_rows(val, bits, wat, o, wts, tab, H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, C):
+    """``_patch_conv``'s loops (inlined: where the caller passes constants, LLVM specialises)."""
+    mask = (np.int64(1) << KW) - 1
+    for oy in range(Ho):
+        y = oy * sh - ph
+        r0 = _row_bits(bits, wat, y, H, W, pw)
+        r1 = _row_bits(bits, wat, y + 1, H, W, pw) if KH > 1 else np.int64(0)
+        r2 = _row_bits(bits, wat, y + 2, H, W, pw) if KH > 2 else np.int64(0)
+        for ox in range(Wo):
+            p = (r0 & mask) | ((r1 & mask) << KW) | ((r2 & mask) << (2 * KW))
+            r0, r1, r2 = r0 >> sw, r1 >> sw, r2 >> sw
+            _copy_run(val, o, wts, tab + p * C, C)
+            o += C
+
+
+@kernel
+def _patch_conv(val, bits, op, wts, aux):
+    """A conv of binary messages from a one-channel image (``events.patch_table``): each
+    output pixel's window of input bits (at most 3 rows of KW bits, cut from the rows' bit
+    maps) is the index of a precomputed row of weight sums, copied to the pixel's C
+    channels. Every pixel costs the same few instructions whatever the spikes: measured on
+    the spike-train MNIST conv SNN's first conv (8@3x3/2, ~13 % of the 784 inputs set), 640
+    -> 280 ns a step against the per-spike fan-out (four 8-lane adds a spike). 3x3 kernels
+    of 8 or 16 channels, stride 1 or 2, have loops of their own (constant shifts and copy
+    widths: 440 -> 280 ns measured)."""
+    h = op[A0]
+    H, W, Ho, Wo, KH, KW = aux[h], aux[h + 1], aux[h + 2], aux[h + 3], aux[h + 4], aux[h + 5]
+    sh, sw, ph, pw, C, tab = aux[h + 6], aux[h + 7], aux[h + 8], aux[h + 9], aux[h + 10], aux[h + 11]
+    wat, o = op[SRC_BITS], op[DST]
+    if KH == 3 and KW == 3 and (C == 8 or C == 16) and (sw == 1 or sw == 2):
+        if C == 8:
+            if sw == 1:
+                _patch_rows(val, bits, wat, o, wts, tab, H, W, Ho, Wo, 3, 3, sh, 1, ph, pw, 8)
+            else:
+                _patch_rows(val, bits, wat, o, wts, tab, H, W, Ho, Wo, 3, 3, sh, 2, ph, pw, 8)
+        elif sw == 1:
+            _patch_rows(val, bits, wat, o, wts, tab, H, W, Ho, Wo, 3, 3, sh, 1, ph, pw, 16)
+        else:
+            _patch_rows(val, bits, wat, o, wts, tab, H, W, Ho, Wo, 3, 3, sh, 2, ph, pw, 16)
+    else:
+        _patch_rows(val, bits, wat, o, wts, tab, H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, C)
 
 
 @njit(inline="always")
@@ -690,6 +765,8 @@ def _step(val, bits, U, V, x_t, t, ops, add_srcs, indptr, ent_out, ent_w, ent_le
             _maxpool(val, bits, op, indptr, ent_out)
         elif kind == MAXPOOL_WINDOWS:
             _maxpool_windows(val, op, aux)
+        elif kind == PATCH_CONV:
+            _patch_conv(val, bits, op, wts, aux)
         elif kind == ADD:          # int32 lanes: the sum wraps modulo 2**32, as wrap32 does
             total = val[op[DST]:op[DST] + op[SIZE]]
             first = val[add_srcs[op[A0]]:add_srcs[op[A0]] + op[SIZE]]

@@ -257,6 +257,24 @@ def padded_fan_outs(indptr, out, w, weights, run: int, n_out: int, budget: int =
             np.concatenate([np.asarray(weights, np.int64), np.zeros(run, np.int64)]), run)
 
 
+#: Largest patch table (``patch_table``, int32 values): 2 ** (KH * KW) rows of C weight sums.
+PATCH_TABLE_MAX = 2 ** 15
+
+
+def patch_table(weight: np.ndarray) -> np.ndarray | None:
+    """(2 ** (KH * KW), C) sums of a one-input-channel conv's weights, row p summing the taps
+    whose bit ``ky * KW + kx`` is set in p; None where the geometry does not suit (more than
+    3 kernel rows, or a table above ``PATCH_TABLE_MAX`` values). Why: the first conv of a
+    spike-train SNN on a one-channel image (MNIST) fans each input spike out to up to four
+    output pixels; looking the window's bits up instead costs one vector copy a pixel
+    (``event_kernel._patch_conv``)."""
+    C, c_in, KH, KW = weight.shape
+    if c_in != 1 or KH > 3 or (2 ** (KH * KW)) * C > PATCH_TABLE_MAX:
+        return None
+    taps = (np.arange(2 ** (KH * KW))[:, None] >> np.arange(KH * KW)) & 1      # (patterns, taps)
+    return taps @ np.asarray(weight, np.int64).reshape(C, KH * KW).T
+
+
 def permuted(in_shape, axes, perm) -> np.ndarray:
     """The internal order of ``permute(axes)`` of a value laid out as ``perm``."""
     n = int(np.prod(in_shape))
@@ -484,11 +502,13 @@ class _Builder:
         read when every op reading the slot is a binary synapse or a pool of spikes, the slot
         is not recorded, added or read out, and no op has aux tables (which read by offset)."""
         at = self.slot[name]
-        plain_kinds = {K.INPUT, K.SYNAPSE, K.NEURON, K.MAXPOOL, K.ADD, K.COPY}   # (no aux tables)
+        plain_kinds = {K.INPUT, K.SYNAPSE, K.NEURON, K.MAXPOOL, K.ADD, K.COPY,   # (no aux tables
+                       K.PATCH_CONV}                                           # that read values)
         readers = [row for row in self.ops if row[K.SRC] == at and row[K.KIND] != K.INPUT]
         only_bits = (at in self.spikes and not self.record and at not in self.add_srcs
                      and all(row[K.KIND] in plain_kinds for row in self.ops)
                      and all((row[K.KIND] == K.SYNAPSE and row[K.A0]) or (row[K.KIND] == K.MAXPOOL and row[K.A3])
+                             or row[K.KIND] == K.PATCH_CONV
                              for row in readers)
                      and at != self.slot.get(self.g.inputs_of(self.g.output.name)[0]))
         for row in self.ops:
@@ -543,6 +563,13 @@ class _Builder:
         in_shape, out_shape = self.g.shape(ins[0]), self.g.shape(node.name)
         if len(in_shape) != 3:
             raise NotEventEligible(f"node '{node.name}': input of shape {in_shape} is not (C, H, W)")
+        binary = int(_need_fixed(node).num_message_bits == 0) if kind == K.SYNAPSE else 0
+        # binary messages: |sum| <= the row L1 of the weights; below 2**23 the wrap24 is the
+        # identity (and is skipped), as in the torch engine
+        row_l1 = int(np.abs(weight).reshape(weight.shape[0], -1).sum(1).max(initial=0))
+        no_wrap = int(kind == K.SYNAPSE and binary and row_l1 < fx.STATE_MAX)
+        if no_wrap and self.patch_conv(node, ins, weight, stride, padding, dilation, groups):
+            return
         indptr, out, w, run = conv_entries(in_shape, weight.shape, stride, padding, dilation, groups)
         indptr, out, w = reordered_rows(indptr, out, w, hwc_perm(in_shape), self.perm[ins[0]])
         n_out = int(np.prod(out_shape))
@@ -555,18 +582,34 @@ class _Builder:
             room = max(room, padding)
         at, run = self.syn.add(indptr, out, w, run, rows)
         self._new_value(node.name, hwc_perm(out_shape), room)
-        binary = int(_need_fixed(node).num_message_bits == 0) if kind == K.SYNAPSE else 0
         src = self.source(ins[0], node.name)
         # a synapse reads the source's bit map if it has one; a max-pool needs the values to
         # be 0/1 as well (spikes) to pool by events
         listed = src in (self.listed if kind == K.SYNAPSE else self.spikes)
-        # binary messages: |sum| <= the row L1 of the weights; below 2**23 the wrap24 is the
-        # identity (and is skipped), as in the torch engine
-        row_l1 = int(np.abs(weight).reshape(weight.shape[0], -1).sum(1).max(initial=0))
-        no_wrap = int(kind == K.SYNAPSE and binary and row_l1 < fx.STATE_MAX)
         self.op(kind, node.name, src, int(np.prod(in_shape)), self.slot[node.name],
                 n_out, binary, 0, 0, int(listed), at, run, 0, self.bias_of(node) if kind == K.SYNAPSE else -1,
                 no_wrap)
+
+    def patch_conv(self, node, ins, weight, stride, padding, dilation, groups) -> bool:
+        """Lay a conv of binary messages out as a ``K.PATCH_CONV`` op where it can be: one
+        input channel with a bit map of its own (an Input or a Neuron, not delayed), a dense
+        kernel (no groups, no dilation) of at most 3 rows, image rows that fit one 64-bit
+        word with their padding, no bias, and sums that never wrap (the caller checks)."""
+        (c_in, H, W), (C, Ho, Wo) = self.g.shape(ins[0]), self.g.shape(node.name)
+        (sh, sw), (ph, pw) = stride, padding
+        src = self.source(ins[0], node.name)
+        table = patch_table(weight)
+        bias = getattr(getattr(node, "fixed", None), "bias", None)
+        if (table is None or groups != 1 or tuple(dilation) != (1, 1) or W + 2 * pw > 63
+                or src not in self.listed or (bias is not None and np.any(bias))
+                or not np.array_equal(self.perm[ins[0]], hwc_perm((c_in, H, W)))):
+            return False
+        _, _, KH, KW = weight.shape
+        at = self.syn.add_weights(table)
+        self._new_value(node.name, hwc_perm((C, Ho, Wo)))
+        header = self.put([H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, C, at])
+        self.op(K.PATCH_CONV, node.name, src, H * W, self.slot[node.name], C * Ho * Wo, header)
+        return True
 
     def _Conv2d(self, node, ins):
         w = np.asarray(_need_fixed(node).weight, np.int64)

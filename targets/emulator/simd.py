@@ -71,7 +71,25 @@ def _vector_add(width: int):
     return add
 
 
+def _vector_copy(width: int):
+    @intrinsic
+    def copy(typingctx, dst, dst_off, src, src_off):
+        """dst[dst_off:+width] = src[src_off:+width] (int32 lanes)."""
+        if not _int32_arrays(dst, src):
+            return None
+
+        def codegen(context, builder, sig, args):
+            d, doff, s, soff = args
+            sp = _vec_ptr(context, builder, sig.args[2], s, soff, width)
+            builder.store(builder.load(sp, align=4), _vec_ptr(context, builder, sig.args[0], d, doff, width),
+                          align=4)
+            return context.get_dummy_value()
+        return types.void(dst, dst_off, src, src_off), codegen
+    return copy
+
+
 add8, add16 = _vector_add(8), _vector_add(16)
+copy8, copy16 = _vector_copy(8), _vector_copy(16)
 madd8, madd16 = _vector_madd(8), _vector_madd(16)
 
 
