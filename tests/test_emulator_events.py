@@ -393,6 +393,11 @@ def test_a_conv_snn_with_paired_16_and_32_lane_runs_gives_the_same_integers(stri
     prog = build_program(qg)
     synapses = prog.ops[prog.ops[:, K.KIND] == K.SYNAPSE]
     assert synapses[0, K.A5] == 32                     # the 16-channel conv's runs, paired
+    indptr = prog.tables[0]
+    for row in synapses[synapses[:, K.A1] == 0]:       # convs whose inputs all list as many
+        counts = np.diff(indptr[row[K.A4]:row[K.A4] + row[K.SIZE] + 1])   # entries carry that
+        assert row[K.A6] == (counts[0] if np.all(counts == counts[0]) else 0)   # count (else 0)
+    assert synapses[0, K.A6] > 0
     neurons = prog.ops[prog.ops[:, K.KIND] == K.NEURON]
     assert np.all(neurons[:, K.A4] & 16)                       # the shift decay
     assert prog.ops[prog.ops[:, K.KIND] == K.INPUT][0, K.A0] == 0   # the bit map straight from uint8

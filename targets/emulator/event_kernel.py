@@ -103,19 +103,32 @@ def _pack_messages_impl(x_t, size, bits, wat):
     return never
 
 
+@njit(inline="always")
+def _fan_out(indptr, ip, i, e0, width):
+    """The entries lo..hi of input i. Where every input lists ``width`` entries (padded:
+    ``events.padded_fan_outs``) they follow from i, and the message's adds need not wait for
+    a read of ``indptr`` (``e0``: the synapse's first entry)."""
+    if width:
+        lo = e0 + i * width
+        return lo, lo + width
+    return load(indptr, ip + i), load(indptr, ip + i + 1)
+
+
 # One small function per run width, each a single simple loop nest: several cases in one
 # body made LLVM compile the whole event loop several times slower. Table entries are read
 # with ``load``: numba's own indexing adds a negative-index fix-up to every access.
 
 @kernel
-def _events16(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+def _events16(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary,
+              width):
     """Runs of exactly 16 lanes: one 16-lane vector add each."""
+    e0 = load(indptr, ip)
     for wi in range((size + 63) // 64):
         word = bits[wat + wi]
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
+            lo, hi = _fan_out(indptr, ip, i, e0, width)
             if binary:
                 for e in range(lo, hi):
                     add16(val, dst + load(ent_out, e), wts, load(ent_w, e))
@@ -129,14 +142,16 @@ def _events16(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_le
 
 
 @kernel
-def _events32(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+def _events32(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary,
+              width):
     """Runs of exactly 32 lanes (``events.paired_runs``): two 16-lane vector adds each."""
+    e0 = load(indptr, ip)
     for wi in range((size + 63) // 64):
         word = bits[wat + wi]
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
+            lo, hi = _fan_out(indptr, ip, i, e0, width)
             m = np.int64(1) if binary else np.int64(val[src + i])
             if m == 1:                 # (a count of 1: no multiply)
                 for e in range(lo, hi):
@@ -151,14 +166,16 @@ def _events32(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_le
 
 
 @kernel
-def _events16n(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+def _events16n(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary,
+               width):
     """Runs of a multiple of 16 lanes: 16-lane vector adds."""
+    e0 = load(indptr, ip)
     for wi in range((size + 63) // 64):
         word = bits[wat + wi]
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
+            lo, hi = _fan_out(indptr, ip, i, e0, width)
             if binary:
                 for e in range(lo, hi):
                     o, w = dst + load(ent_out, e), load(ent_w, e)
@@ -179,14 +196,16 @@ def _events16n(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_l
 
 
 @kernel
-def _events8(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+def _events8(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary,
+             width):
     """Runs of exactly 8 lanes: one 8-lane vector add each."""
+    e0 = load(indptr, ip)
     for wi in range((size + 63) // 64):
         word = bits[wat + wi]
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
+            lo, hi = _fan_out(indptr, ip, i, e0, width)
             if binary:
                 for e in range(lo, hi):
                     add8(val, dst + load(ent_out, e), wts, load(ent_w, e))
@@ -197,14 +216,16 @@ def _events8(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len
 
 
 @kernel
-def _events_any(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary):
+def _events_any(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary,
+                width):
     """Runs of any length: lane by lane."""
+    e0 = load(indptr, ip)
     for wi in range((size + 63) // 64):
         word = bits[wat + wi]
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
+            lo, hi = _fan_out(indptr, ip, i, e0, width)
             if binary:
                 for e in range(lo, hi):
                     o, w = dst + load(ent_out, e), load(ent_w, e)
@@ -252,7 +273,7 @@ def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux):
     for j in range(zeros.shape[0]):
         zeros[j] = 0
     args = (val, bits, op[SRC_BITS], src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run,
-            binary)
+            binary, op[A6] if post == 0 else 0)    # (A6: a conv's entries per input, or 0)
     if post == 1:
         _events_dense(val, bits, op[SRC_BITS], src, size, dst, wts, op[A6], run, binary)
         for c in range(1, DENSE_COPIES):

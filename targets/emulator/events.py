@@ -581,13 +581,15 @@ class _Builder:
             indptr, out, w, rows, padding = padded_fan_outs(indptr, out, w, rows, run, n_out, budget)
             room = max(room, padding)
         at, run = self.syn.add(indptr, out, w, run, rows)
-        self._new_value(node.name, hwc_perm(out_shape), room)
+        counts = np.diff(indptr)           # one length for every input's entries: the kernel
+        width = int(counts[0]) if kind == K.SYNAPSE and len(counts) and np.all(counts == counts[0]) else 0
+        self._new_value(node.name, hwc_perm(out_shape), room)   # finds them without indptr
         src = self.source(ins[0], node.name)
         # a synapse reads the source's bit map if it has one; a max-pool needs the values to
         # be 0/1 as well (spikes) to pool by events
         listed = src in (self.listed if kind == K.SYNAPSE else self.spikes)
         self.op(kind, node.name, src, int(np.prod(in_shape)), self.slot[node.name],
-                n_out, binary, 0, 0, int(listed), at, run, 0, self.bias_of(node) if kind == K.SYNAPSE else -1,
+                n_out, binary, 0, 0, int(listed), at, run, width, self.bias_of(node) if kind == K.SYNAPSE else -1,
                 no_wrap)
 
     def patch_conv(self, node, ins, weight, stride, padding, dilation, groups) -> bool:
