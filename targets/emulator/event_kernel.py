@@ -838,9 +838,15 @@ def _samples(x, T, ops, add_srcs, indptr, ent_out, ent_w, ent_len, wts, par, aux
     """``run_samples``' loop over its samples, in buffers it allocated; without reference
     counts (see ``kernel``): the tables are shared by every thread, and counting each view of
     them per step made the two threads' cores trade those counts' cache lines."""
+    u_read = False                 # U only if a population's current decays: no other step reads it
+    for k in range(ops.shape[0]):  # (the copy of both cost ~40 ns a step on the spike-train conv SNN)
+        if ops[k, KIND] == NEURON and not (ops[k, A4] & 2):
+            u_read = True
     for n in range(x.shape[0]):
-        for i in range(U.shape[0]):                # (a loop: numba's U[:] = u_init is 10x slower)
-            U[i] = u_init[i]
+        if u_read:
+            for i in range(U.shape[0]):            # (a loop: numba's U[:] = u_init is 10x slower)
+                U[i] = u_init[i]
+        for i in range(V.shape[0]):
             V[i] = v_init[i]
         for r in range(zero_ranges.shape[0]):      # delayed values read 0 at step 0
             val[zero_ranges[r, 0]:zero_ranges[r, 0] + zero_ranges[r, 1]] = 0
