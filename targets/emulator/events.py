@@ -10,7 +10,11 @@ in how the work is laid out:
   Input and Neuron ops also write a bit map of their non-zero values;
 * every synapse (Linear, Conv2d, Sum/AvgPool2d) becomes, per input element, a list of
   entries (output offset, weight offset, run length): a message adds ``m * weights`` to
-  those runs, and a zero message costs nothing (spikes are ~10 % dense);
+  those runs, and a zero message costs nothing (spikes are ~10 % dense); where every input
+  lists as many entries (padded, ``padded_fan_outs``) the op carries that count (A6);
+* a conv of binary messages from one input channel (the first conv on MNIST spike trains)
+  is a patch table instead (``patch_table``, ``K.PATCH_CONV``): each output pixel's window
+  of input bits indexes a row of precomputed weight sums;
 * MaxPool2d of a channel-last value runs window by window (each output pixel's channels the
   vector max of its window's input pixels); of another layout it uses the synapse geometry
   with max instead of sum; Flatten is a renaming (no op);
