@@ -107,7 +107,8 @@ def _pack_messages_impl(x_t, size, bits, wat):
 def _fan_out(indptr, ip, i, e0, width):
     """The entries lo..hi of input i. Where every input lists ``width`` entries (padded:
     ``events.padded_fan_outs``) they follow from i, and the message's adds need not wait for
-    a read of ``indptr`` (``e0``: the synapse's first entry)."""
+    a read of ``indptr`` (``e0``: the synapse's first entry). Only the 8-, 16- and 32-lane
+    loops use it (each use compiles its loops twice); the others read ``indptr``."""
     if width:
         lo = e0 + i * width
         return lo, lo + width
@@ -169,13 +170,12 @@ def _events32(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_le
 def _events16n(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary,
                width):
     """Runs of a multiple of 16 lanes: 16-lane vector adds."""
-    e0 = load(indptr, ip)
     for wi in range((size + 63) // 64):
         word = bits[wat + wi]
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = _fan_out(indptr, ip, i, e0, width)
+            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
             if binary:
                 for e in range(lo, hi):
                     o, w = dst + load(ent_out, e), load(ent_w, e)
@@ -219,13 +219,12 @@ def _events8(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len
 def _events_any(val, bits, wat, src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run, binary,
                 width):
     """Runs of any length: lane by lane."""
-    e0 = load(indptr, ip)
     for wi in range((size + 63) // 64):
         word = bits[wat + wi]
         while word != 0:
             i = wi * 64 + trailing_zeros(word)
             word &= word - 1
-            lo, hi = _fan_out(indptr, ip, i, e0, width)
+            lo, hi = load(indptr, ip + i), load(indptr, ip + i + 1)
             if binary:
                 for e in range(lo, hi):
                     o, w = dst + load(ent_out, e), load(ent_w, e)
