@@ -11,8 +11,8 @@ emulator's speed, and the CLI emulator against Lava fixed_pt and PyTorch eager.
   shipped model (static float32 digits) and a spike-input conv SNN (SpikingJelly LIF,
   Bernoulli-coded digits as uint8 trains, T=8);
 * the same two models through the CLI on Lava fixed_pt (marginal over K1 -> K2 samples of
-  Lava's run phase, the network build being a per-run cost; the outputs must equal the CLI
-  emulator's, sample for sample) and in PyTorch eager float
+  Lava's run phase, best of two interleaved runs each, the network build being a per-run cost;
+  the outputs must equal the CLI emulator's, sample for sample) and in PyTorch eager float
   (SpikingJelly multi-step, ``torch.no_grad``, the same number of threads), per sample.
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 2000,20000,100000] [--write]
@@ -156,7 +156,7 @@ def main(argv=None):
     ap.add_argument("--rss-run-only", action="store_true", help="peak RSS of `run` only (energy takes minutes)")
     ap.add_argument("--n1", type=int, default=2000, help="CLI vs API: marginal from N1 to N2 samples")
     ap.add_argument("--n2", type=int, default=20000)
-    ap.add_argument("--lava", default="4,44", help="K1,K2 samples on Lava fixed_pt (through the CLI)")
+    ap.add_argument("--lava", default="8,168", help="K1,K2 samples on Lava fixed_pt (through the CLI; \"4,44\" before 2026-12-03: its marginal was within the noise of Lava's per-run costs)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--work", default=None, help="folder for the data files [a temporary one]")
     ap.add_argument("--write", action="store_true", help="append the section to benchmarks/RESULTS.md")
@@ -230,11 +230,11 @@ def main(argv=None):
         cli_us = marginal(emu[n1], emu[n2], n1, n2) * 1e6
         api_us = marginal(api[n1], api[n2], n1, n2) * 1e6
         from snncompile.targets.lava import runner
-        lava, lava_run = {}, {}
-        for n in (k1, k2):
-            lava[n] = cli_here("run", work / gfile, "-i", files[n], "--backend", "lava", "--precision", "fixed",
-                               "-o", work / f"lava{n}.npz")
-            lava_run[n] = runner.last_timings.run
+        lava, lava_run = {n: float("inf") for n in (k1, k2)}, {n: float("inf") for n in (k1, k2)}
+        for n in (k1, k2, k1, k2):      # best of two, interleaved: a run now and then takes 2-5x
+            whole = cli_here("run", work / gfile, "-i", files[n], "--backend", "lava", "--precision", "fixed",
+                             "-o", work / f"lava{n}.npz")
+            lava[n], lava_run[n] = min(lava[n], whole), min(lava_run[n], runner.last_timings.run)
         lava_us = marginal(lava_run[k1], lava_run[k2], k1, k2) * 1e6
         lava_all_us = marginal(lava[k1], lava[k2], k1, k2) * 1e6
         out_l, out_e = np.load(work / f"lava{k2}.npz"), np.load(work / f"emu{n2}.npz")
@@ -254,7 +254,7 @@ def main(argv=None):
                      f"`emulator.run` on the same arrays: {api_us:.1f} us ({api[n1]:.2f} s, {api[n2]:.2f} s); "
                      f"CLI / API = {cli_us / api_us:.2f} (target <= 1.2); CLI counts == API counts: {same_api}")
         lines.append(f"  - CLI `run --backend lava --precision fixed`: {lava_us / 1e3:.1f} ms per sample marginal "
-                     f"(Lava's run phase: {k1}: {lava_run[k1]:.2f} s, {k2}: {lava_run[k2]:.2f} s; the whole "
+                     f"(Lava's run phase, best of 2: {k1}: {lava_run[k1]:.2f} s, {k2}: {lava_run[k2]:.2f} s; the whole "
                      f"command, network build included: {k1}: {lava[k1]:.2f} s, {k2}: {lava[k2]:.2f} s, "
                      f"{lava_all_us / 1e3:.1f} ms marginal); "
                      f"outputs identical to the CLI emulator on {k2}/{k2} samples: {same}; "
