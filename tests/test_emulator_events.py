@@ -59,6 +59,13 @@ def assert_same_run(graph, x, **kw):
     return events
 
 
+
+def assert_layers_fire(run, graph, lo=0.01, hi=0.6):
+    """Every Neuron layer of a recorded run fires between ``lo`` and ``hi`` a step."""
+    rates = {n: float(run.layer_counts[n].mean()) / graph.timesteps for n in run.layer_counts
+             if isinstance(graph.node(n), ir.Neuron)}
+    assert all(lo < r < hi for r in rates.values()), rates
+
 # -- strategies --------------------------------------------------------------------------------
 
 def _near(lo, hi, special=()):
@@ -401,10 +408,7 @@ def test_a_conv_snn_with_paired_16_and_32_lane_runs_gives_the_same_integers(stri
     neurons = prog.ops[prog.ops[:, K.KIND] == K.NEURON]
     assert np.all(neurons[:, K.A4] & 16)                       # the shift decay
     assert prog.ops[prog.ops[:, K.KIND] == K.INPUT][0, K.A0] == 0   # the bit map straight from uint8
-    run = assert_same_run(qg, x)
-    rates = [float(run.layer_counts[n].mean()) / 8 for n in run.layer_counts
-             if isinstance(qg.node(n), ir.Neuron)]
-    assert all(0.01 < r < 0.6 for r in rates), rates
+    assert_layers_fire(assert_same_run(qg, x), qg)
 
 
 @pytest.mark.parametrize("params", ["shared", "bias per neuron", "all per neuron"])
@@ -472,6 +476,10 @@ def test_neuron_update_in_16_lane_vectors_and_the_rest_at_the_limits(params, res
     assert len(kinds) == 6, kinds
 
 
+def _uniform(shape, seed):
+    return np.random.default_rng(seed).random(shape)
+
+
 def _one_channel_snn(c_out, kernel, stride, padding, hw, second=False, seed=0):
     """Input (1, H, W) spike trains -> Conv(1 -> c_out) -> LIF [-> Conv(c_out -> 1) -> LIF ->
     Conv(1 -> 8, 3x3) -> LIF: a patch conv reading a Neuron's bit map] -> Flatten -> Linear -> LIF."""
@@ -496,18 +504,13 @@ def _one_channel_snn(c_out, kernel, stride, padding, hw, second=False, seed=0):
     return m
 
 
-def _assert_layers_fire(run, qg, lo=0.01, hi=0.6):
-    rates = {n: float(run.layer_counts[n].mean()) / qg.timesteps for n in run.layer_counts
-             if isinstance(qg.node(n), ir.Neuron)}
-    assert all(lo < r < hi for r in rates.values()), rates
-
-
 @pytest.mark.parametrize("c_out, kernel, stride, padding, hw, second", [
     (8, 3, 2, 1, (28, 28), False),        # the spike-train MNIST conv SNN's first conv
     (16, 3, 1, 1, (13, 30), True),        # rows across word boundaries; a patch conv of spikes
     (5, 2, 1, 0, (9, 62), False),         # 62 columns, no padding: the widest row; 5 lanes
     (24, (1, 5), 1, (0, 2), (7, 20), False),   # one kernel row of 5 taps; 16 + 8 lanes
     (8, 3, 3, 2, (20, 20), False),        # stride 3: the generic loops
+    (64, 3, 1, 1, (10, 10), False),       # 64 channels: the largest table (2**15 values)
 ])
 def test_a_one_channel_conv_of_spikes_as_a_patch_table_gives_the_same_integers(
         c_out, kernel, stride, padding, hw, second):
@@ -517,17 +520,13 @@ def test_a_one_channel_conv_of_spikes_as_a_patch_table_gives_the_same_integers(
     from snncompile.frontend import from_torch
     from snncompile.targets.emulator import event_kernel as K
     m = _one_channel_snn(c_out, kernel, stride, padding, hw, second)
-    x = (torch_rand((5, 8, 1) + hw, seed=c_out) < 0.3).astype(np.float32)
+    x = (_uniform((5, 8, 1) + hw, seed=c_out) < 0.3).astype(np.float32)
     qg, _ = quantize(from_torch(m, (1,) + hw, 8, name="patch"), calib=x)
     prog = build_program(qg)
     assert int(np.sum(prog.ops[:, K.KIND] == K.PATCH_CONV)) == (2 if second else 1)
     assert prog.ops[prog.ops[:, K.KIND] == K.INPUT][0, K.A0] == 0   # only the input's bit map is read
     run = assert_same_run(qg, x)
-    _assert_layers_fire(run, qg)
-
-
-def torch_rand(shape, seed):
-    return np.random.default_rng(seed).random(shape)
+    assert_layers_fire(run, qg)
 
 
 @pytest.mark.parametrize("change, why", [
@@ -579,9 +578,9 @@ def test_a_patch_conv_snn_equals_lava_fixed_pt():
     from snncompile.frontend import from_torch
     from snncompile.targets import run
     m = _one_channel_snn(8, 3, 2, 1, (12, 12), second=True, seed=4)
-    x = (torch_rand((2, 8, 1, 12, 12), seed=9) < 0.3).astype(np.float32)
+    x = (_uniform((2, 8, 1, 12, 12), seed=9) < 0.3).astype(np.float32)
     qg, _ = quantize(from_torch(m, (1, 12, 12), 8, name="patch_lava"), calib=x)
     emu = run(qg, x, backend="emulator", precision="fixed", record=True)
-    _assert_layers_fire(emu, qg)
+    assert_layers_fire(emu, qg)
     lava = run(qg, x, backend="lava", precision="fixed")
     assert np.array_equal(lava.outputs, emu.outputs)

@@ -279,6 +279,12 @@ def patch_table(weight: np.ndarray) -> np.ndarray | None:
     return taps @ np.asarray(weight, np.int64).reshape(C, KH * KW).T
 
 
+def _has_bias(node) -> bool:
+    """Does a synapse carry an integer bias of its own (one that feeds a product)?"""
+    bias = getattr(getattr(node, "fixed", None), "bias", None)
+    return bias is not None and bool(np.any(bias))
+
+
 def permuted(in_shape, axes, perm) -> np.ndarray:
     """The internal order of ``permute(axes)`` of a value laid out as ``perm``."""
     n = int(np.prod(in_shape))
@@ -557,9 +563,9 @@ class _Builder:
 
     def bias_of(self, node) -> int:
         """aux offset of a synapse's own integer bias in its output's internal order, or -1."""
-        bias = getattr(getattr(node, "fixed", None), "bias", None)
-        if bias is None or not np.any(bias):
+        if not _has_bias(node):
             return -1
+        bias = node.fixed.bias
         return self.put(np.broadcast_to(np.asarray(bias, np.int64), self.g.shape(node.name)).reshape(-1)
                         [self.perm[node.name]])
 
@@ -605,9 +611,8 @@ class _Builder:
         (sh, sw), (ph, pw) = stride, padding
         src = self.source(ins[0], node.name)
         table = patch_table(weight)
-        bias = getattr(getattr(node, "fixed", None), "bias", None)
         if (table is None or groups != 1 or tuple(dilation) != (1, 1) or W + 2 * pw > 63
-                or src not in self.listed or (bias is not None and np.any(bias))
+                or src not in self.listed or _has_bias(node)
                 or not np.array_equal(self.perm[ins[0]], hwc_perm((c_in, H, W)))):
             return False
         _, _, KH, KW = weight.shape

@@ -54,42 +54,27 @@ def _vector_madd(width: int):
     return madd
 
 
-def _vector_add(width: int):
+def _vector_store(width: int, accumulate: bool):
     @intrinsic
-    def add(typingctx, dst, dst_off, src, src_off):
-        """dst[dst_off:+width] += src[src_off:+width] (int32 lanes)."""
+    def store(typingctx, dst, dst_off, src, src_off):
+        """dst[dst_off:+width] += src[src_off:+width] (``accumulate``), else = (int32 lanes)."""
         if not _int32_arrays(dst, src):
             return None
 
         def codegen(context, builder, sig, args):
             d, doff, s, soff = args
             dp = _vec_ptr(context, builder, sig.args[0], d, doff, width)
-            sp = _vec_ptr(context, builder, sig.args[2], s, soff, width)
-            builder.store(builder.add(builder.load(dp, align=4), builder.load(sp, align=4)), dp, align=4)
+            value = builder.load(_vec_ptr(context, builder, sig.args[2], s, soff, width), align=4)
+            if accumulate:
+                value = builder.add(builder.load(dp, align=4), value)
+            builder.store(value, dp, align=4)
             return context.get_dummy_value()
         return types.void(dst, dst_off, src, src_off), codegen
-    return add
+    return store
 
 
-def _vector_copy(width: int):
-    @intrinsic
-    def copy(typingctx, dst, dst_off, src, src_off):
-        """dst[dst_off:+width] = src[src_off:+width] (int32 lanes)."""
-        if not _int32_arrays(dst, src):
-            return None
-
-        def codegen(context, builder, sig, args):
-            d, doff, s, soff = args
-            sp = _vec_ptr(context, builder, sig.args[2], s, soff, width)
-            builder.store(builder.load(sp, align=4), _vec_ptr(context, builder, sig.args[0], d, doff, width),
-                          align=4)
-            return context.get_dummy_value()
-        return types.void(dst, dst_off, src, src_off), codegen
-    return copy
-
-
-add8, add16 = _vector_add(8), _vector_add(16)
-copy8, copy16 = _vector_copy(8), _vector_copy(16)
+add8, add16 = _vector_store(8, True), _vector_store(16, True)
+copy8, copy16 = _vector_store(8, False), _vector_store(16, False)
 madd8, madd16 = _vector_madd(8), _vector_madd(16)
 
 
