@@ -401,7 +401,7 @@ def test_a_conv_snn_with_paired_16_and_32_lane_runs_gives_the_same_integers(stri
     synapses = prog.ops[prog.ops[:, K.KIND] == K.SYNAPSE]
     assert synapses[0, K.A5] == 32                     # the 16-channel conv's runs, paired
     indptr = prog.tables[0]
-    for row in synapses[synapses[:, K.A1] == 0]:       # convs whose inputs all list as many
+    for row in synapses[(synapses[:, K.A1] == 0) & (synapses[:, K.A9] == 0)]:   # per-input convs: all list as many
         counts = np.diff(indptr[row[K.A4]:row[K.A4] + row[K.SIZE] + 1])   # entries carry that
         assert row[K.A6] == (counts[0] if np.all(counts == counts[0]) else 0)   # count (else 0)
     assert synapses[0, K.A6] > 0
@@ -580,6 +580,142 @@ def test_a_patch_conv_snn_equals_lava_fixed_pt():
     m = _one_channel_snn(8, 3, 2, 1, (12, 12), second=True, seed=4)
     x = (_uniform((2, 8, 1, 12, 12), seed=9) < 0.3).astype(np.float32)
     qg, _ = quantize(from_torch(m, (1, 12, 12), 8, name="patch_lava"), calib=x)
+    emu = run(qg, x, backend="emulator", precision="fixed", record=True)
+    assert_layers_fire(emu, qg)
+    lava = run(qg, x, backend="lava", precision="fixed")
+    assert np.array_equal(lava.outputs, emu.outputs)
+
+
+# -- spikes summed in registers: by pixel (convs) and by bit-map word (Dense) --------------------
+
+def _grouped_graph(c_in, c_out, hw, stride=1, padding=1, dilation=1, groups=1, kernel=3, bias=False,
+                   weight_scale=1, n_lin=10, seed=0, conv_vth=None):
+    """Input (c_in, H, W) spikes -> Conv -> LIF -> Flatten -> Linear -> LIF -> Output, integer
+    weights drawn so that both populations fire (thresholds from the expected drive;
+    ``conv_vth``: zero-mean conv weights and that threshold)."""
+    rng = np.random.default_rng(seed)
+    g = Graph("grouped", timesteps=6)
+    g.add(ir.Input("in", shape=(c_in,) + hw, fixed=fx.InputFixed()))
+    lo, hi = (-128, 128) if conv_vth else (-100, 156)
+    w = rng.integers(lo, hi, (c_out, c_in // groups, kernel, kernel)) * weight_scale
+    fixed = fx.SynapseFixed(weight=w, bias=rng.integers(-500, 500, c_out)[:, None, None] if bias else None)
+    g.add(ir.Conv2d("conv", weight=np.zeros(w.shape), stride=stride, padding=padding, dilation=dilation,
+                    groups=groups, fixed=fixed), ["in"])
+    shape = g.shape("conv")
+    drive = 0.3 * (c_in // groups) * kernel * kernel * 28 * weight_scale     # (the mean sum)
+    g.add(ir.Neuron("lif", shape=shape, fixed=fx.NeuronFixed(du=4095, dv=2048, vth=conv_vth or int(1.6 * drive))), ["conv"])
+    g.add(ir.Flatten("flat"), ["lif"])
+    n = int(np.prod(shape))
+    g.add(ir.Linear("fc", weight=np.zeros((n_lin, n)),
+                    fixed=fx.SynapseFixed(weight=rng.integers(-120, 121, (n_lin, n)), weight_exp=1)), ["flat"])
+    spread = 2 * 70 * np.sqrt(0.15 * n)        # the sums' spread (mean 0) after the exponent
+    g.add(ir.Neuron("out_lif", shape=(n_lin,), fixed=fx.NeuronFixed(du=4095, dv=2048, vth=int(spread))),
+          ["fc"])
+    g.add(ir.Output("out"), ["out_lif"])
+    return g
+
+
+@pytest.mark.parametrize("c_in, c_out, hw, kw", [
+    (16, 32, (14, 14), {}),                            # the shipped model's second conv
+    (16, 16, (13, 11), dict(stride=2)),                # stride 2: 1, 2 or 4 output pixels a pixel
+    (32, 24, (9, 9), dict(dilation=2, padding=2)),     # dilation; 16 + 8 output lanes
+    (64, 40, (6, 7), dict(bias=True)),                 # a whole word a pixel; 32 + 8 lanes; a bias
+    (128, 128, (5, 5), {}),                            # wide: two words a pixel, 64 + 64 lanes
+    (16, 8, (8, 8), dict(weight_scale=1000, conv_vth=62000)),   # sums may pass 2**23: the wrap
+])
+def test_a_conv_of_spikes_by_pixel_gives_the_same_integers(c_in, c_out, hw, kw):
+    """A conv of spikes laid out by input pixel (``events.pixel_entries``: one pixel's spikes
+    summed in registers per tap) and the Dense after it by bit-map word == the torch
+    engine's int64 equations, every layer firing."""
+    from snncompile.targets.emulator import event_kernel as K
+    g = _grouped_graph(c_in, c_out, hw, **kw)
+    prog = build_program(g)
+    synapses = prog.ops[prog.ops[:, K.KIND] == K.SYNAPSE]
+    assert synapses[:, K.A9].tolist() == [c_in, 64]          # the conv by pixel, the Dense by word
+    assert synapses[0, K.A8] == int(kw.get("weight_scale", 1) == 1)    # sums below 2**23: no wrap
+    x = (_uniform((4, 6, c_in) + hw, seed=c_in) < 0.3).astype(np.float64)
+    assert_layers_fire(assert_same_run(g, x), g)
+
+
+@pytest.mark.parametrize("change, why", [
+    (dict(c_in=8), "8 channels: fewer than events.MIN_GROUP (a vector add a spike is faster)"),
+    (dict(c_in=24), "24 channels: a pixel's group would straddle words"),
+    (dict(c_out=12), "12 output channels: not whole 8-lane blocks"),
+    (dict(groups=2), "a grouped conv"),
+])
+def test_convs_not_laid_out_by_pixel_keep_their_per_input_tables(change, why):
+    from snncompile.targets.emulator import event_kernel as K
+    g = _grouped_graph(change.get("c_in", 16), change.get("c_out", 16), (8, 8), groups=change.get("groups", 1))
+    prog = build_program(g)
+    synapses = prog.ops[prog.ops[:, K.KIND] == K.SYNAPSE]
+    assert synapses[:, K.A9].tolist() == [0, 64], why
+    x = (_uniform((4, 6, change.get("c_in", 16), 8, 8), seed=1) < 0.3).astype(np.float64)
+    assert_layers_fire(assert_same_run(g, x), g)
+
+
+@pytest.mark.parametrize("n_in, n_out", [(100, 40), (784, 10), (64, 16)])
+def test_a_dense_of_spikes_by_word_gives_the_same_integers(n_in, n_out):
+    """A Dense of spikes sums each bit-map word's weight rows in registers (``_dense_words``;
+    a last, partial word; 32 + 16 lanes) == the torch engine, with a weight exponent and a
+    bias; graded messages keep the per-message path (A9 0)."""
+    from snncompile.targets.emulator import event_kernel as K
+    rng = np.random.default_rng(n_in)
+    for bits in (0, 6):
+        g = Graph("dense", timesteps=5)
+        g.add(ir.Input("in", shape=(n_in,), fixed=fx.InputFixed(num_message_bits=bits)))
+        g.add(ir.Linear("fc", weight=np.zeros((n_out, n_in)), fixed=fx.SynapseFixed(
+            weight=rng.integers(-100, 160, (n_out, n_in)), weight_exp=-1, num_message_bits=bits,
+            bias=rng.integers(-50, 50, n_out))), ["in"])
+        vth = int(n_in * 0.3 * 30 * (1 if bits == 0 else 20) / 2)
+        g.add(ir.Neuron("lif", shape=(n_out,), fixed=fx.NeuronFixed(du=4095, dv=2048, vth=vth)), ["fc"])
+        g.add(ir.Output("out"), ["lif"])
+        prog = build_program(g)
+        assert prog.ops[prog.ops[:, K.KIND] == K.SYNAPSE][0, K.A9] == (64 if bits == 0 else 0)
+        hi = 1 if bits == 0 else 40
+        x = (rng.random((4, 5, n_in)) < 0.3) * rng.integers(1, hi + 1, (4, 5, n_in))
+        assert_layers_fire(assert_same_run(g, x.astype(np.float64)), g)
+
+
+def test_the_per_spike_layout_gives_the_same_spikes_as_the_grouped_one(monkeypatch):
+    """events.GROUP_SPIKES off (a vector add per spike: paired and padded runs, four copies
+    of a Dense's outputs) and on: the same program outputs for the same graph."""
+    from snncompile.targets.emulator import event_kernel as K
+    from snncompile.targets.emulator import events
+    g = _grouped_graph(16, 32, (10, 10), seed=5)
+    x = (_uniform((3, 6, 16, 10, 10), seed=2) < 0.3).astype(np.float64)
+    grouped = emulator.run(g, x, precision="fixed", record=True, engine="events")
+    monkeypatch.setattr(events, "GROUP_SPIKES", False)
+    assert build_program(g).ops[:, K.A9].max() == 0
+    per_spike = emulator.run(g, x, precision="fixed", record=True, engine="events")
+    assert np.array_equal(grouped.outputs, per_spike.outputs)
+    for name in grouped.layer_counts:
+        assert np.array_equal(grouped.layer_counts[name], per_spike.layer_counts[name]), name
+    assert_layers_fire(grouped, g)
+
+
+@pytest.mark.lava
+def test_a_conv_snn_by_pixel_equals_lava_fixed_pt():
+    """A 16-channel conv of spikes laid out by pixel, and the Dense by word, on Lava's own
+    fixed_pt processes: the same spikes, every layer firing."""
+    import torch.nn as nn
+    from spikingjelly.activation_based import layer, neuron
+
+    from snncompile.frontend import from_torch
+    from snncompile.targets import run
+    from snncompile.targets.emulator import event_kernel as K
+    import torch
+    torch.manual_seed(3)
+    m = nn.Sequential(layer.Conv2d(1, 16, 3, padding=1), neuron.LIFNode(tau=2.0),
+                      layer.Conv2d(16, 32, 3, stride=2, padding=1), neuron.LIFNode(tau=2.0),
+                      layer.Flatten(), layer.Linear(32 * 5 * 5, 10), neuron.LIFNode(tau=2.0)).eval()
+    with torch.no_grad():
+        for mod in m:
+            if hasattr(mod, "weight"):
+                mod.weight.mul_(6.0)
+    x = (_uniform((2, 8, 1, 10, 10), seed=9) < 0.3).astype(np.float32)
+    qg, _ = quantize(from_torch(m, (1, 10, 10), 8, name="pixel_lava"), calib=x)
+    synapses = build_program(qg).ops
+    assert sorted(synapses[synapses[:, K.KIND] == K.SYNAPSE][:, K.A9].tolist()) == [16, 64]
     emu = run(qg, x, backend="emulator", precision="fixed", record=True)
     assert_layers_fire(emu, qg)
     lava = run(qg, x, backend="lava", precision="fixed")

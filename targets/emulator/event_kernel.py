@@ -21,7 +21,8 @@ from numba import njit, types
 from numba.extending import overload
 
 from .lif_vector import lif16
-from .simd import add8, add16, copy8, copy16, load, nonzero_mask64_u8, madd8, madd16, max16_of, nonzero_mask16, popcount, trailing_zeros
+from .simd import (add8, add16, add_selected8, add_selected16, add_selected32, add_selected64, copy8, copy16,
+                   load, madd8, madd16, max16_of, nonzero_mask16, nonzero_mask64_u8, popcount, trailing_zeros)
 
 # op kinds
 (INPUT, SYNAPSE, MAXPOOL, ADD, NEURON, COPY, GATHER, SCALE, MUL, REDUCE, MATMUL, MAXPOOL_WINDOWS,
@@ -31,8 +32,8 @@ from .simd import add8, add16, copy8, copy16, load, nonzero_mask64_u8, madd8, ma
 MM_POPCOUNT, MM_EVENTS, MM_DENSE = range(3)
 # columns of an op row: its value slots (and their bit-map words), flag for input-only ops
 # (computed at step 0 only), then per-kind arguments (see events.py)
-KIND, SRC, SIZE, DST, DST_SIZE, STATIC, SRC_BITS, DST_BITS, A0, A1, A2, A3, A4, A5, A6, A7, A8 = range(17)
-N_COLS = 17
+KIND, SRC, SIZE, DST, DST_SIZE, STATIC, SRC_BITS, DST_BITS, A0, A1, A2, A3, A4, A5, A6, A7, A8, A9 = range(18)
+N_COLS = 18
 ALIGN = 16                        # value slots start on 64-byte boundaries (whole vectors)
 DENSE_COPIES = 4                  # copies of a Dense's outputs (see _events_dense)
 
@@ -261,6 +262,75 @@ def _events_dense(val, bits, wat, src, size, dst, wts, w0, lanes, binary):
                     madd16(val, at + (q << 4), wts, w + (q << 4), m)
 
 
+@njit(inline="always")
+def _add_selected_run(val, o, wts, w, stride, word, n):
+    """val[o:o + n] += the weight rows w + b * stride (n lanes each) of the set bits b of
+    ``word``, summed in registers: 64-, 32-, 16- and 8-lane blocks (n a multiple of 8)."""
+    q = 0
+    while q + 64 <= n:
+        add_selected64(val, o + q, wts, w + q, stride, word)
+        q += 64
+    if q + 32 <= n:
+        add_selected32(val, o + q, wts, w + q, stride, word)
+        q += 32
+    if q + 16 <= n:
+        add_selected16(val, o + q, wts, w + q, stride, word)
+        q += 16
+    if q + 8 <= n:
+        add_selected8(val, o + q, wts, w + q, stride, word)
+
+
+@kernel
+def _dense_words(val, bits, wat, size, dst, wts, w0, lanes):
+    """A Dense of spikes: the weight rows of each bit-map word's spikes summed in registers,
+    then added to the outputs once a word (``lanes`` a multiple of 16), not a vector add per
+    spike into four copies of the outputs (``_events_dense``, kept for graded messages);
+    measured: ``events.GROUP_SPIKES``."""
+    for wi in range((size + 63) // 64):
+        _add_selected_run(val, dst, wts, w0 + wi * 64 * lanes, lanes, bits[wat + wi], lanes)
+
+
+@kernel
+def _events_pixels(val, bits, wat, size, dst, indptr, ip, ent_out, ent_w, wts, run, c_in):
+    """A conv of spikes by input pixel (``events.pixel_entries``): the entries are per pixel
+    (output pixel offset, the tap's weights ``[c][run]``), and the spikes of one pixel's
+    channels -- one group of ``c_in`` bits of the channel-last bit map (a power of two up
+    to 64), or one word of 64 channels (``c_in`` a multiple of 64) -- are summed in
+    registers per tap: one read-modify-write of the outputs per pixel and tap, not per spike,
+    and tables per pixel (16x smaller at 16 channels)."""
+    if c_in >= 64:
+        words_per_pixel = c_in >> 6
+        for wi in range((size + 63) // 64):
+            word = bits[wat + wi]
+            if word != 0:
+                p = wi // words_per_pixel
+                c0 = (wi - p * words_per_pixel) << 6
+                for e in range(load(indptr, ip + p), load(indptr, ip + p + 1)):
+                    _add_selected_run(val, dst + load(ent_out, e), wts, load(ent_w, e) + c0 * run, run,
+                                      word, run)
+        return
+    shift = trailing_zeros(np.int64(c_in))
+    group = (np.int64(1) << c_in) - 1
+    firsts = np.int64(0)           # bit 0 of every pixel's group
+    for q in range(64 >> shift):
+        firsts |= np.int64(1) << (q * c_in)
+    for wi in range((size + 63) // 64):
+        word = bits[wat + wi]
+        active = word              # the pixels with a spike: each group OR-ed into its bit 0
+        s = c_in >> 1
+        while s > 0:
+            active |= active >> s
+            s >>= 1
+        active &= firsts
+        while active != 0:
+            j = trailing_zeros(active)
+            active &= active - 1
+            p = (wi * 64 + j) >> shift
+            spikes = (word >> j) & group
+            for e in range(load(indptr, ip + p), load(indptr, ip + p + 1)):
+                _add_selected_run(val, dst + load(ent_out, e), wts, load(ent_w, e), run, spikes, run)
+
+
 @kernel
 def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux):
     src, size, dst, dst_size = op[SRC], op[SIZE], op[DST], op[DST_SIZE]
@@ -268,12 +338,17 @@ def _synapse(val, bits, op, indptr, ent_out, ent_w, ent_len, wts, aux):
     if not listed:
         _pack(val, src, size, bits, op[SRC_BITS])
     acc = val[dst:dst + dst_size]
-    zeros = val[dst:dst + (DENSE_COPIES * run if post == 1 else dst_size)]
+    grouped = op[A9]               # spikes summed per word (Dense) or per pixel (conv, c_in)
+    zeros = val[dst:dst + ((run if grouped else DENSE_COPIES * run) if post == 1 else dst_size)]
     for j in range(zeros.shape[0]):
         zeros[j] = 0
     args = (val, bits, op[SRC_BITS], src, size, dst, indptr, ip, ent_out, ent_w, ent_len, wts, run,
             binary, op[A6] if post == 0 else 0)    # (A6: a conv's entries per input, or 0)
-    if post == 1:
+    if grouped and post == 1:
+        _dense_words(val, bits, op[SRC_BITS], size, dst, wts, op[A6], run)
+    elif grouped:
+        _events_pixels(val, bits, op[SRC_BITS], size, dst, indptr, ip, ent_out, ent_w, wts, run, grouped)
+    elif post == 1:
         _events_dense(val, bits, op[SRC_BITS], src, size, dst, wts, op[A6], run, binary)
         for c in range(1, DENSE_COPIES):
             copy = val[dst + c * run:dst + c * run + dst_size]

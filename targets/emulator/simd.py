@@ -2,9 +2,12 @@
 
 Why: LLVM vectorises a loop with a runtime trip count in blocks of several vectors, so the
 short runs of a synapse (8 or 16 output channels) ran in its scalar remainder (measured: the
-conv with 16-channel runs took twice as long), and numba has no count-trailing-zeros. These intrinsics state the width outright; LLVM lowers them to
-what the CPU has (AVX-512, AVX2 or SSE), so they stay portable. Lanes are int32 with
-two's-complement wrapping: exact for sums that the kernel reduces modulo 2**32 or 2**24.
+conv with 16-channel runs took twice as long), and numba has no count-trailing-zeros, nor a
+vector value it keeps in registers across a loop (``add_selected*``: the weight rows of a
+word's spikes summed before one add to memory). These intrinsics state the width outright;
+LLVM lowers them to what the CPU has (AVX-512, AVX2 or SSE), so they stay portable. Lanes
+are int32 with two's-complement wrapping: exact for sums that the kernel reduces modulo
+2**32 or 2**24.
 
 Editing this file: numba's on-disk cache of ``event_kernel.py`` does not notice changes here;
 touch ``event_kernel.py`` (or delete ``__pycache__/event_kernel*.nb*``) to recompile.
@@ -73,9 +76,42 @@ def _vector_store(width: int, accumulate: bool):
     return store
 
 
+def _selected_sum(width: int):
+    @intrinsic
+    def add_selected(typingctx, dst, dst_off, src, src_off, stride, word):
+        """dst[dst_off:+width] += the sum, over the set bits b of ``word``, of
+        src[src_off + b * stride:+width] (int32 lanes). The sum is kept in registers and
+        added to ``dst`` once: several spikes of one word cost one read-modify-write."""
+        if not _int32_arrays(dst, src):
+            return None
+
+        def codegen(context, builder, sig, args):
+            d, doff, s, soff, step, bits = args
+            vty = ir.VectorType(I32, width)
+            src_data = context.make_array(sig.args[2])(context, builder, s).data
+            acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0] * width))
+            left = cgutils.alloca_once_value(builder, bits)
+            ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(I64, [I64]), "llvm.ctpop.i64")
+            cttz = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(I64, [I64, ir.IntType(1)]), "llvm.cttz.i64")
+            with cgutils.for_range(builder, builder.call(ctpop, [bits])):
+                cur = builder.load(left)
+                b = builder.call(cttz, [cur, ir.Constant(ir.IntType(1), 1)])
+                builder.store(builder.and_(cur, builder.sub(cur, ir.Constant(I64, 1))), left)
+                row = builder.gep(src_data, [builder.add(soff, builder.mul(b, step))])
+                row = builder.load(builder.bitcast(row, vty.as_pointer()), align=4)
+                builder.store(builder.add(builder.load(acc), row), acc)
+            dp = _vec_ptr(context, builder, sig.args[0], d, doff, width)
+            builder.store(builder.add(builder.load(dp, align=4), builder.load(acc)), dp, align=4)
+            return context.get_dummy_value()
+        return types.void(dst, dst_off, src, src_off, stride, word), codegen
+    return add_selected
+
+
 add8, add16 = _vector_store(8, True), _vector_store(16, True)
 copy8, copy16 = _vector_store(8, False), _vector_store(16, False)
 madd8, madd16 = _vector_madd(8), _vector_madd(16)
+add_selected8, add_selected16, add_selected32, add_selected64 = (_selected_sum(w) for w in (8, 16, 32, 64))
 
 
 @intrinsic
