@@ -381,6 +381,13 @@ class RunJob:
         read-only map of the data file."""
         return self.backend == "emulator" and self.precision == "fixed"
 
+    @property
+    def pipelined(self) -> bool:
+        """Two chunks may run at once in this process (``cluster.compute_chunks``): the
+        event engine is thread-safe and releases the GIL; not Lava (processes of its own)
+        nor the torch engine (its own threads)."""
+        return self.reads_in_place
+
     def check(self, x, lo: int = 0) -> None:
         """Samples ``lo:lo+len(x)`` fit the graph and are finite, else an error naming the file."""
         from snncompile.targets.base import input_steps

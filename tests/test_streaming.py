@@ -287,6 +287,50 @@ def test_read_ahead_gives_each_range_as_read_and_raises_a_read_error_where_it_is
             ahead.read(*ranges[1])
 
 
+def test_two_chunks_in_flight_give_every_result_in_range_order_and_stop_on_an_error(files):
+    """A pipelined job (``RunJob`` on the event engine) runs two chunks at once in this
+    process: results come in range order even when a later chunk finishes first, every read
+    is the range asked for, and a chunk's error is raised in order after the chunks before
+    it, with no chunk thread left running and the chunks after it never started."""
+    import threading
+    import time
+
+    from snncompile.cluster import compute_chunks
+    source = open_inputs(files / "shards")
+    ranges = chunk_ranges(len(source), 5)
+
+    class Job:
+        pipelined = True
+
+        def __init__(self, fail_at=None):
+            self.fail_at, self.started, self.threads = fail_at, [], set()
+
+        def __call__(self, src, lo, hi):
+            self.started.append(lo)
+            self.threads.add(threading.current_thread().name)
+            if lo == self.fail_at:
+                raise SnnCompileError(f"chunk at {lo} failed")
+            time.sleep(0.05 if (lo // 5) % 2 == 0 else 0.0)    # even chunks finish last
+            return lo, hi, src.read(lo, hi)[0]
+
+    job = Job()
+    results = list(compute_chunks(job, source, ranges))
+    assert [(lo, hi) for lo, hi, _ in results] == ranges
+    for lo, hi, x in results:
+        np.testing.assert_array_equal(x, TRAIN[lo:hi])
+    assert len(job.threads) == 2 and all(n.startswith("snncompile-chunk") for n in job.threads)
+
+    job = Job(fail_at=ranges[2][0])
+    got = []
+    with pytest.raises(SnnCompileError, match=f"chunk at {ranges[2][0]} failed"):
+        for lo, hi, _ in compute_chunks(job, source, ranges):
+            got.append((lo, hi))
+    assert got == ranges[:2]
+    firsts = [lo for lo, _ in ranges]
+    assert set(firsts[:3]) <= set(job.started) <= set(firsts[:4])   # (the 4th may have been in flight)
+    assert not [t for t in threading.enumerate() if t.name.startswith("snncompile-")]
+
+
 def test_default_chunks_of_integer_trains_count_their_stored_bytes(tmp_path):
     """The event engine keeps uint8 trains as stored: its default chunk is 8x float64's."""
     from snncompile.streaming import CHUNK_BYTES, auto_chunk_size
