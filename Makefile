@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PIPC) --no-deps spikingjelly==2.0.0 norse==1.1.0
 	$(PIPC) -e '.[test,ray]'
 	$(PY) -m snncompile.lava_compat
-	# numba compiles the emulator's event kernel on first use (one to three minutes): do it now.
+	# numba compiles the emulator's event kernel on first use (about a minute): do it now.
 	$(PY) -m snncompile.targets.emulator
 	touch $@
 

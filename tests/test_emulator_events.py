@@ -415,8 +415,10 @@ def test_a_conv_snn_with_paired_16_and_32_lane_runs_gives_the_same_integers(stri
 @pytest.mark.parametrize("reset_mode", ["zero", "subtract", "none"])
 def test_neuron_update_in_16_lane_vectors_and_the_rest_at_the_limits(params, reset_mode):
     """The event kernel's neuron update (16 neurons a vector, ``lif_vector.lif16``, and the
-    rest one by one) == the torch engine's int64 equations (``integer.lif_step_exact``), u,
-    v, spikes and the bit map compared after every step: 37 neurons (two vectors and 5 more),
+    last fewer than 16 in masked lanes, ``lif16_tail``) == the torch engine's int64 equations
+    (``integer.lif_step_exact``), u, v, spikes and the bit map compared after every step: 37
+    neurons (two vectors and 5 more), 5 (the masked lanes alone) or 100 (a second bit-map
+    word, its tail at bit 32) in turn,
     activations anywhere in int32, states and parameters at and around the wrap and
     saturation limits, for every decay case -- current forgotten or decayed, voltage held,
     decayed by a power of two (a shift, 1/2 to 1/4096) or by another factor -- and reset
@@ -425,14 +427,15 @@ def test_neuron_update_in_16_lane_vectors_and_the_rest_at_the_limits(params, res
 
     from snncompile.targets.emulator import event_kernel as K
     rng = np.random.default_rng(abs(hash((params, reset_mode))) % 2 ** 32)
-    n, steps = 37, 12
+    steps = 12
 
     def per(values):      # one value, or per neuron: in the layout the case asks for
         return np.asarray(values) if params == "all per neuron" else int(np.asarray(values).reshape(-1)[0])
 
-    fired, flags = [], set()
+    fired, flags, case = [], set(), 0
     for du in (4095, 0, 1234):                  # keep_u 0 (forgotten), 4095, per neuron
         for dv in (0, 2048, 4095, 3072, 1000):  # keep_v 4096 (held), 2048, 1, 1024, 3096
+            n, case = (37, 5, 100)[case % 3], case + 1
             g = Graph("lanes", timesteps=steps)
             prev = g.add(ir.Input("in", shape=(n,), fixed=fx.InputFixed(num_message_bits=24)))
             fc = ir.Linear("fc", weight=np.zeros((n, n)), fixed=fx.SynapseFixed(
@@ -466,8 +469,9 @@ def test_neuron_update_in_16_lane_vectors_and_the_rest_at_the_limits(params, res
                     if op[K.A4] & 2 == 0:        # (a forgotten current is not stored)
                         assert np.array_equal(U[so:so + n], ref.u.numpy()[0]), (du, dv, t)
                     assert np.array_equal(val[dst:dst + n], s), (du, dv, t)
-                    want = sum(1 << i for i in np.nonzero(s)[0])
-                    assert int(bits[op[K.DST_BITS]]) % 2 ** 64 == want, (du, dv, t)   # (one word)
+                    want = sum(1 << int(i) for i in np.nonzero(s)[0])
+                    words = bits[op[K.DST_BITS]:op[K.DST_BITS] + (n + 63) // 64]
+                    assert sum(int(w) % 2 ** 64 << (64 * k) for k, w in enumerate(words)) == want, (n, du, dv, t)
                     fired.append(float(s.mean()))
     assert 0.05 < np.mean(fired) < 0.95, np.mean(fired)
     layout = {"shared": 1, "bias per neuron": 8, "all per neuron": 0}[params]

@@ -1,9 +1,9 @@
 """``python -m snncompile.targets.emulator``: compile the event kernel (and the torch engine's
 neuron update, ``lif_kernel.py``) once, ahead of use.
 
-numba compiles the kernel on first use (for both message types on a 2-core VM: about 100 s
-on an Intel one, 2026-12-02; 175-180 s on an AMD EPYC one, 2026-12-03, before and after that
-day's kernel work) and caches it next to the source; ``make install`` runs this so that the first
+numba compiles the kernel on first use (for both message types and the torch engine's update,
+on a 2-vCPU AMD EPYC VM: 47 s, 2026-12-04; 120-200 s before the populations' last neurons
+took masked vector lanes instead of a scalar loop) and caches it next to the source; ``make install`` runs this so that the first
 ``snncompile run --backend emulator`` (and the test suite) starts warm.
 """
 from __future__ import annotations

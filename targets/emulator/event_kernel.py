@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .lif_vector import lif16
+from .lif_vector import lif16, lif16_tail
 from .simd import (add8, add16, add_selected8, add_selected16, add_selected32, add_selected64, copy8, copy16,
                    load, madd8, madd16, max16_of, nonzero_mask16, nonzero_mask64_u8, popcount, trailing_zeros)
 
@@ -533,22 +533,13 @@ def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, to_zero, forget_u, ho
     return up, (np.int32(min(max(np.int64(vn) - r_amt, -(LIM - 1)), LIM - 1)) if s else vn), s
 
 
-def _at(p, i):
-    """p[i] of a per-neuron parameter array, or the scalar p shared by the population."""
-
-
-@overload(_at, inline="always")
-def _at_impl(p, i):
-    if isinstance(p, types.Array):
-        return lambda p, i: p[i]
-    return lambda p, i: p
-
-
 @njit(inline="always")
 def _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
                 to_zero, forget_u, hold_v, shift_v):
     """One population's update and the bit map of its spikes: whole vectors of 16 neurons with
-    ``lif_vector.lif16`` (their words of the bit map as they complete), the rest with ``_lif``.
+    ``lif_vector.lif16`` (their words of the bit map as they complete), the last fewer than 16
+    with masked lanes (``lif16_tail``; a scalar loop of ``_lif`` here was two thirds of the
+    kernel's cold compile).
     The parameters are scalars (shared) or arrays (per neuron); the flags constants (see
     ``_neuron_flags``). ``u`` is not stored where ``forget_u``: no step reads it."""
     size = a_in.shape[0]
@@ -560,16 +551,11 @@ def _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bi
         if (i & 63) == 48:
             bits[wat + (i >> 6)] = word
             word = 0
-    for i in range(vec, size):
-        up, vn, s = _lif(a_in[i], u_[i], v_[i], _at(k_u, i), _at(k_v, i), _at(bias, i), _at(vth, i),
-                         _at(r_val, i), _at(r_amt, i), to_zero, forget_u, hold_v)
-        if not forget_u:
-            u_[i] = up
-        v_[i] = vn
-        spikes[i] = s
-    done = size & ~63              # the last, partial word of the bit map
-    if done < size:
-        _pack(val, dst + done, size - done, bits, wat + (done >> 6))
+    if vec < size:                 # the last neurons, and the last, partial word of the bit map
+        word |= lif16_tail(a_in, spikes, u_, v_, vec, size - vec, k_u, k_v, v_shift, bias, vth, r_val,
+                           r_amt, to_zero, forget_u, hold_v, shift_v) << (vec & 63)
+    if size & 63:
+        bits[wat + (size >> 6)] = word
 
 
 @njit(inline="always")

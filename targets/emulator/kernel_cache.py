@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-NOTE = ("note: numba is compiling the emulator's event kernel (one to three minutes, once; it is cached "
+NOTE = ("note: numba is compiling the emulator's event kernel (about a minute, once; it is cached "
         "afterwards; `python -m snncompile.targets.emulator` compiles it ahead of time)")
 
 
