@@ -56,7 +56,7 @@ class _Lanes:
         if self.mask is None:
             return self.builder.load(ptr, align=4)
         fnty = ir.FunctionType(V32, [ptr.type, I32, VMASK, V32])
-        fn = cgutils.get_or_insert_function(self.builder.module, fnty, "llvm.masked.load.v16i32.p0v16i32")
+        fn = cgutils.get_or_insert_function(self.builder.module, fnty, "llvm.masked.load.v16i32." + _mangled(ptr))
         return self.builder.call(fn, [ptr, ir.Constant(I32, 4), self.mask, _vec(0)])
 
     def store(self, value, arr_type, arr):
@@ -65,12 +65,18 @@ class _Lanes:
             self.builder.store(value, ptr, align=4)
             return
         fnty = ir.FunctionType(ir.VoidType(), [V32, ptr.type, I32, VMASK])
-        fn = cgutils.get_or_insert_function(self.builder.module, fnty, "llvm.masked.store.v16i32.p0v16i32")
+        fn = cgutils.get_or_insert_function(self.builder.module, fnty, "llvm.masked.store.v16i32." + _mangled(ptr))
         self.builder.call(fn, [value, ptr, ir.Constant(I32, 4), self.mask])
 
     def param(self, typ, value):
         """A parameter: 16 lanes of a per-neuron array, or a scalar repeated."""
         return self.load(typ, value) if isinstance(typ, types.Array) else _splat(self.builder, value, LANES)
+
+
+def _mangled(ptr) -> str:
+    """The pointer's part of a masked load/store intrinsic's name: typed pointers (LLVM 14/15,
+    numba 0.60/0.61) spell the pointee, opaque ones do not."""
+    return "p0" if getattr(ptr.type, "is_opaque", False) else "p0v16i32"
 
 
 def _min(builder, a, b):
