@@ -1,10 +1,11 @@
 """``python -m snncompile.targets.emulator``: compile the event kernel (and the torch engine's
 neuron update, ``lif_kernel.py``) once, ahead of use.
 
-numba compiles the kernel on first use (for both message types and the torch engine's update,
-on a 2-vCPU AMD EPYC VM: 47 s, 2026-12-04; 120-200 s before the populations' last neurons
-took masked vector lanes instead of a scalar loop) and caches it next to the source; ``make install`` runs this so that the first
-``snncompile run --backend emulator`` (and the test suite) starts warm.
+numba compiles the kernel on first use (for both message types, with the torch engine's
+update: 40-49 s on a 2-vCPU Intel Xeon VM, 2026-12-04; 120-200 s before a population's last
+neurons took masked vector lanes instead of a scalar loop, ``lif_vector.lif16_tail``) and
+caches it next to the source; ``make install`` runs this so that the first ``snncompile run
+--backend emulator`` (and the test suite) starts warm.
 """
 from __future__ import annotations
 

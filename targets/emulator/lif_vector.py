@@ -15,7 +15,8 @@ clamped result is the same). ``tests/test_emulator_events.py`` holds the two equ
 The last neurons of a population (fewer than 16) take the same update with masked loads and
 stores (``lif16_tail``): a scalar loop there, in each of the kernel's 36 specialised
 populations, was two thirds of the kernel's cold compile (LLVM vectorised and unrolled every
-one of them; measured 112 -> ~50 s on the 2-vCPU VM).
+one of them; measured on a 2-vCPU VM: the uint8 kernel 112 -> 30 s, ``python -m
+snncompile.targets.emulator`` 124 -> 47 s).
 
 Editing this file: numba's on-disk cache of ``event_kernel.py`` does not notice changes
 here; touch ``event_kernel.py`` (and ``lif_kernel.py``) to recompile.
@@ -56,7 +57,8 @@ class _Lanes:
         if self.mask is None:
             return self.builder.load(ptr, align=4)
         fnty = ir.FunctionType(V32, [ptr.type, I32, VMASK, V32])
-        fn = cgutils.get_or_insert_function(self.builder.module, fnty, "llvm.masked.load.v16i32." + _mangled(ptr))
+        name = "llvm.masked.load.v16i32." + _mangled(ptr)
+        fn = cgutils.get_or_insert_function(self.builder.module, fnty, name)
         return self.builder.call(fn, [ptr, ir.Constant(I32, 4), self.mask, _vec(0)])
 
     def store(self, value, arr_type, arr):
@@ -65,7 +67,8 @@ class _Lanes:
             self.builder.store(value, ptr, align=4)
             return
         fnty = ir.FunctionType(ir.VoidType(), [V32, ptr.type, I32, VMASK])
-        fn = cgutils.get_or_insert_function(self.builder.module, fnty, "llvm.masked.store.v16i32." + _mangled(ptr))
+        name = "llvm.masked.store.v16i32." + _mangled(ptr)
+        fn = cgutils.get_or_insert_function(self.builder.module, fnty, name)
         self.builder.call(fn, [value, ptr, ir.Constant(I32, 4), self.mask])
 
     def param(self, typ, value):
@@ -119,7 +122,8 @@ def _lif_lanes(a_in, spikes, u, v, i, n, keep_u, keep_v, v_shift, bias, vth, r_v
         if masked:             # lanes 0..n-1
             count, count_type = args.pop(5), arg_types.pop(5)
             count = context.cast(builder, count, count_type, types.int32)
-            mask = builder.icmp_unsigned("<", ir.Constant(V32, list(range(LANES))), _splat(builder, count, LANES))
+            lane = ir.Constant(V32, list(range(LANES)))
+            mask = builder.icmp_unsigned("<", lane, _splat(builder, count, LANES))
         a_t, s_t, u_t, v_t, _, ku_t, kv_t, _, *p_t = arg_types[:12]
         a_a, s_a, u_a, v_a, idx, ku_a, kv_a, shift, *p_a = args[:12]
         to_zero_, forget_u_, hold_v_, shift_v_ = args[12:]
