@@ -724,3 +724,19 @@ def test_a_conv_snn_by_pixel_equals_lava_fixed_pt():
     assert_layers_fire(emu, qg)
     lava = run(qg, x, backend="lava", precision="fixed")
     assert np.array_equal(lava.outputs, emu.outputs)
+
+
+@pytest.mark.parametrize("n, threads", [(4096, 2), (4097, 2), (1000, 2), (300, 16), (5000, 1), (63, 2)])
+def test_tasks_cover_every_sample_once_in_order_and_end_small(n, threads):
+    """``events.task_ranges``: every sample in exactly one task, in order; tasks of CHUNK, the
+    last ``2 * threads * CHUNK`` samples in tasks of SMALL_TASK (the threads finish together)."""
+    from snncompile.targets.emulator import events as E
+    tasks = E.task_ranges(n, threads)
+    assert tasks[0][0] == 0 and tasks[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(tasks, tasks[1:]))
+    sizes = [hi - lo for lo, hi in tasks]
+    assert all(0 < s <= E.CHUNK for s in sizes)
+    tail = 0 if threads == 1 else min(n, 2 * threads * E.CHUNK)
+    assert all(s <= E.SMALL_TASK for s in sizes[len(sizes) - -(-tail // E.SMALL_TASK):])
+    if threads == 1:
+        assert sizes[:-1] == [E.CHUNK] * (len(sizes) - 1)

@@ -65,7 +65,8 @@ def run(graph, x, steps: Optional[int] = None, precision: str = "float", record:
     """Simulate ``graph`` on ``x`` ((N, T, *shape) or static (N, *shape)) in float or fixed point.
 
     ``engine`` (fixed point): see ``ENGINES``; both give the same integers. The event engine
-    runs on ``torch.get_num_threads()`` threads, 64 samples per task.
+    runs on ``torch.get_num_threads()`` threads, 256 samples per task
+    (``events.CHUNK``).
     ``batch_size`` (float, and the torch engine): samples simulated together.
     ``fused`` (torch engine): fuse the integer neuron update with torch.compile (same
     integers; default: only for runs above ``FUSE_ABOVE`` neuron updates)."""
