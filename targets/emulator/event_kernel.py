@@ -534,7 +534,7 @@ def _lif(a, u, v, keep_u, keep_v, bias, vth, r_val, r_amt, to_zero, forget_u, ho
 
 
 @njit(inline="always")
-def _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+def _population(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
                 to_zero, forget_u, hold_v, shift_v):
     """One population's update and the bit map of its spikes: whole vectors of 16 neurons with
     ``lif_vector.lif16`` (their words of the bit map as they complete), the last fewer than 16
@@ -559,39 +559,39 @@ def _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bi
 
 
 @njit(inline="always")
-def _resets(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+def _resets(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
             to_zero, forget_u, hold_v, shift_v):
     """``_neuron_flags``' inner levels: the reset mode and the current's decay as constants."""
     if to_zero:
         if forget_u:
-            _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val,
+            _population(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val,
                         r_amt, True, True, hold_v, shift_v)
         else:
-            _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val,
+            _population(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val,
                         r_amt, True, False, hold_v, shift_v)
     elif forget_u:
-        _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val,
+        _population(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val,
                     r_amt, False, True, hold_v, shift_v)
     else:
-        _population(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val,
+        _population(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val,
                     r_amt, False, False, hold_v, shift_v)
 
 
 @njit(inline="always")
-def _neuron_flags(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+def _neuron_flags(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
                   to_zero, forget_u, hold_v, shift_v):
     """``_population`` with the reset mode (to a value; subtract, which is also "none" with 0),
     the current's decay (none or a product) and the voltage's (none, a shift or a product) as
     constants, one loop each: LLVM keeps only the arithmetic that case needs (a select on a
     loop-invariant mode instead was 60 % slower on this CPU)."""
     if hold_v:
-        _resets(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+        _resets(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
                 to_zero, forget_u, True, False)
     elif shift_v:
-        _resets(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+        _resets(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
                 to_zero, forget_u, False, True)
     else:
-        _resets(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
+        _resets(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, bias, vth, r_val, r_amt,
                 to_zero, forget_u, False, False)
 
 
@@ -610,13 +610,13 @@ def _neuron(val, bits, op, U, V, par):
     k_u, k_v, r_val, r_amt = np.int64(par[0, po]), np.int64(par[1, po]), np.int32(par[4, po]), np.int64(par[5, po])
     v_shift = 12 - trailing_zeros(k_v) if shift_v else 0
     if flags & 8:
-        _neuron_flags(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, par[2, po:po + size],
+        _neuron_flags(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, par[2, po:po + size],
                       par[3, po:po + size], r_val, r_amt, to_zero, forget_u, hold_v, shift_v)
     elif flags & 1:
-        _neuron_flags(val, bits, a_in, spikes, u_, v_, dst, wat, k_u, k_v, v_shift, np.int64(par[2, po]),
+        _neuron_flags(bits, a_in, spikes, u_, v_, wat, k_u, k_v, v_shift, np.int64(par[2, po]),
                       np.int64(par[3, po]), r_val, r_amt, to_zero, forget_u, hold_v, shift_v)
     else:                          # (never shift_v: keep_v differs between neurons)
-        _neuron_flags(val, bits, a_in, spikes, u_, v_, dst, wat, par[0, po:po + size], par[1, po:po + size],
+        _neuron_flags(bits, a_in, spikes, u_, v_, wat, par[0, po:po + size], par[1, po:po + size],
                       0, par[2, po:po + size], par[3, po:po + size], par[4, po:po + size],
                       par[5, po:po + size], to_zero, forget_u, hold_v, False)
 
